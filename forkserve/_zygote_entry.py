@@ -1,0 +1,11 @@
+"""``python -m forkserve._zygote_entry SPEC``: how the master execs a zygote.
+
+A module of its own because ``forkserve/__init__`` imports ``forkserve.zygote``, and running an
+already-imported module with ``-m`` makes runpy warn.
+"""
+
+import sys
+
+from forkserve.zygote import main
+
+sys.exit(main())

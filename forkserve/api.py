@@ -1,0 +1,65 @@
+"""The library API: ``forkserve.run(app, workers=4)`` from any script or service."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from forkserve.config import Config, Source, env_source, resolve
+from forkserve.logs import LogSetup
+from forkserve.master import Master
+
+
+def build_config(
+    settings: Mapping[str, Any], *, environ: Mapping[str, str] | None = None, cli: bool = False
+) -> tuple[Config, dict[str, str]]:
+    """defaults < FORKSERVE_* environment < the caller's settings (keyword arguments or flags)."""
+    env = env_source(os.environ if environ is None else environ)
+    return resolve([env, Source("cli" if cli else "kwargs", settings)])
+
+
+class Server:
+    """A forkserve server you start and stop yourself (``run()`` in a thread, ``stop()`` from another).
+
+    ``handle_signals=False`` leaves the host's signal handlers alone: the host calls ``stop()``,
+    ``reload()`` or ``scale()``. ``run()`` blocks until the server stops and raises a
+    ``ForkserveError`` subclass (carrying ``exit_code``) when it could not start or had to stop.
+    """
+
+    def __init__(self, app: Any, *, handle_signals: bool = True, **settings: Any) -> None:
+        self.config, self.origins = build_config(settings)
+        self.master = Master(app, self.config, handle_signals=handle_signals)
+
+    def run(self) -> int:
+        return self.master.run()
+
+    def stop(self, graceful: bool = True) -> None:
+        self.master.stop(graceful)
+
+    def reload(self) -> None:
+        self.master.reload()
+
+    def scale(self, delta: int) -> None:
+        self.master.scale(delta)
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        return self.master.started.wait(timeout)
+
+
+def run(app: Any, *, handle_signals: bool = True, **settings: Any) -> int:
+    """Serve ``app`` (an ASGI app object, or an import string ``"module:attr"``) until stopped.
+
+    Settings are the keyword forms of the command-line flags (``workers=4``, ``bind="0.0.0.0:8000"``,
+    ``graceful_timeout=10``, see docs/configuration.md). Signal handlers are installed only when
+    called on the main thread, and the previous ones are restored on return. An app object is
+    served by forking (no re-import on HUP); an import string gets a fresh interpreter per
+    generation, so HUP loads new code.
+    """
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    server = Server(app, handle_signals=handle_signals and on_main_thread, **settings)
+    return server.run()
+
+
+__all__ = ["LogSetup", "Server", "build_config", "run"]

@@ -1,0 +1,467 @@
+"""The settings table: every setting, its default, flag, environment variable and help, once.
+
+Theory of operation. ``Config`` is a frozen dataclass whose fields *are* the table: each field is
+declared with ``setting(...)``, which records the default, the command-line flags, the environment
+variables and a parser in the field's metadata. Everything else reads that one table:
+
+* the CLI builds its click options from it (``forkserve.cli``),
+* ``resolve()`` merges defaults < environment < keyword arguments / command line, validating each
+  raw value with the field's parser and naming where a bad value came from,
+* ``docs/configuration.md`` is generated from it (``python -m forkserve.docgen``) and a test fails
+  when the page is stale.
+
+The obvious alternative, one class per setting with a registry metaclass (gunicorn's), spreads a
+default over three places and hides the types from mypy; a dataclass keeps both in one line.
+The merge itself is a pure function of plain mappings (no ``os.environ`` read inside) so it is
+tested from tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from forkserve.errors import ConfigError
+
+Workers = int | Literal["auto"]
+Parser = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    flags: tuple[str, ...]
+    env: tuple[str, ...]
+    parse: Parser
+    help: str
+    metavar: str
+    # A boolean flag gets a --no-... twin on the command line.
+    is_flag: bool = False
+    # A setting given several times on the command line (--bind) collects every value.
+    multiple: bool = False
+    # Shown in the docs instead of repr(default) where the default is computed or wordy.
+    default_text: str = ""
+    group: str = "Server"
+
+
+def setting(
+    default: Any,
+    *flags: str,
+    parse: Parser,
+    help: str,
+    metavar: str = "",
+    env: Sequence[str] = (),
+    is_flag: bool = False,
+    multiple: bool = False,
+    default_text: str = "",
+    group: str = "Server",
+) -> Any:
+    meta = {
+        "flags": flags,
+        "env": tuple(env),
+        "parse": parse,
+        "help": help,
+        "metavar": metavar,
+        "is_flag": is_flag,
+        "multiple": multiple,
+        "default_text": default_text,
+        "group": group,
+    }
+    return field(default=default, metadata={"forkserve": meta})
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsers. Each takes a raw value (a string from the CLI or environment, or a Python value from
+# the library) and returns the typed value, or raises ValueError with what was expected.
+
+
+def parse_int(minimum: int = 0) -> Parser:
+    def parse(raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ValueError("expected a whole number")
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError("expected a whole number") from None
+        if value < minimum:
+            raise ValueError(f"expected a whole number of at least {minimum}")
+        return value
+
+    return parse
+
+
+def parse_seconds(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("expected a number of seconds")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds, e.g. 30 or 2.5") from None
+    if value < 0 or value != value:
+        raise ValueError("expected a number of seconds of at least 0")
+    return value
+
+
+def parse_positive_seconds(raw: Any) -> float:
+    value = parse_seconds(raw)
+    if value <= 0:
+        raise ValueError("expected a number of seconds greater than 0")
+    return value
+
+
+def parse_workers(raw: Any) -> Workers:
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return "auto"
+    try:
+        return parse_int(minimum=1)(raw)  # type: ignore[no-any-return]
+    except ValueError:
+        raise ValueError("expected a number of workers of at least 1, or 'auto'") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected true or false (1/0, yes/no, on/off)")
+
+
+def parse_str(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError("expected a string")
+    return raw
+
+
+def parse_optional_str(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    return parse_str(raw) or None
+
+
+def parse_choice(*choices: str) -> Parser:
+    def parse(raw: Any) -> str:
+        text = str(raw).strip().lower()
+        if text not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+def parse_ip_list(raw: Any) -> str:
+    """Validated, but kept as the comma-separated text uvicorn's ProxyHeadersMiddleware takes."""
+    items = [raw] if isinstance(raw, str) else list(raw)
+    hosts = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+    for host in hosts:
+        if host == "*" or host.startswith("unix:"):
+            continue
+        try:
+            ipaddress.ip_network(host, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{host!r} is not an IP address or network; expected e.g. 10.0.0.0/8,127.0.0.1 or *"
+            ) from None
+    return ",".join(hosts)
+
+
+@dataclass(frozen=True)
+class BindSpec:
+    """One listening address. ``kind`` is tcp (host, port), unix (path) or fd (an inherited fd)."""
+
+    kind: Literal["tcp", "unix", "fd"]
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+_BIND_FORMS = "expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
+
+
+def parse_bind_one(text: str) -> BindSpec:
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path:
+            raise ValueError(f"no path after 'unix:'; {_BIND_FORMS}")
+        return BindSpec("unix", path=path)
+    if text.startswith("fd://"):
+        number = text[len("fd://") :]
+        if not number.isdigit():
+            raise ValueError(f"{number!r} is not a file descriptor number; {_BIND_FORMS}")
+        return BindSpec("fd", fd=int(number))
+    match = re.fullmatch(
+        r"\[(?P<v6>[^\]]+)\](?::(?P<port6>[^:]*))?|(?P<host>[^:\[\]]*)(?::(?P<port>[^:]*))?", text
+    )
+    if not match or not text:
+        raise ValueError(_BIND_FORMS)
+    host = match["v6"] if match["v6"] is not None else match["host"]
+    port_text = match["port6"] if match["v6"] is not None else match["port"]
+    if match["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address; {_BIND_FORMS}") from None
+    host = host or "0.0.0.0"
+    if port_text is None:
+        port = 8000
+    elif not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} is not a number from 0 to 65535; {_BIND_FORMS}")
+    else:
+        port = int(port_text)
+    return BindSpec("tcp", host=host, port=port)
+
+
+def parse_binds(raw: Any) -> tuple[BindSpec, ...]:
+    items: Iterable[Any] = [raw] if isinstance(raw, str | BindSpec) else raw
+    specs: list[BindSpec] = []
+    for item in items:
+        if isinstance(item, BindSpec):
+            specs.append(item)
+            continue
+        # An environment variable carries several addresses separated by commas or spaces.
+        for part in re.split(r"[,\s]+", str(item).strip()):
+            if part:
+                specs.append(parse_bind_one(part))
+    if not specs:
+        raise ValueError(f"no address given; {_BIND_FORMS}")
+    return tuple(specs)
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a forkserve server; build one with ``resolve()`` to get validation."""
+
+    workers: Workers = setting(
+        1, "-w", "--workers", parse=parse_workers, metavar="N|auto",
+        env=("FORKSERVE_WORKERS", "WEB_CONCURRENCY"),
+        help="Worker processes. 'auto' = the CPUs this process may run on (affinity), capped by the "
+        "container's cgroup CPU quota.",
+    )  # fmt: skip
+    bind: tuple[BindSpec, ...] = setting(
+        (BindSpec("tcp", host="127.0.0.1", port=8000),), "-b", "--bind", parse=parse_binds,
+        metavar="ADDRESS", multiple=True, default_text="127.0.0.1:8000",
+        help="Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeat for several.",
+    )  # fmt: skip
+    backlog: int = setting(
+        2048, "--backlog", parse=parse_int(1), metavar="N",
+        help="Length of each listening socket's accept queue.",
+    )  # fmt: skip
+    timeout: float = setting(
+        30.0, "-t", "--timeout", parse=parse_seconds, metavar="SECONDS",
+        help="A worker whose event loop has not ticked for this long is hung: its stack is logged, then it "
+        "is killed and replaced. 0 disables the check.",
+    )  # fmt: skip
+    graceful_timeout: float = setting(
+        30.0, "--graceful-timeout", parse=parse_seconds, metavar="SECONDS",
+        help="On TERM/INT/HUP, how long a worker may take to finish in-flight requests before it is killed.",
+    )  # fmt: skip
+    keep_alive: int = setting(
+        5, "--keep-alive", parse=parse_int(0), metavar="SECONDS",
+        help="Close keep-alive connections idle for this long.",
+    )  # fmt: skip
+    pid: str | None = setting(
+        None, "--pid", parse=parse_optional_str, metavar="FILE",
+        help="Write the master's PID to this file (removed on exit).",
+    )  # fmt: skip
+    factory: bool = setting(
+        False, "--factory", parse=parse_bool, is_flag=True, group="Application",
+        help="APP names a function that returns the ASGI app (module:create_app).",
+    )  # fmt: skip
+    app_dir: str = setting(
+        ".", "--app-dir", parse=parse_str, metavar="DIR", group="Application",
+        help="Directory put first on sys.path before the app is imported.",
+    )  # fmt: skip
+    chdir: str | None = setting(
+        None, "--chdir", parse=parse_optional_str, metavar="DIR", group="Application",
+        help="Change to this directory before the app is imported.",
+    )  # fmt: skip
+    lifespan: str = setting(
+        "auto", "--lifespan", parse=parse_choice("auto", "on", "off"), metavar="auto|on|off",
+        group="Application",
+        help="ASGI lifespan events: 'on' requires the app to support them, 'auto' uses them when it does.",
+    )  # fmt: skip
+    root_path: str = setting(
+        "", "--root-path", parse=parse_str, metavar="PATH", group="Application",
+        help="ASGI root_path, for an app mounted below a path by a proxy.",
+    )  # fmt: skip
+    log_level: str = setting(
+        "info", "--log-level", parse=parse_choice(*LOG_LEVELS), metavar="|".join(LOG_LEVELS),
+        group="Logging",
+        help="Lowest level logged. 'debug' also shows full tracebacks of app boot failures.",
+    )  # fmt: skip
+    log_file: str | None = setting(
+        None, "--log-file", parse=parse_optional_str, metavar="FILE", group="Logging",
+        help="Append the log to this file instead of stderr; reopened on USR1 (for logrotate).",
+    )  # fmt: skip
+    access_log: bool = setting(
+        False, "--access-log", parse=parse_bool, is_flag=True, group="Logging",
+        help="Log one line per request. Off by default, as in gunicorn: it costs a third of the throughput "
+        "of a small endpoint (see docs/benchmarks.md).",
+    )  # fmt: skip
+    proxy_headers: bool = setting(
+        True, "--proxy-headers", parse=parse_bool, is_flag=True, group="Proxy",
+        help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips for the client address and scheme.",
+    )  # fmt: skip
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1", "--forwarded-allow-ips", parse=parse_ip_list, metavar="IPS", group="Proxy",
+        env=("FORKSERVE_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"),
+        help="Comma-separated addresses or networks whose proxy headers are trusted; '*' trusts all.",
+    )  # fmt: skip
+    loop: str = setting(
+        "auto", "--loop", parse=parse_choice("auto", "asyncio", "uvloop"), metavar="auto|asyncio|uvloop",
+        group="Protocol",
+        help="Event loop: 'auto' picks uvloop when installed.",
+    )  # fmt: skip
+    http: str = setting(
+        "auto", "--http", parse=parse_choice("auto", "httptools", "h11"), metavar="auto|httptools|h11",
+        group="Protocol",
+        help="HTTP/1.1 implementation: 'auto' picks httptools when installed.",
+    )  # fmt: skip
+    ws: str = setting(
+        "auto", "--ws", parse=parse_choice("auto", "none", "websockets", "websockets-sansio", "wsproto"),
+        metavar="auto|none|websockets|websockets-sansio|wsproto", group="Protocol",
+        help="WebSocket implementation; 'none' refuses upgrades.",
+    )  # fmt: skip
+
+    @staticmethod
+    def settings() -> list[Setting]:
+        return SETTINGS
+
+    def describe(self, name: str) -> str:
+        value = getattr(self, name)
+        if name == "bind":
+            return ",".join(str(spec) for spec in value)
+        return str(value)
+
+
+def _build_table() -> list[Setting]:
+    table = []
+    for item in dataclasses.fields(Config):
+        meta = dict(item.metadata["forkserve"])
+        env = meta.pop("env") or ("FORKSERVE_" + item.name.upper(),)
+        table.append(Setting(name=item.name, env=env, **meta))
+    return table
+
+
+SETTINGS: list[Setting] = _build_table()
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging sources: defaults < environment < keyword arguments or command line.
+
+
+@dataclass(frozen=True)
+class Source:
+    """Raw values from one place. ``kind`` decides how a bad value's origin is named."""
+
+    kind: Literal["env", "cli", "kwargs", "file"]
+    values: Mapping[str, Any]
+    label: str = ""
+
+
+def _origin(source: Source, spec: Setting, key: str) -> str:
+    if source.kind == "cli":
+        return spec.flags[-1]
+    if source.kind == "env":
+        return key
+    if source.kind == "file":
+        return f"{source.label}: {spec.name}"
+    return f"{spec.name}="
+
+
+def env_source(environ: Mapping[str, str]) -> Source:
+    """The settings given by ``FORKSERVE_*`` (and the few conventional) environment variables.
+
+    A setting with several variables takes the first one set, so FORKSERVE_WORKERS beats the
+    Heroku-style WEB_CONCURRENCY.
+    """
+    values: dict[str, Any] = {}
+    for spec in SETTINGS:
+        for key in spec.env:
+            if key in environ:
+                values[key] = environ[key]
+                break
+    return Source("env", values)
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def resolve(sources: Sequence[Source]) -> tuple[Config, dict[str, str]]:
+    """Merge raw sources, later ones winning, into a validated Config and each value's origin.
+
+    Environment sources are keyed by variable name; the others by setting name. A value of None
+    from the CLI or keyword arguments means "not given" and leaves the lower source in force.
+    """
+    values: dict[str, Any] = dict(DEFAULTS)
+    origins = {name: "default" for name in values}
+    env_names = {key: spec for spec in SETTINGS for key in spec.env}
+    for source in sources:
+        for key, raw in source.values.items():
+            if source.kind == "env":
+                spec = env_names.get(key)
+                if spec is None:
+                    continue
+            else:
+                found = SETTINGS_BY_NAME.get(key)
+                if found is None:
+                    where = f"{source.label}: " if source.label else ""
+                    raise ConfigError(
+                        f"{where}unknown setting {key!r}{_suggest(key, SETTINGS_BY_NAME)}; "
+                        "see docs/configuration.md for the list"
+                    )
+                spec = found
+            if raw is None or (spec.multiple and source.kind == "cli" and raw == ()):
+                continue
+            # A repeated flag is checked item by item so the error quotes the one bad value.
+            items = list(raw) if spec.multiple and isinstance(raw, list | tuple) else [raw]
+            for item in items:
+                try:
+                    spec.parse([item] if spec.multiple and isinstance(item, str) else item)
+                except ValueError as exc:
+                    shown = item if isinstance(item, str) else repr(item)
+                    raise ConfigError(f"{_origin(source, spec, key)} {shown!r}: {exc}") from None
+            values[spec.name] = spec.parse(raw)
+            origins[spec.name] = source.label or (f"env {key}" if source.kind == "env" else source.kind)
+    config = Config(**values)
+    _check_consistency(config)
+    return config, origins
+
+
+def _check_consistency(config: Config) -> None:
+    fds = [spec.fd for spec in config.bind if spec.kind == "fd"]
+    if len(fds) != len(set(fds)):
+        raise ConfigError("--bind names the same fd:// twice; give each inherited socket once")
+    addresses = [str(spec) for spec in config.bind]
+    for address in addresses:
+        if addresses.count(address) > 1:
+            raise ConfigError(f"--bind {address} is given twice; give each address once")

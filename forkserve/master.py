@@ -1,0 +1,659 @@
+"""The master: binds, supervises, and applies decisions; never imports the app.
+
+Theory of operation. ``run()`` binds every socket, creates the scoreboard and the "alive" pipe,
+starts the first zygote, and then loops: wait on one selector (the wake-up socket that signals and
+other threads write to, each zygote's channel, and a pidfd per child process), handle what
+arrived, then reconcile. Reconciling asks the pure ``policy.fleet.plan`` which workers to start
+and retire, and applies the answer. Every change of a worker's state goes through its
+``WorkerRecord`` (``forkserve.lifecycle``), so the table there is the whole lifecycle.
+
+Exits are learned from pidfds (``os.pidfd_open``), which work for the double-forked workers this
+process adopts as a child subreaper, need no SIGCHLD handler, and so work on an embedding host's
+thread too. A pid is only reaped once it is known to be ours, so an embedding host's own children
+are left alone; the CLI master (``owns_process``) also sweeps any other orphan that lands on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from forkserve import messages, sockets, zygotes
+from forkserve.config import Config
+from forkserve.errors import AppError, ForkserveError, WorkerBootError
+from forkserve.exits import describe_status, signal_name
+from forkserve.lifecycle import SERVING_OR_ABOUT_TO, Event, State, WorkerRecord
+from forkserve.logs import LogSetup
+from forkserve.policy.backoff import Backoff, Verdict, boot_failure_verdict
+from forkserve.policy.fleet import Retire, Spawn, WorkerView, plan
+from forkserve.process import (
+    SignalCapture,
+    remove_pidfile,
+    set_child_subreaper,
+    signal_process,
+    write_pidfile,
+)
+from forkserve.scoreboard import Scoreboard
+from forkserve.sizing import cpu_budget
+from forkserve.zygote import ZygoteSpec
+from forkserve.zygote import run as run_zygote
+
+logger = logging.getLogger("forkserve")
+
+TICK = 0.25
+# A hung worker gets this long to write its stack dump before SIGKILL.
+STACK_DUMP_GRACE = 0.5
+IMMEDIATE_GRACE = 1.0
+HANDLED_SIGNALS = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
+    signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD, signal.SIGWINCH,
+)  # fmt: skip
+
+
+class Master:
+    def __init__(
+        self,
+        app: Any,
+        config: Config,
+        *,
+        app_name: str | None = None,
+        logs: LogSetup | None = None,
+        handle_signals: bool = True,
+        owns_process: bool = False,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.app_name: str = app_name or (
+            app if isinstance(app, str) else str(getattr(app, "__qualname__", "app"))
+        )
+        self.logs = logs or LogSetup(config.log_level, "master", config.log_file)
+        self.handle_signals = handle_signals
+        self.owns_process = owns_process
+        self.exec_mode = isinstance(app, str)
+        self.requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.records: dict[int, WorkerRecord] = {}  # by scoreboard slot
+        self.by_pid: dict[int, WorkerRecord] = {}
+        self.pidfds: dict[int, int] = {}  # pid -> pidfd, for workers
+        self.zygotes: list[zygotes.ZygoteHandle] = []
+        self.backoff = Backoff()
+        self.generation = 0  # the generation new workers are spawned from
+        self.newest_generation = 0
+        self.pending: zygotes.ZygoteHandle | None = None  # a reload's zygote, still loading
+        self.ready_generations: set[int] = set()
+        self.stopping: str | None = None
+        self.error: ForkserveError | None = None
+        self.desired = 1
+        self.started = threading.Event()
+        self.listeners: list[sockets.Listener] = []
+        self._wake_r, self._wake_w = socket.socketpair()
+        for end in (self._wake_r, self._wake_w):
+            end.setblocking(False)
+
+    # ------------------------------------------------------------------ public, thread-safe
+
+    def stop(self, graceful: bool = True) -> None:
+        self._request(lambda: self.begin_stop("graceful" if graceful else "immediate"))
+
+    def reload(self) -> None:
+        self._request(self.begin_reload)
+
+    def scale(self, delta: int) -> None:
+        self._request(lambda: self._set_desired(self.desired + delta))
+
+    def _request(self, action: Callable[[], None]) -> None:
+        self.requests.put(action)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> int:
+        """Serve until stopped; return 0, or raise the ForkserveError that stopped the server."""
+        capture = SignalCapture(self._wake_w, HANDLED_SIGNALS)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        scoreboard: Scoreboard | None = None
+        alive_w = -1
+        try:
+            if self.config.chdir:
+                os.chdir(self.config.chdir)
+            self.desired = self._resolve_workers()
+            self.listeners = sockets.bind_all(self.config.bind, self.config.backlog)
+            set_child_subreaper(True)
+            if self.config.pid:
+                write_pidfile(self.config.pid)
+            scoreboard = self.scoreboard = Scoreboard.create(max(64, 4 * self.desired))
+            self.alive_r, alive_w = os.pipe()
+            if self.handle_signals:
+                capture.install()
+            logger.info(
+                "forkserve %s starting (master pid %d) for %s", _version(), os.getpid(), self.app_name
+            )
+            for listener in self.listeners:
+                scheme = "unix" if listener.spec.kind == "unix" else "http"
+                logger.info("Listening at: %s://%s", scheme, listener.address.removeprefix("unix:"))
+            self.newest_generation = 1
+            self._start_zygote(1)
+            self.started.set()
+            self._loop()
+        finally:
+            self._cleanup()
+            capture.restore()
+            if scoreboard is not None:
+                scoreboard.close()
+            if alive_w >= 0:
+                os.close(alive_w)
+                os.close(self.alive_r)
+            sockets.close_all(self.listeners)
+            if self.config.pid:
+                remove_pidfile(self.config.pid)
+            set_child_subreaper(False)
+            self.selector.close()
+            self.started.set()
+        if self.error is not None:
+            raise self.error
+        logger.info("forkserve stopped")
+        return 0
+
+    def _resolve_workers(self) -> int:
+        if self.config.workers != "auto":
+            return self.config.workers
+        budget = cpu_budget()
+        logger.info("-w auto: %s", budget.describe())
+        return budget.workers
+
+    def _loop(self) -> None:
+        while True:
+            for key, _ in self.selector.select(TICK):
+                kind, target = key.data
+                if kind == "wake":
+                    self._drain_wakeups()
+                elif kind == "channel":
+                    self._read_channel(target)
+                elif kind == "worker":
+                    self._reap_worker(target)
+                elif kind == "zygote":
+                    self._reap_zygote(target)
+            if self.owns_process:
+                self._sweep_orphans()
+            now = time.monotonic()
+            self._check_timeouts(now)
+            if self.stopping:
+                if not any(r.live for r in self.records.values()) and all(z.exited for z in self.zygotes):
+                    return
+                continue
+            self._reconcile(now)
+
+    # ------------------------------------------------------------------ wake-ups and signals
+
+    def _drain_wakeups(self) -> None:
+        try:
+            data = self._wake_r.recv(4096)
+        except BlockingIOError:
+            data = b""
+        for number in data:
+            if number:
+                self._on_signal(number)
+        while True:
+            try:
+                action = self.requests.get_nowait()
+            except queue.Empty:
+                break
+            action()
+
+    def _on_signal(self, number: int) -> None:
+        if number in (signal.SIGCHLD, signal.SIGWINCH):
+            return
+        logger.info("received %s", signal_name(number))
+        if number == signal.SIGTERM:
+            self.begin_stop("graceful")
+        elif number == signal.SIGINT:
+            self.begin_stop("immediate" if self.stopping else "graceful")
+        elif number == signal.SIGQUIT:
+            self.begin_stop("immediate")
+        elif number == signal.SIGHUP:
+            self.begin_reload()
+        elif number == signal.SIGTTIN:
+            self._set_desired(self.desired + 1)
+        elif number == signal.SIGTTOU:
+            self._set_desired(self.desired - 1)
+        elif number == signal.SIGUSR1:
+            self.logs.reopen()
+            for record in self.records.values():
+                if record.pid:
+                    signal_process(record.pid, signal.SIGUSR1)
+        elif number == signal.SIGUSR2:
+            logger.warning("USR2 (binary upgrade) is not supported; use HUP to load new code")
+
+    def _set_desired(self, count: int) -> None:
+        capacity = self.scoreboard.capacity // 2
+        if count < 1 or count > capacity:
+            logger.warning("keeping %d workers: the number must be from 1 to %d", self.desired, capacity)
+            return
+        logger.info("workers: %d -> %d", self.desired, count)
+        self.desired = count
+
+    # ------------------------------------------------------------------ stopping
+
+    def begin_stop(self, mode: str) -> None:
+        if self.stopping == "immediate" or self.stopping == mode:
+            return
+        self.stopping = mode
+        now = time.monotonic()
+        grace = self.config.graceful_timeout if mode == "graceful" else IMMEDIATE_GRACE
+        logger.info("%s shutdown: stopping %d workers", mode, sum(r.live for r in self.records.values()))
+        number = signal.SIGTERM if mode == "graceful" else signal.SIGQUIT
+        for record in self.records.values():
+            if record.live:
+                self._signal_stop(record, number, grace, now, "server stopping")
+        for handle in self.zygotes:
+            zygotes.retire(handle)
+
+    def _signal_stop(self, record: WorkerRecord, number: int, grace: float, now: float, reason: str) -> None:
+        if record.state is State.KILLING:
+            return
+        record.apply(Event.DRAIN, now)
+        record.reason = record.reason or reason
+        deadline = now + grace + 1.0
+        record.deadline = min(record.deadline or deadline, deadline)
+        if record.pid:
+            signal_process(record.pid, number)
+
+    # ------------------------------------------------------------------ reload
+
+    def begin_reload(self) -> None:
+        if self.stopping:
+            return
+        self.newest_generation += 1
+        generation = self.newest_generation
+        if not self.exec_mode:
+            # An app object cannot be re-imported: new workers come from the same zygote.
+            logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
+            self.zygotes[-1].generations.add(generation)
+            self.generation = generation
+            return
+        if self.pending is not None:
+            logger.info("reload requested again: abandoning generation %d", self.pending.generation)
+            zygotes.retire(self.pending)
+        logger.info("reloading: starting generation %d", generation)
+        self._start_zygote(generation)
+
+    # ------------------------------------------------------------------ zygotes
+
+    def _start_zygote(self, generation: int) -> None:
+        master_end, zygote_end = messages.channel_pair()
+        spec = ZygoteSpec(
+            app=self.app,
+            app_name=self.app_name,
+            generation=generation,
+            config=self.config,
+            listener_fds=[listener.sock.fileno() for listener in self.listeners],
+            scoreboard_fd=self.scoreboard.fd,
+            scoreboard_capacity=self.scoreboard.capacity,
+            channel_fd=zygote_end.fileno(),
+            alive_fd=self.alive_r,
+        )
+        proc = None
+        if self.exec_mode:
+            proc = zygotes.start_exec(spec, zygote_end)
+            pid = proc.pid
+        else:
+            pid = zygotes.start_fork(lambda: self._become_zygote(spec, master_end))
+        zygote_end.close()
+        handle = zygotes.new_handle(pid, generation, master_end, proc)
+        self.zygotes.append(handle)
+        self.pending = handle
+        self.selector.register(handle.channel, selectors.EVENT_READ, ("channel", handle))
+        self.selector.register(handle.pidfd, selectors.EVENT_READ, ("zygote", handle))
+
+    def _become_zygote(self, spec: ZygoteSpec, master_end: socket.socket) -> int:
+        """In the forked child: drop everything that is the master's, then act as the zygote."""
+        if threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(-1)
+        master_end.close()
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        for handle in self.zygotes:
+            handle.channel.close()
+            os.close(handle.pidfd)
+        for pidfd in self.pidfds.values():
+            os.close(pidfd)
+        return run_zygote(spec, self.logs)
+
+    def _read_channel(self, handle: zygotes.ZygoteHandle) -> None:
+        while True:
+            try:
+                message = messages.receive(handle.channel)
+            except BlockingIOError:
+                return
+            except (OSError, ValueError):
+                message = None
+            if message is None:
+                self.selector.unregister(handle.channel)
+                handle.channel.close()
+                return
+            self._on_message(handle, message)
+
+    def _on_message(self, handle: zygotes.ZygoteHandle, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        now = time.monotonic()
+        if op == "loaded":
+            handle.loaded = True
+            if handle is self.pending:
+                self.pending = None
+                self.generation = handle.generation
+                logger.info("generation %d loaded (zygote pid %d)", handle.generation, handle.pid)
+        elif op == "failed":
+            handle.failed = True
+            self._zygote_failed(handle, str(message.get("message")), str(message.get("detail") or ""))
+        elif op in ("spawned", "ready"):
+            record = self.records.get(int(message["slot"]))
+            if record is None or record.state is State.EXITED:
+                return
+            if record.state is State.SPAWNING:
+                self._learn_pid(record, int(message["pid"]), now)
+            if op == "ready" and record.state is State.BOOTING and record.pid == message["pid"]:
+                record.apply(Event.READY, now)
+                self.ready_generations.add(record.generation)
+                logger.debug("worker %d (pid %d) ready", record.worker_id, record.pid)
+        elif op == "spawn_failed":
+            record = self.records.get(int(message["slot"]))
+            if record is not None and record.state is State.SPAWNING:
+                logger.error("the zygote could not fork worker %d", record.worker_id)
+                self._forget(record, now, planned=False)
+
+    def _learn_pid(self, record: WorkerRecord, pid: int, now: float) -> None:
+        record.pid = pid
+        was_draining = record.state is State.DRAINING
+        if not was_draining:
+            record.apply(Event.FORKED, now)
+        self.by_pid[pid] = record
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            # Already gone and reaped elsewhere; nothing will wake us for it.
+            self._forget(record, now, planned=False)
+            return
+        self.pidfds[pid] = pidfd
+        self.selector.register(pidfd, selectors.EVENT_READ, ("worker", record))
+        logger.info(
+            "Booting worker %d with pid: %d (generation %d)", record.worker_id, pid, record.generation
+        )
+        if was_draining:
+            signal_process(pid, signal.SIGTERM if self.stopping != "immediate" else signal.SIGQUIT)
+
+    def _zygote_failed(self, handle: zygotes.ZygoteHandle, message: str, detail: str) -> None:
+        if not self.ready_generations and handle.generation == 1:
+            self.error = AppError(message, detail=detail)
+            self.begin_stop("immediate")
+            return
+        logger.error("reload aborted: generation %d failed to load: %s", handle.generation, message)
+        for line in detail.splitlines():
+            logger.error("  %s", line)
+        logger.error("generation %d keeps serving; fix the app and send HUP again", self.generation)
+        if handle is self.pending:
+            self.pending = None
+        zygotes.retire(handle)
+
+    def _reap_zygote(self, handle: zygotes.ZygoteHandle) -> None:
+        self.selector.unregister(handle.pidfd)
+        os.close(handle.pidfd)
+        status = _waitpid(handle.pid)
+        handle.exited = True
+        if handle.proc is not None:
+            handle.proc.returncode = status if status is not None else -1
+        if handle.retiring or self.stopping:
+            logger.debug("zygote of generation %d (pid %d) exited", handle.generation, handle.pid)
+            return
+        words = describe_status(status) if status is not None else "ended"
+        if not handle.loaded and not handle.failed:
+            handle.failed = True
+            self._zygote_failed(handle, f"the zygote {words} while loading the app", "")
+            return
+        if handle.failed or (
+            handle.generation < self.generation and not handle.generations & {self.generation}
+        ):
+            return
+        logger.error(
+            "zygote of generation %d (pid %d) %s; starting another", handle.generation, handle.pid, words
+        )
+        self.zygotes.remove(handle)
+        now = time.monotonic()
+        for record in list(self.records.values()):
+            if record.state is State.SPAWNING:
+                self._forget(record, now, planned=True)
+        self._start_zygote(self.generation)
+        assert self.pending is not None
+        self.pending.generations |= handle.generations
+
+    def _current_zygote(self) -> zygotes.ZygoteHandle | None:
+        for handle in reversed(self.zygotes):
+            if self.generation in handle.generations and handle.loaded and not handle.exited:
+                return handle
+        return None
+
+    # ------------------------------------------------------------------ workers
+
+    def _reconcile(self, now: float) -> None:
+        zygote = self._current_zygote()
+        if zygote is None:
+            return
+        views = [WorkerView(r.worker_id, r.generation, r.state) for r in self.records.values()]
+        actions = plan(
+            views,
+            desired=self.desired,
+            generation=self.generation,
+            may_start=lambda worker_id: self.backoff.may_start(worker_id, now),
+        )
+        for action in actions:
+            if isinstance(action, Spawn):
+                self._spawn(zygote, action.worker_id, now)
+            elif isinstance(action, Retire):
+                for record in list(self.records.values()):
+                    if (
+                        record.worker_id == action.worker_id
+                        and record.generation == action.generation
+                        and record.state in SERVING_OR_ABOUT_TO
+                    ):
+                        logger.info(
+                            "retiring worker %d (pid %d): %s", record.worker_id, record.pid, action.reason
+                        )
+                        self._signal_stop(
+                            record, signal.SIGTERM, self.config.graceful_timeout, now, action.reason
+                        )
+        self._retire_idle_zygotes()
+
+    def _spawn(self, zygote: zygotes.ZygoteHandle, worker_id: int, now: float) -> None:
+        slot = next((i for i in range(self.scoreboard.capacity) if i not in self.records), None)
+        if slot is None:
+            logger.error("no free scoreboard slot for worker %d", worker_id)
+            return
+        self.scoreboard.reset(slot)
+        self.scoreboard[slot].heartbeat = now
+        record = WorkerRecord(worker_id=worker_id, slot=slot, generation=self.generation, spawned_at=now)
+        self.records[slot] = record
+        if not zygote.spawn(worker_id, slot, self.generation):
+            del self.records[slot]
+
+    def _retire_idle_zygotes(self) -> None:
+        live_generations = {r.generation for r in self.records.values() if r.live}
+        for handle in self.zygotes:
+            if handle.retiring or handle is self.pending or self.generation in handle.generations:
+                continue
+            if not handle.generations & live_generations:
+                logger.debug("retiring the zygote of generation %d", handle.generation)
+                zygotes.retire(handle)
+        self.zygotes = [z for z in self.zygotes if not (z.exited and z.retiring)]
+
+    def _reap_worker(self, record: WorkerRecord) -> None:
+        pidfd = self.pidfds.pop(record.pid, None)
+        if pidfd is not None:
+            self.selector.unregister(pidfd)
+            os.close(pidfd)
+        status = _waitpid(record.pid)
+        self._worker_exited(record, status)
+
+    def _sweep_orphans(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            record = self.by_pid.get(pid)
+            if record is not None and record.state is not State.EXITED:
+                pidfd = self.pidfds.pop(pid, None)
+                if pidfd is not None:
+                    self.selector.unregister(pidfd)
+                    os.close(pidfd)
+                self._worker_exited(record, status)
+            for handle in self.zygotes:
+                if handle.pid == pid and not handle.exited:
+                    self.selector.unregister(handle.pidfd)
+                    os.close(handle.pidfd)
+                    handle.exited = True
+                    if handle.proc is not None:
+                        handle.proc.returncode = status
+
+    def _worker_exited(self, record: WorkerRecord, status: int | None) -> None:
+        now = time.monotonic()
+        # Told to stop (even if then killed for overstaying its graceful time): not a crash.
+        planned = record.state is State.DRAINING or any(s is State.DRAINING for _, s in record.history)
+        died_booting = record.ready_at is None
+        words = describe_status(status) if status is not None else "ended"
+        name = f"worker {record.worker_id} (pid {record.pid}, generation {record.generation})"
+        if planned:
+            logger.info("%s %s", name, words)
+        else:
+            logger.error("%s %s%s", name, words, f" after being {record.reason}" if record.reason else "")
+        self._forget(record, now, planned=planned)
+        if planned or self.stopping:
+            return
+        verdict = boot_failure_verdict(
+            died_booting=died_booting,
+            server_ever_ready=bool(self.ready_generations),
+            generation_ever_ready=record.generation in self.ready_generations,
+        )
+        if verdict is Verdict.STOP_SERVER:
+            self.error = WorkerBootError(
+                f"worker {record.worker_id} {words} before it served"
+                + (
+                    "; the app's lifespan startup failed (its error is logged above)"
+                    if "code 3" in words
+                    else ""
+                )
+                + "; fix the app and start again"
+            )
+            self.begin_stop("graceful")
+        elif verdict is Verdict.ABORT_RELOAD:
+            self._abort_generation(record.generation, now)
+        else:
+            delay = self.backoff.record_exit(record.worker_id, now - record.spawned_at, now, planned=False)
+            if delay > 0:
+                failures = self.backoff.failures[record.worker_id]
+                logger.warning(
+                    "worker %d has died young %d times in a row; restarting it in %.1f s",
+                    record.worker_id, failures, delay,
+                )  # fmt: skip
+
+    def _abort_generation(self, generation: int, now: float) -> None:
+        previous = max((g for g in self.ready_generations if g < generation), default=None)
+        logger.error(
+            "reload aborted: generation %d failed to boot; generation %s keeps serving", generation, previous
+        )
+        if previous is None:
+            return
+        self.generation = previous
+        for handle in self.zygotes:
+            if generation in handle.generations and previous not in handle.generations:
+                zygotes.retire(handle)
+        for record in self.records.values():
+            if record.generation == generation and record.live:
+                self._signal_stop(record, signal.SIGTERM, self.config.graceful_timeout, now, "reload aborted")
+
+    def _forget(self, record: WorkerRecord, now: float, *, planned: bool) -> None:
+        if record.state is not State.EXITED:
+            record.apply(Event.EXITED, now)
+        self.records.pop(record.slot, None)
+        self.by_pid.pop(record.pid, None)
+        self.scoreboard.reset(record.slot)
+        if planned:
+            self.backoff.record_exit(record.worker_id, now - record.spawned_at, now, planned=True)
+
+    def _check_timeouts(self, now: float) -> None:
+        timeout = self.config.timeout
+        for record in list(self.records.values()):
+            if record.state is State.KILLING:
+                if record.deadline is not None and now >= record.deadline:
+                    signal_process(record.pid, signal.SIGKILL)
+                    record.deadline = None
+                continue
+            if record.state is State.DRAINING and record.deadline is not None and now >= record.deadline:
+                logger.warning(
+                    "worker %d (pid %d) did not finish within --graceful-timeout; killing it",
+                    record.worker_id, record.pid,
+                )  # fmt: skip
+                record.apply(Event.KILL, now)
+                record.deadline = None
+                signal_process(record.pid, signal.SIGKILL)
+                continue
+            if timeout <= 0 or not record.pid:
+                continue
+            silent = now - self.scoreboard[record.slot].heartbeat
+            if silent > timeout:
+                logger.error(
+                    "worker %d (pid %d) is hung: its event loop has not run for %.1f s (--timeout %g); "
+                    "its stack follows, then it is killed",
+                    record.worker_id, record.pid, silent, timeout,
+                )  # fmt: skip
+                record.apply(Event.KILL, now)
+                record.reason = record.reason or "killed as hung"
+                record.deadline = now + STACK_DUMP_GRACE
+                signal_process(record.pid, signal.SIGUSR2)
+
+    def _cleanup(self) -> None:
+        """Whatever is still alive here is killed: a leaked worker is a bug."""
+        for record in self.records.values():
+            if record.pid and record.live:
+                signal_process(record.pid, signal.SIGKILL)
+                _waitpid(record.pid, block=True)
+        for pidfd in self.pidfds.values():
+            os.close(pidfd)
+        self.pidfds.clear()
+        for handle in self.zygotes:
+            if not handle.exited:
+                zygotes.kill(handle)
+                _waitpid(handle.pid, block=True)
+                os.close(handle.pidfd)
+                handle.exited = True
+                if handle.proc is not None:
+                    handle.proc.returncode = -9
+            with contextlib.suppress(OSError):
+                handle.channel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _waitpid(pid: int, *, block: bool = False) -> int | None:
+    try:
+        reaped, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return status if reaped == pid else None
+
+
+def _version() -> str:
+    from forkserve import __version__
+
+    return __version__

@@ -1,0 +1,75 @@
+"""Restart back-off and boot-failure verdicts.
+
+A worker that crashes after a long, healthy run is replaced at once: that is the point of a
+supervisor. A worker that dies young, again and again, is replaced ever more slowly (doubling,
+capped), so a crash loop costs a few forks a minute instead of a fork storm. A worker that fails
+while booting before the server ever served is not a crash at all: the app is broken, and the
+master stops with exit 3 rather than respawning forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+# A worker that lived this long was healthy: its death does not count toward a crash loop.
+STABLE_AFTER = 10.0
+FIRST_DELAY = 0.5
+MAX_DELAY = 30.0
+
+
+def restart_delay(consecutive_failures: int, *, first: float = FIRST_DELAY, cap: float = MAX_DELAY) -> float:
+    """Seconds to wait before the next start, after that many young deaths in a row.
+
+    0 failures (the last one ran long): immediately; then first, 2*first, 4*first, ... up to cap.
+    """
+    if consecutive_failures <= 0:
+        return 0.0
+    return float(min(cap, first * 2.0 ** (consecutive_failures - 1)))
+
+
+@dataclass
+class Backoff:
+    """Young-death counts per worker id, and when each id may be started again."""
+
+    stable_after: float = STABLE_AFTER
+    failures: dict[int, int] = field(default_factory=dict)
+    not_before: dict[int, float] = field(default_factory=dict)
+
+    def record_exit(self, worker_id: int, lifetime: float, now: float, *, planned: bool) -> float:
+        """Note that a worker ended; return the delay before its replacement may start."""
+        if planned or lifetime >= self.stable_after:
+            self.failures[worker_id] = 0
+        else:
+            self.failures[worker_id] = self.failures.get(worker_id, 0) + 1
+        delay = 0.0 if planned else restart_delay(self.failures[worker_id])
+        self.not_before[worker_id] = now + delay
+        return delay
+
+    def may_start(self, worker_id: int, now: float) -> bool:
+        return now >= self.not_before.get(worker_id, 0.0)
+
+    def next_start(self) -> float | None:
+        return min(self.not_before.values(), default=None)
+
+
+class Verdict(Enum):
+    RESPAWN = "respawn"
+    STOP_SERVER = "stop server"
+    ABORT_RELOAD = "abort reload"
+
+
+def boot_failure_verdict(
+    *, died_booting: bool, server_ever_ready: bool, generation_ever_ready: bool
+) -> Verdict:
+    """What a worker's death means for the server, from where in its life it died."""
+    if not died_booting:
+        return Verdict.RESPAWN
+    if not server_ever_ready:
+        # The very first start failed: the app is broken; respawning would only repeat it.
+        return Verdict.STOP_SERVER
+    if not generation_ever_ready:
+        # New code that never served: keep the old generation serving.
+        return Verdict.ABORT_RELOAD
+    # Code that has served before failed to boot (a database briefly down): retry, with back-off.
+    return Verdict.RESPAWN

@@ -1,0 +1,80 @@
+"""The scoreboard: one fixed-size slot per worker process, in memory shared by every process.
+
+Theory of operation. The master creates the scoreboard before the first zygote as a memfd (an
+anonymous ``MAP_SHARED`` mapping would not survive the zygote's ``exec``) and passes its fd down;
+each process maps it. A slot belongs to one worker from the moment the master assigns it until the
+master has reaped that worker. Workers write only their own slot, from inside their event loop, so
+a blocked loop shows up as a stale heartbeat; the master writes a slot only while no worker owns
+it. Fields are plain machine words: a reader may see a counter one tick old, never a torn value
+that matters (each field is written whole and read whole).
+
+Heartbeats use ``time.monotonic()``: CLOCK_MONOTONIC is system-wide on Linux, so the values of
+different processes compare, and a wall-clock jump cannot make every worker look hung.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import mmap
+import os
+
+
+class SlotState(enum.IntEnum):
+    FREE = 0
+    BOOTING = 1
+    READY = 2
+    DRAINING = 3
+
+
+class Slot(ctypes.Structure):
+    _fields_ = [
+        ("pid", ctypes.c_int32),
+        ("worker_id", ctypes.c_int32),
+        ("generation", ctypes.c_uint32),
+        ("state", ctypes.c_uint32),
+        ("boot_time", ctypes.c_double),
+        ("heartbeat", ctypes.c_double),
+        ("requests", ctypes.c_uint64),
+        ("in_flight", ctypes.c_uint32),
+        ("connections", ctypes.c_uint32),
+        ("rss", ctypes.c_uint64),
+        ("busy", ctypes.c_double),
+        # Room for the fields later features add, so the layout's size stays put.
+        ("_reserved", ctypes.c_uint8 * 56),
+    ]
+
+
+SLOT_SIZE = ctypes.sizeof(Slot)
+
+
+class Scoreboard:
+    def __init__(self, fd: int, capacity: int) -> None:
+        self.fd = fd
+        self.capacity = capacity
+        self._map = mmap.mmap(fd, capacity * SLOT_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._slots = (Slot * capacity).from_buffer(self._map)
+
+    @classmethod
+    def create(cls, capacity: int) -> Scoreboard:
+        fd = os.memfd_create("forkserve-scoreboard", os.MFD_CLOEXEC)
+        os.ftruncate(fd, capacity * SLOT_SIZE)
+        return cls(fd, capacity)
+
+    def __getitem__(self, index: int) -> Slot:
+        slot: Slot = self._slots[index]
+        return slot
+
+    def __len__(self) -> int:
+        return self.capacity
+
+    def reset(self, index: int) -> None:
+        ctypes.memset(ctypes.addressof(self._slots[index]), 0, SLOT_SIZE)
+
+    def close(self) -> None:
+        # The ctypes array exports the mmap's buffer; it must go before the mmap can close.
+        del self._slots
+        try:
+            self._map.close()
+        finally:
+            os.close(self.fd)

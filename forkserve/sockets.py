@@ -1,0 +1,143 @@
+"""Listening sockets: bound once, by the master, before any other process exists.
+
+Binding first makes "address in use" one clear error at startup instead of N workers each failing.
+The sockets are inherited by every zygote and worker; none of them ever binds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from forkserve.config import BindSpec
+from forkserve.errors import BindError, BindPermissionError, ConfigError
+
+
+@dataclass
+class Listener:
+    spec: BindSpec
+    sock: socket.socket
+    # Only a unix socket file we created is ours to remove on exit.
+    owns_path: bool = False
+
+    @property
+    def address(self) -> str:
+        if self.spec.kind == "tcp":
+            host, port = self.sock.getsockname()[:2]
+            return str(BindSpec("tcp", host=host, port=port))
+        return str(self.spec)
+
+
+def _stale_unix_socket(path: str) -> bool:
+    """True when PATH is a socket file nobody listens on (left by a killed server)."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+    except FileNotFoundError:
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return False
+
+
+def _bind_tcp(spec: BindSpec, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # [::]:PORT should not also claim the IPv4 port: users bind 0.0.0.0 separately if they want it.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((spec.host, spec.port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_unix(spec: BindSpec, backlog: int) -> socket.socket:
+    if _stale_unix_socket(spec.path):
+        os.unlink(spec.path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(spec.path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _adopt_fd(spec: BindSpec) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=spec.fd)
+    except OSError as exc:
+        raise ConfigError(
+            f"--bind fd://{spec.fd}: not an open socket ({os.strerror(exc.errno or errno.EBADF)}); "
+            "pass the number of a listening socket this process inherited"
+        ) from None
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise ConfigError(f"--bind fd://{spec.fd}: not a stream socket; pass a listening TCP or unix socket")
+    return sock
+
+
+def bind_one(spec: BindSpec, backlog: int) -> Listener:
+    try:
+        if spec.kind == "fd":
+            return Listener(spec, _adopt_fd(spec))
+        if spec.kind == "unix":
+            return Listener(spec, _bind_unix(spec, backlog), owns_path=True)
+        return Listener(spec, _bind_tcp(spec, backlog))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(
+                f"{spec} is already in use; pick another --bind or stop the other server"
+            ) from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            hint = (
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port >= 1024 behind a proxy"
+                if spec.kind == "tcp"
+                else "check the directory's permissions or pick another path"
+            )
+            raise BindPermissionError(f"{spec}: permission denied; {hint}") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise BindError(
+                f"{spec}: this machine has no such address; bind one of its own, or 0.0.0.0"
+            ) from None
+        if isinstance(exc, socket.gaierror):
+            raise BindError(f"{spec}: cannot resolve host {spec.host!r}; use an IP address") from None
+        raise BindError(f"{spec}: cannot listen ({exc.strerror or exc}); pick another --bind") from None
+
+
+def bind_all(specs: Sequence[BindSpec], backlog: int) -> list[Listener]:
+    listeners: list[Listener] = []
+    try:
+        for spec in specs:
+            listeners.append(bind_one(spec, backlog))
+    except BaseException:
+        close_all(listeners)
+        raise
+    return listeners
+
+
+def close_all(listeners: Sequence[Listener], *, remove_paths: bool = True) -> None:
+    for listener in listeners:
+        with contextlib.suppress(OSError):
+            listener.sock.close()
+        if remove_paths and listener.owns_path:
+            with contextlib.suppress(OSError):
+                os.unlink(listener.spec.path)

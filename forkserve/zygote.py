@@ -1,0 +1,234 @@
+"""The zygote: imports the app once per code generation, then only forks workers on request.
+
+Theory of operation. The master never imports the app (a broken import must not take the master
+down, and a reload must import new code) and never forks from itself once it runs threads (forking
+a multi-threaded process can deadlock the child on a lock another thread held). So each generation
+gets a single-threaded template process:
+
+* For an import string the master starts it with ``exec`` (``python -m forkserve.zygote``), a fresh
+  interpreter that inherits the listening sockets, the scoreboard, its channel and the "alive"
+  pipe by fd number. A reload therefore sees new code.
+* For an app object passed to ``forkserve.run(app)`` the master forks it once, before any thread.
+
+The zygote imports the app, loads uvicorn's config (protocol classes, middleware), freezes the GC
+heap so copy-on-write pages stay shared, tells the master ``loaded``, and then waits for ``spawn``
+requests. Each worker is double-forked: the intermediate child exits at once, so the worker is
+re-parented to the master (a child subreaper) and the master reaps every worker itself, reading
+its real exit status, even after this zygote is gone. The zygote exits when its channel or the
+alive pipe reaches EOF: it can never outlive the master.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from forkserve import messages, worker
+from forkserve.appload import load_app, prepare_path
+from forkserve.config import Config, Source, resolve
+from forkserve.errors import ForkserveError
+from forkserve.logs import LogSetup, short_traceback
+from forkserve.scoreboard import Scoreboard
+
+
+@dataclass
+class ZygoteSpec:
+    """What a zygote needs, as plain data that survives exec (fd numbers, not objects)."""
+
+    app: Any  # an import string, or (fork mode only) the app object
+    app_name: str
+    generation: int
+    config: Config
+    listener_fds: list[int]
+    scoreboard_fd: int
+    scoreboard_capacity: int
+    channel_fd: int
+    alive_fd: int
+
+    def to_json(self) -> str:
+        assert isinstance(self.app, str), "only an import string can cross exec"
+        settings = {name: getattr(self.config, name) for name in self.config.__dataclass_fields__}
+        settings["bind"] = [str(spec) for spec in self.config.bind]
+        data = {
+            "app": self.app,
+            "app_name": self.app_name,
+            "generation": self.generation,
+            "settings": settings,
+            "listener_fds": self.listener_fds,
+            "scoreboard_fd": self.scoreboard_fd,
+            "scoreboard_capacity": self.scoreboard_capacity,
+            "channel_fd": self.channel_fd,
+            "alive_fd": self.alive_fd,
+        }
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ZygoteSpec:
+        data = json.loads(text)
+        settings = data.pop("settings")
+        bind = settings.pop("bind")
+        settings["bind"] = bind
+        config, _ = resolve([Source("kwargs", settings)])
+        return cls(config=config, **data)
+
+
+def _ignore_stray_signals() -> None:
+    """A Ctrl-C or a signal sent to the whole process group is the master's to act on."""
+    for number in (
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGUSR1,
+        signal.SIGWINCH,
+    ):
+        signal.signal(number, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+class Zygote:
+    def __init__(self, spec: ZygoteSpec, logs: LogSetup) -> None:
+        self.spec = spec
+        self.logs = logs
+        self.channel = socket.socket(fileno=spec.channel_fd)
+        self.listeners = [socket.socket(fileno=fd) for fd in spec.listener_fds]
+        self.scoreboard = Scoreboard(spec.scoreboard_fd, spec.scoreboard_capacity)
+        self.uv_config: Any = None
+
+    def load(self) -> bool:
+        """Import the app and load uvicorn's config; report the outcome to the master."""
+        try:
+            prepare_path(self.spec.config.app_dir, self.spec.config.chdir)
+            app = load_app(self.spec.app, factory=self.spec.config.factory)
+            self.uv_config = worker.uvicorn_config(self.spec.config, app)
+            self.uv_config.load()
+        except ForkserveError as exc:
+            messages.send(
+                self.channel,
+                {"op": "failed", "message": str(exc), "detail": exc.detail, "exit_code": exc.exit_code},
+            )
+            return False
+        except (Exception, SystemExit) as exc:
+            messages.send(
+                self.channel,
+                {
+                    "op": "failed",
+                    "message": f"cannot load the app: {type(exc).__name__}: {exc}",
+                    "detail": short_traceback(exc) if isinstance(exc, Exception) else "",
+                    "exit_code": 3,
+                },
+            )
+            return False
+        # Objects alive now are shared copy-on-write with every worker: keep the collector off them.
+        gc.freeze()
+        messages.send(self.channel, {"op": "loaded", "pid": os.getpid()})
+        return True
+
+    def serve(self) -> int:
+        selector = selectors.DefaultSelector()
+        selector.register(self.channel, selectors.EVENT_READ)
+        selector.register(self.spec.alive_fd, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj == self.spec.alive_fd:
+                    return 0
+                try:
+                    message = messages.receive(self.channel)
+                except OSError:
+                    return 0
+                if message is None:
+                    return 0
+                if message.get("op") == "spawn":
+                    self.spawn(
+                        selector, int(message["worker_id"]), int(message["slot"]), int(message["generation"])
+                    )
+
+    def spawn(self, selector: selectors.BaseSelector, worker_id: int, slot: int, generation: int) -> None:
+        pid_r, pid_w = os.pipe()
+        intermediate = os.fork()
+        if intermediate == 0:
+            code = 0
+            try:
+                os.close(pid_r)
+                pid = os.fork()
+                if pid == 0:
+                    os.close(pid_w)
+                    selector.close()
+                    code = self.run_worker(worker_id, slot, generation)
+                else:
+                    os.write(pid_w, str(pid).encode())
+            except BaseException:
+                code = 1
+            finally:
+                # Never return into the zygote's loop from a child: os._exit, always.
+                os._exit(code)
+        os.close(pid_w)
+        with os.fdopen(pid_r, "rb") as reader:
+            data = reader.read()
+        os.waitpid(intermediate, 0)
+        if data:
+            messages.send(
+                self.channel, {"op": "spawned", "slot": slot, "pid": int(data), "worker_id": worker_id}
+            )
+        else:
+            messages.send(self.channel, {"op": "spawn_failed", "slot": slot, "worker_id": worker_id})
+
+    def run_worker(self, worker_id: int, slot: int, generation: int) -> int:
+        gc.enable()
+        # The app can size per-worker resources (a pool of budget // workers) from these.
+        os.environ["FORKSERVE_WORKER_ID"] = str(worker_id)
+        os.environ["FORKSERVE_GENERATION"] = str(generation)
+        title = f"forkserve: worker {worker_id} [{self.spec.app_name}] gen {generation}"
+        ctx = worker.WorkerContext(
+            worker_id=worker_id,
+            slot=slot,
+            generation=generation,
+            title=title,
+            uv_config=self.uv_config,
+            listeners=self.listeners,
+            scoreboard=self.scoreboard,
+            channel=self.channel,
+            alive_fd=self.spec.alive_fd,
+            logs=self.logs,
+        )
+        try:
+            return worker.run(ctx)
+        except Exception:
+            worker.logger.exception("worker %d crashed", worker_id)
+            return 1
+
+
+def run(spec: ZygoteSpec, logs: LogSetup) -> int:
+    from setproctitle import setproctitle
+
+    setproctitle(f"forkserve: zygote [{spec.app_name}] gen {spec.generation}")
+    logs.set_role("zygote")
+    _ignore_stray_signals()
+    # Nothing the import allocates should be collected and rewritten before the fork freezes it.
+    gc.disable()
+    zygote = Zygote(spec, logs)
+    if not zygote.load():
+        return 3
+    return zygote.serve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    spec = ZygoteSpec.from_json(args[0])
+    logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file)
+    try:
+        return run(spec, logs)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
