@@ -84,6 +84,8 @@ def parse_int(minimum: int = 0) -> Parser:
     def parse(raw: Any) -> int:
         if isinstance(raw, bool):
             raise ValueError("expected a whole number")
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError("expected a whole number")
         try:
             value = int(raw)
         except (TypeError, ValueError):
@@ -208,7 +210,7 @@ def parse_bind_one(text: str) -> BindSpec:
         return BindSpec("unix", path=path)
     if text.startswith("fd://"):
         number = text[len("fd://") :]
-        if not number.isdigit():
+        if not re.fullmatch(r"[0-9]+", number):
             raise ValueError(f"{number!r} is not a file descriptor number; {_BIND_FORMS}")
         return BindSpec("fd", fd=int(number))
     match = re.fullmatch(
@@ -226,7 +228,7 @@ def parse_bind_one(text: str) -> BindSpec:
     host = host or "0.0.0.0"
     if port_text is None:
         port = 8000
-    elif not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    elif not re.fullmatch(r"[0-9]+", port_text) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"port {port_text!r} is not a number from 0 to 65535; {_BIND_FORMS}")
     else:
         port = int(port_text)
@@ -416,6 +418,19 @@ def _suggest(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _bad_item(spec: Setting, raw: Any) -> Any:
+    """For a repeated flag, the one value that failed, so the error quotes it alone."""
+    if spec.multiple and isinstance(raw, tuple):
+        for item in raw:
+            try:
+                spec.parse([item] if isinstance(item, str) else item)
+            except ValueError:
+                return item
+            except TypeError:
+                return item
+    return raw
+
+
 def resolve(sources: Sequence[Source]) -> tuple[Config, dict[str, str]]:
     """Merge raw sources, later ones winning, into a validated Config and each value's origin.
 
@@ -442,15 +457,12 @@ def resolve(sources: Sequence[Source]) -> tuple[Config, dict[str, str]]:
                 spec = found
             if raw is None or (spec.multiple and source.kind == "cli" and raw == ()):
                 continue
-            # A repeated flag is checked item by item so the error quotes the one bad value.
-            items = list(raw) if spec.multiple and isinstance(raw, list | tuple) else [raw]
-            for item in items:
-                try:
-                    spec.parse([item] if spec.multiple and isinstance(item, str) else item)
-                except ValueError as exc:
-                    shown = item if isinstance(item, str) else repr(item)
-                    raise ConfigError(f"{_origin(source, spec, key)} {shown!r}: {exc}") from None
-            values[spec.name] = spec.parse(raw)
+            if spec.multiple and not isinstance(raw, str | BindSpec):
+                raw = tuple(raw)  # a generator must survive being read twice
+            try:
+                values[spec.name] = spec.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{_origin(source, spec, key)} {_bad_item(spec, raw)!r}: {exc}") from None
             origins[spec.name] = source.label or (f"env {key}" if source.kind == "env" else source.kind)
     config = Config(**values)
     _check_consistency(config)

@@ -13,6 +13,7 @@ of importlib.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
 from types import TracebackType
@@ -48,6 +49,25 @@ def short_traceback(exc: BaseException, max_lines: int = 6) -> str:
     return "\n".join(lines[-max_lines:])
 
 
+_FRAME = re.compile(r'^\s+File "')
+
+
+def shorten_traceback_text(text: str, max_lines: int = 6) -> str:
+    """The same cut as short_traceback, for a traceback that arrives already formatted as text
+    (Starlette sends lifespan failures to the server that way)."""
+    lines = text.rstrip("\n").splitlines()
+    frames = [i for i, line in enumerate(lines) if _FRAME.match(line)]
+    if not frames:
+        return text
+    last = frames[-1]
+    # The frame line, its source line if shown, then the exception (everything after).
+    kept = lines[last:]
+    if len(kept) > max_lines:
+        # Keep the frame's location and the end, where the exception's own line is.
+        kept = kept[:1] + kept[-(max_lines - 1) :]
+    return "\n".join(kept)
+
+
 class Formatter(logging.Formatter):
     def __init__(self, role: str) -> None:
         super().__init__(FORMAT, DATE_FORMAT)
@@ -56,6 +76,12 @@ class Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.role = self.role
+        if self.short_tracebacks and isinstance(record.msg, str) and record.msg.startswith("Traceback ("):
+            # A copy: other handlers of the same record keep the full text.
+            record = logging.makeLogRecord(record.__dict__)
+            record.msg = (
+                shorten_traceback_text(record.msg) + "\n(the full traceback is shown with --log-level debug)"
+            )
         return super().format(record)
 
     def formatException(self, ei: ExcInfo | tuple[None, None, None]) -> str:

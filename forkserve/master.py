@@ -546,15 +546,13 @@ class Master:
             generation_ever_ready=record.generation in self.ready_generations,
         )
         if verdict is Verdict.STOP_SERVER:
-            self.error = WorkerBootError(
-                f"worker {record.worker_id} {words} before it served"
-                + (
-                    "; the app's lifespan startup failed (its error is logged above)"
-                    if "code 3" in words
-                    else ""
+            if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
+                reason = (
+                    f"the app's lifespan startup failed in worker {record.worker_id} (its error is above)"
                 )
-                + "; fix the app and start again"
-            )
+            else:
+                reason = f"worker {record.worker_id} {words} before it served"
+            self.error = WorkerBootError(f"{reason}; fix the app and start again")
             self.begin_stop("graceful")
         elif verdict is Verdict.ABORT_RELOAD:
             self._abort_generation(record.generation, now)

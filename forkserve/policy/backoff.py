@@ -25,7 +25,8 @@ def restart_delay(consecutive_failures: int, *, first: float = FIRST_DELAY, cap:
     """
     if consecutive_failures <= 0:
         return 0.0
-    return float(min(cap, first * 2.0 ** (consecutive_failures - 1)))
+    # The exponent is capped too: 2.0 ** 1024 overflows long before a crash loop would end.
+    return float(min(cap, first * 2.0 ** min(consecutive_failures - 1, 64)))
 
 
 @dataclass

@@ -1,0 +1,1 @@
+raise RuntimeError("the database URL is not set")
