@@ -35,6 +35,7 @@ from forkserve.lifecycle import SERVING_OR_ABOUT_TO, Event, State, WorkerRecord
 from forkserve.logs import LogSetup
 from forkserve.policy.backoff import Backoff, Verdict, boot_failure_verdict
 from forkserve.policy.fleet import Retire, Spawn, WorkerView, plan
+from forkserve.policy.timeouts import STACK_DUMP_GRACE, Overdue, TimeView, overdue
 from forkserve.process import (
     SignalCapture,
     remove_pidfile,
@@ -42,6 +43,7 @@ from forkserve.process import (
     signal_process,
     write_pidfile,
 )
+from forkserve.registry import WorkerRegistry, waitpid
 from forkserve.scoreboard import Scoreboard
 from forkserve.sizing import cpu_budget
 from forkserve.zygote import ZygoteSpec
@@ -50,8 +52,6 @@ from forkserve.zygote import run as run_zygote
 logger = logging.getLogger("forkserve")
 
 TICK = 0.25
-# A hung worker gets this long to write its stack dump before SIGKILL.
-STACK_DUMP_GRACE = 0.5
 IMMEDIATE_GRACE = 1.0
 HANDLED_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
@@ -80,9 +80,6 @@ class Master:
         self.owns_process = owns_process
         self.exec_mode = isinstance(app, str)
         self.requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self.records: dict[int, WorkerRecord] = {}  # by scoreboard slot
-        self.by_pid: dict[int, WorkerRecord] = {}
-        self.pidfds: dict[int, int] = {}  # pid -> pidfd, for workers
         self.zygotes: list[zygotes.ZygoteHandle] = []
         self.backoff = Backoff()
         self.generation = 0  # the generation new workers are spawned from
@@ -94,6 +91,7 @@ class Master:
         self.desired = 1
         self.started = threading.Event()
         self.listeners: list[sockets.Listener] = []
+        self.alive_r = self.alive_w = -1
         self._wake_r, self._wake_w = socket.socketpair()
         for end in (self._wake_r, self._wake_w):
             end.setblocking(False)
@@ -122,7 +120,6 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         scoreboard: Scoreboard | None = None
-        alive_w = -1
         try:
             if self.config.chdir:
                 os.chdir(self.config.chdir)
@@ -132,7 +129,9 @@ class Master:
             if self.config.pid:
                 write_pidfile(self.config.pid)
             scoreboard = self.scoreboard = Scoreboard.create(max(64, 4 * self.desired))
-            self.alive_r, alive_w = os.pipe()
+            self.workers = WorkerRegistry(scoreboard, self.selector)
+            # Only this process may hold the write end: EOF on it is how the others learn it died.
+            self.alive_r, self.alive_w = os.pipe()
             if self.handle_signals:
                 capture.install()
             logger.info(
@@ -150,8 +149,8 @@ class Master:
             capture.restore()
             if scoreboard is not None:
                 scoreboard.close()
-            if alive_w >= 0:
-                os.close(alive_w)
+            if self.alive_w >= 0:
+                os.close(self.alive_w)
                 os.close(self.alive_r)
             sockets.close_all(self.listeners)
             if self.config.pid:
@@ -188,7 +187,7 @@ class Master:
             now = time.monotonic()
             self._check_timeouts(now)
             if self.stopping:
-                if not any(r.live for r in self.records.values()) and all(z.exited for z in self.zygotes):
+                if not self.workers.live() and all(z.exited for z in self.zygotes):
                     return
                 continue
             self._reconcile(now)
@@ -228,7 +227,7 @@ class Master:
             self._set_desired(self.desired - 1)
         elif number == signal.SIGUSR1:
             self.logs.reopen()
-            for record in self.records.values():
+            for record in self.workers.live():
                 if record.pid:
                     signal_process(record.pid, signal.SIGUSR1)
         elif number == signal.SIGUSR2:
@@ -250,11 +249,11 @@ class Master:
         self.stopping = mode
         now = time.monotonic()
         grace = self.config.graceful_timeout if mode == "graceful" else IMMEDIATE_GRACE
-        logger.info("%s shutdown: stopping %d workers", mode, sum(r.live for r in self.records.values()))
+        live = self.workers.live()
+        logger.info("%s shutdown: stopping %d worker%s", mode, len(live), "" if len(live) == 1 else "s")
         number = signal.SIGTERM if mode == "graceful" else signal.SIGQUIT
-        for record in self.records.values():
-            if record.live:
-                self._signal_stop(record, number, grace, now, "server stopping")
+        for record in live:
+            self._signal_stop(record, number, grace, now, "server stopping")
         for handle in self.zygotes:
             zygotes.retire(handle)
 
@@ -320,14 +319,14 @@ class Master:
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
         master_end.close()
+        os.close(self.alive_w)
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
         for handle in self.zygotes:
             handle.channel.close()
             os.close(handle.pidfd)
-        for pidfd in self.pidfds.values():
-            os.close(pidfd)
+        self.workers.close_in_child()
         return run_zygote(spec, self.logs)
 
     def _read_channel(self, handle: zygotes.ZygoteHandle) -> None:
@@ -357,39 +356,30 @@ class Master:
             handle.failed = True
             self._zygote_failed(handle, str(message.get("message")), str(message.get("detail") or ""))
         elif op in ("spawned", "ready"):
-            record = self.records.get(int(message["slot"]))
+            record = self.workers.get(int(message["slot"]))
             if record is None or record.state is State.EXITED:
                 return
-            if record.state is State.SPAWNING:
+            if not record.pid:
                 self._learn_pid(record, int(message["pid"]), now)
             if op == "ready" and record.state is State.BOOTING and record.pid == message["pid"]:
                 record.apply(Event.READY, now)
                 self.ready_generations.add(record.generation)
                 logger.debug("worker %d (pid %d) ready", record.worker_id, record.pid)
         elif op == "spawn_failed":
-            record = self.records.get(int(message["slot"]))
-            if record is not None and record.state is State.SPAWNING:
+            record = self.workers.get(int(message["slot"]))
+            if record is not None and not record.pid:
                 logger.error("the zygote could not fork worker %d", record.worker_id)
                 self._forget(record, now, planned=False)
 
     def _learn_pid(self, record: WorkerRecord, pid: int, now: float) -> None:
-        record.pid = pid
-        was_draining = record.state is State.DRAINING
-        if not was_draining:
-            record.apply(Event.FORKED, now)
-        self.by_pid[pid] = record
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            # Already gone and reaped elsewhere; nothing will wake us for it.
+        if not self.workers.learn_pid(record, pid, now):
             self._forget(record, now, planned=False)
             return
-        self.pidfds[pid] = pidfd
-        self.selector.register(pidfd, selectors.EVENT_READ, ("worker", record))
         logger.info(
             "Booting worker %d with pid: %d (generation %d)", record.worker_id, pid, record.generation
         )
-        if was_draining:
+        if record.state is State.DRAINING:
+            # Told to stop before its pid was known: tell it now.
             signal_process(pid, signal.SIGTERM if self.stopping != "immediate" else signal.SIGQUIT)
 
     def _zygote_failed(self, handle: zygotes.ZygoteHandle, message: str, detail: str) -> None:
@@ -408,7 +398,7 @@ class Master:
     def _reap_zygote(self, handle: zygotes.ZygoteHandle) -> None:
         self.selector.unregister(handle.pidfd)
         os.close(handle.pidfd)
-        status = _waitpid(handle.pid)
+        status = waitpid(handle.pid)
         handle.exited = True
         if handle.proc is not None:
             handle.proc.returncode = status if status is not None else -1
@@ -429,7 +419,7 @@ class Master:
         )
         self.zygotes.remove(handle)
         now = time.monotonic()
-        for record in list(self.records.values()):
+        for record in self.workers:
             if record.state is State.SPAWNING:
                 self._forget(record, now, planned=True)
         self._start_zygote(self.generation)
@@ -448,7 +438,7 @@ class Master:
         zygote = self._current_zygote()
         if zygote is None:
             return
-        views = [WorkerView(r.worker_id, r.generation, r.state) for r in self.records.values()]
+        views = [WorkerView(r.worker_id, r.generation, r.state) for r in self.workers]
         actions = plan(
             views,
             desired=self.desired,
@@ -459,7 +449,7 @@ class Master:
             if isinstance(action, Spawn):
                 self._spawn(zygote, action.worker_id, now)
             elif isinstance(action, Retire):
-                for record in list(self.records.values()):
+                for record in self.workers:
                     if (
                         record.worker_id == action.worker_id
                         and record.generation == action.generation
@@ -474,19 +464,14 @@ class Master:
         self._retire_idle_zygotes()
 
     def _spawn(self, zygote: zygotes.ZygoteHandle, worker_id: int, now: float) -> None:
-        slot = next((i for i in range(self.scoreboard.capacity) if i not in self.records), None)
-        if slot is None:
+        record = self.workers.add(worker_id, self.generation, now)
+        if record is None:
             logger.error("no free scoreboard slot for worker %d", worker_id)
-            return
-        self.scoreboard.reset(slot)
-        self.scoreboard[slot].heartbeat = now
-        record = WorkerRecord(worker_id=worker_id, slot=slot, generation=self.generation, spawned_at=now)
-        self.records[slot] = record
-        if not zygote.spawn(worker_id, slot, self.generation):
-            del self.records[slot]
+        elif not zygote.spawn(worker_id, record.slot, self.generation):
+            self.workers.forget(record, now)
 
     def _retire_idle_zygotes(self) -> None:
-        live_generations = {r.generation for r in self.records.values() if r.live}
+        live_generations = {r.generation for r in self.workers.live()}
         for handle in self.zygotes:
             if handle.retiring or handle is self.pending or self.generation in handle.generations:
                 continue
@@ -496,14 +481,10 @@ class Master:
         self.zygotes = [z for z in self.zygotes if not (z.exited and z.retiring)]
 
     def _reap_worker(self, record: WorkerRecord) -> None:
-        pidfd = self.pidfds.pop(record.pid, None)
-        if pidfd is not None:
-            self.selector.unregister(pidfd)
-            os.close(pidfd)
-        status = _waitpid(record.pid)
-        self._worker_exited(record, status)
+        self._worker_exited(record, self.workers.reap(record))
 
     def _sweep_orphans(self) -> None:
+        """Reap every child that ended, ours or an orphan re-parented to us (only as the CLI)."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -511,12 +492,8 @@ class Master:
                 return
             if pid == 0:
                 return
-            record = self.by_pid.get(pid)
+            record = self.workers.unwatch(pid)
             if record is not None and record.state is not State.EXITED:
-                pidfd = self.pidfds.pop(pid, None)
-                if pidfd is not None:
-                    self.selector.unregister(pidfd)
-                    os.close(pidfd)
                 self._worker_exited(record, status)
             for handle in self.zygotes:
                 if handle.pid == pid and not handle.exited:
@@ -576,79 +553,58 @@ class Master:
         for handle in self.zygotes:
             if generation in handle.generations and previous not in handle.generations:
                 zygotes.retire(handle)
-        for record in self.records.values():
-            if record.generation == generation and record.live:
+        for record in self.workers.live():
+            if record.generation == generation:
                 self._signal_stop(record, signal.SIGTERM, self.config.graceful_timeout, now, "reload aborted")
 
     def _forget(self, record: WorkerRecord, now: float, *, planned: bool) -> None:
-        if record.state is not State.EXITED:
-            record.apply(Event.EXITED, now)
-        self.records.pop(record.slot, None)
-        self.by_pid.pop(record.pid, None)
-        self.scoreboard.reset(record.slot)
+        self.workers.forget(record, now)
         if planned:
             self.backoff.record_exit(record.worker_id, now - record.spawned_at, now, planned=True)
 
     def _check_timeouts(self, now: float) -> None:
-        timeout = self.config.timeout
-        for record in list(self.records.values()):
-            if record.state is State.KILLING:
-                if record.deadline is not None and now >= record.deadline:
-                    signal_process(record.pid, signal.SIGKILL)
-                    record.deadline = None
-                continue
-            if record.state is State.DRAINING and record.deadline is not None and now >= record.deadline:
-                logger.warning(
-                    "worker %d (pid %d) did not finish within --graceful-timeout; killing it",
-                    record.worker_id, record.pid,
-                )  # fmt: skip
-                record.apply(Event.KILL, now)
-                record.deadline = None
-                signal_process(record.pid, signal.SIGKILL)
-                continue
-            if timeout <= 0 or not record.pid:
-                continue
-            silent = now - self.scoreboard[record.slot].heartbeat
-            if silent > timeout:
+        views = [
+            TimeView(r.slot, r.state, bool(r.pid), self.workers.heartbeat(r), r.deadline)
+            for r in self.workers.live()
+        ]
+        for slot, verdict in overdue(views, now=now, timeout=self.config.timeout):
+            record = self.workers.records[slot]
+            if verdict is Overdue.HUNG:
                 logger.error(
                     "worker %d (pid %d) is hung: its event loop has not run for %.1f s (--timeout %g); "
                     "its stack follows, then it is killed",
-                    record.worker_id, record.pid, silent, timeout,
+                    record.worker_id, record.pid, now - self.workers.heartbeat(record), self.config.timeout,
                 )  # fmt: skip
                 record.apply(Event.KILL, now)
                 record.reason = record.reason or "killed as hung"
                 record.deadline = now + STACK_DUMP_GRACE
                 signal_process(record.pid, signal.SIGUSR2)
+                continue
+            if verdict is Overdue.GRACE_EXPIRED:
+                logger.warning(
+                    "worker %d (pid %d) did not finish within --graceful-timeout; killing it",
+                    record.worker_id, record.pid,
+                )  # fmt: skip
+                record.apply(Event.KILL, now)
+            record.deadline = None
+            signal_process(record.pid, signal.SIGKILL)
 
     def _cleanup(self) -> None:
         """Whatever is still alive here is killed: a leaked worker is a bug."""
-        for record in self.records.values():
-            if record.pid and record.live:
-                signal_process(record.pid, signal.SIGKILL)
-                _waitpid(record.pid, block=True)
-        for pidfd in self.pidfds.values():
-            os.close(pidfd)
-        self.pidfds.clear()
+        if hasattr(self, "workers"):
+            self.workers.kill_all()
         for handle in self.zygotes:
             if not handle.exited:
                 zygotes.kill(handle)
-                _waitpid(handle.pid, block=True)
+                waitpid(handle.pid, block=True)
                 os.close(handle.pidfd)
                 handle.exited = True
                 if handle.proc is not None:
-                    handle.proc.returncode = -9
+                    handle.proc.returncode = -signal.SIGKILL
             with contextlib.suppress(OSError):
                 handle.channel.close()
         self._wake_r.close()
         self._wake_w.close()
-
-
-def _waitpid(pid: int, *, block: bool = False) -> int | None:
-    try:
-        reaped, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-    except ChildProcessError:
-        return None
-    return status if reaped == pid else None
 
 
 def _version() -> str:

@@ -13,7 +13,7 @@ import httpx
 
 import forkserve
 from forkserve.sizing import usable_cpu_count
-from tests.conftest import APPS, free_port, wait_until
+from tests.conftest import APPS, alive, free_port, wait_until
 
 
 def test_unix_socket_bind(serve, tmp_path):
@@ -134,3 +134,15 @@ def test_module_entry_point_matches_console_script():
     )
     assert out.returncode == 0
     assert out.stdout.strip() == f"forkserve {forkserve.__version__}"
+
+
+def test_library_master_sigkill_leaves_no_orphans(serve):
+    # Fork mode: the zygote is a fork of the master, so it must not keep the master's end of the
+    # "alive" pipe open, or nobody would notice the master's death.
+    port = free_port()
+    server = serve(command=[sys.executable, str(APPS / "embedded.py"), str(port)], port=port)
+    server.wait_workers(2)
+    family = set(server.processes())
+    os.kill(server.pid, signal.SIGKILL)
+    server.proc.wait(5)
+    wait_until(lambda: not [pid for pid in family if alive(pid)], 2.0, "zygote and workers to exit")
