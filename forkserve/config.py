@@ -286,6 +286,32 @@ class Config:
         5, "--keep-alive", parse=parse_int(0), metavar="SECONDS",
         help="Close keep-alive connections idle for this long.",
     )  # fmt: skip
+    reload_batch: int = setting(
+        1, "--reload-batch", parse=parse_int(1), metavar="N", group="Reload and recycling",
+        help="On HUP, how many new workers boot at a time; an old worker drains only once its replacement "
+        "serves.",
+    )  # fmt: skip
+    max_requests: int = setting(
+        0, "--max-requests", parse=parse_int(0), metavar="N", group="Reload and recycling",
+        help="Replace a worker after it has served this many requests (0: never), without dropping any.",
+    )  # fmt: skip
+    max_requests_jitter: int = setting(
+        0, "--max-requests-jitter", parse=parse_int(0), metavar="N", group="Reload and recycling",
+        help="Add a random 0..N to each worker's --max-requests so workers do not all recycle at once.",
+    )  # fmt: skip
+    shutdown_delay: float = setting(
+        0.0, "--shutdown-delay", parse=parse_seconds, metavar="SECONDS", group="Reload and recycling",
+        help="On TERM, answer --health-path with 503 but keep serving for this long before draining, so a "
+        "load balancer stops routing here first.",
+    )  # fmt: skip
+    reload: bool = setting(
+        False, "--reload", parse=parse_bool, is_flag=True, group="Reload and recycling",
+        help="Development: watch the app's directory and roll new workers in when a .py file changes.",
+    )  # fmt: skip
+    health_path: str | None = setting(
+        None, "--health-path", parse=parse_optional_str, metavar="PATH", group="Application",
+        help="Answer this path in each worker, before the app: 200 while serving, 503 while stopping.",
+    )  # fmt: skip
     pid: str | None = setting(
         None, "--pid", parse=parse_optional_str, metavar="FILE",
         help="Write the master's PID to this file (removed on exit).",

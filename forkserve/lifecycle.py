@@ -71,6 +71,8 @@ class WorkerRecord:
     deadline: float | None = None
     # Why it was told to stop or killed, for the exit log line.
     reason: str = ""
+    # Asked to be replaced (--max-requests); retired once its successor serves.
+    outgoing: bool = False
     history: list[tuple[float, State]] = field(default_factory=list)
 
     def apply(self, event: Event, now: float) -> State:

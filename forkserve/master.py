@@ -44,7 +44,7 @@ from forkserve.process import (
     write_pidfile,
 )
 from forkserve.registry import WorkerRegistry, waitpid
-from forkserve.scoreboard import Scoreboard
+from forkserve.scoreboard import Scoreboard, StopMode
 from forkserve.sizing import cpu_budget
 from forkserve.zygote import ZygoteSpec
 from forkserve.zygote import run as run_zygote
@@ -252,14 +252,29 @@ class Master:
         live = self.workers.live()
         logger.info("%s shutdown: stopping %d worker%s", mode, len(live), "" if len(live) == 1 else "s")
         number = signal.SIGTERM if mode == "graceful" else signal.SIGQUIT
+        grace += self.config.shutdown_delay if mode == "graceful" else 0.0
         for record in live:
-            self._signal_stop(record, number, grace, now, "server stopping")
+            self._signal_stop(record, number, grace, now, "server stopping", StopMode.SHUTDOWN)
         for handle in self.zygotes:
             zygotes.retire(handle)
+        # The workers are the last to hold the listening sockets: once the last one has emptied the
+        # accept queue and closed its copy, the kernel refuses new connections instead of queueing
+        # them for nobody (which would end in resets).
+        for listener in self.listeners:
+            listener.sock.close()
 
-    def _signal_stop(self, record: WorkerRecord, number: int, grace: float, now: float, reason: str) -> None:
+    def _signal_stop(
+        self,
+        record: WorkerRecord,
+        number: int,
+        grace: float,
+        now: float,
+        reason: str,
+        mode: StopMode = StopMode.RETIRE,
+    ) -> None:
         if record.state is State.KILLING:
             return
+        self.scoreboard[record.slot].stop_mode = mode
         record.apply(Event.DRAIN, now)
         record.reason = record.reason or reason
         deadline = now + grace + 1.0
@@ -365,6 +380,10 @@ class Master:
                 record.apply(Event.READY, now)
                 self.ready_generations.add(record.generation)
                 logger.debug("worker %d (pid %d) ready", record.worker_id, record.pid)
+        elif op == "recycle":
+            record = self.workers.get(int(message["slot"]))
+            if record is not None and record.pid == message["pid"] and record.state is State.READY:
+                record.outgoing = True
         elif op == "spawn_failed":
             record = self.workers.get(int(message["slot"]))
             if record is not None and not record.pid:
@@ -379,7 +398,7 @@ class Master:
             "Booting worker %d with pid: %d (generation %d)", record.worker_id, pid, record.generation
         )
         if record.state is State.DRAINING:
-            # Told to stop before its pid was known: tell it now.
+            # Told to stop before its pid was known (its stop_mode is already in its slot): tell it now.
             signal_process(pid, signal.SIGTERM if self.stopping != "immediate" else signal.SIGQUIT)
 
     def _zygote_failed(self, handle: zygotes.ZygoteHandle, message: str, detail: str) -> None:
@@ -438,29 +457,26 @@ class Master:
         zygote = self._current_zygote()
         if zygote is None:
             return
-        views = [WorkerView(r.worker_id, r.generation, r.state) for r in self.workers]
+        views = [WorkerView(r.worker_id, r.generation, r.state, r.slot, r.outgoing) for r in self.workers]
         actions = plan(
             views,
             desired=self.desired,
             generation=self.generation,
             may_start=lambda worker_id: self.backoff.may_start(worker_id, now),
+            batch=self.config.reload_batch,
         )
         for action in actions:
             if isinstance(action, Spawn):
                 self._spawn(zygote, action.worker_id, now)
             elif isinstance(action, Retire):
-                for record in self.workers:
-                    if (
-                        record.worker_id == action.worker_id
-                        and record.generation == action.generation
-                        and record.state in SERVING_OR_ABOUT_TO
-                    ):
-                        logger.info(
-                            "retiring worker %d (pid %d): %s", record.worker_id, record.pid, action.reason
-                        )
-                        self._signal_stop(
-                            record, signal.SIGTERM, self.config.graceful_timeout, now, action.reason
-                        )
+                record = self.workers.get(action.slot)
+                if record is not None and record.state in SERVING_OR_ABOUT_TO:
+                    logger.info(
+                        "retiring worker %d (pid %d): %s", record.worker_id, record.pid, action.reason
+                    )
+                    self._signal_stop(
+                        record, signal.SIGTERM, self.config.graceful_timeout, now, action.reason
+                    )
         self._retire_idle_zygotes()
 
     def _spawn(self, zygote: zygotes.ZygoteHandle, worker_id: int, now: float) -> None:

@@ -5,7 +5,8 @@ anonymous ``MAP_SHARED`` mapping would not survive the zygote's ``exec``) and pa
 each process maps it. A slot belongs to one worker from the moment the master assigns it until the
 master has reaped that worker. Workers write only their own slot, from inside their event loop, so
 a blocked loop shows up as a stale heartbeat; the master writes a slot only while no worker owns
-it. Fields are plain machine words: a reader may see a counter one tick old, never a torn value
+it, except ``stop_mode``, which the master sets just before it signals the worker to stop. Fields
+are plain machine words: a reader may see a counter one tick old, never a torn value
 that matters (each field is written whole and read whole).
 
 Heartbeats use ``time.monotonic()``: CLOCK_MONOTONIC is system-wide on Linux, so the values of
@@ -27,6 +28,13 @@ class SlotState(enum.IntEnum):
     DRAINING = 3
 
 
+class StopMode(enum.IntEnum):
+    """Written by the master into a worker's slot just before it sends TERM."""
+
+    RETIRE = 0  # reload, scale-down, recycling: other workers keep serving
+    SHUTDOWN = 1  # the whole server stops: --shutdown-delay applies, the accept queue is emptied
+
+
 class Slot(ctypes.Structure):
     _fields_ = [
         ("pid", ctypes.c_int32),
@@ -40,8 +48,11 @@ class Slot(ctypes.Structure):
         ("connections", ctypes.c_uint32),
         ("rss", ctypes.c_uint64),
         ("busy", ctypes.c_double),
+        # The one field the master writes while a worker owns the slot (see StopMode).
+        ("stop_mode", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
         # Room for the fields later features add, so the layout's size stays put.
-        ("_reserved", ctypes.c_uint8 * 56),
+        ("_reserved", ctypes.c_uint8 * 48),
     ]
 
 

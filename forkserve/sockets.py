@@ -11,6 +11,7 @@ import errno
 import os
 import socket
 import stat
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,28 @@ def _adopt_fd(spec: BindSpec) -> socket.socket:
         sock.detach()
         raise ConfigError(f"--bind fd://{spec.fd}: not a stream socket; pass a listening TCP or unix socket")
     return sock
+
+
+_TCP_INFO_SIZE = 104
+
+
+def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
+    """(connections waiting to be accepted, backlog) of a listening TCP socket; None elsewhere.
+
+    On Linux, TCP_INFO on a listening socket reports the accept queue's length in tcpi_unacked and
+    its limit in tcpi_sacked (eight one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked,
+    sacked).
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(info) < 32:
+        return None
+    unacked, sacked = struct.unpack_from("II", info, 24)
+    return unacked, sacked
 
 
 def bind_one(spec: BindSpec, backlog: int) -> Listener:

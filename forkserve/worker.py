@@ -25,6 +25,7 @@ import contextlib
 import faulthandler
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -40,12 +41,16 @@ from uvicorn._compat import asyncio_run
 from forkserve import messages
 from forkserve.config import Config
 from forkserve.logs import LogSetup
-from forkserve.scoreboard import Scoreboard, SlotState
+from forkserve.protocol import http_protocol_class
+from forkserve.scoreboard import Scoreboard, SlotState, StopMode
+from forkserve.sockets import accept_queue
 
 logger = logging.getLogger("forkserve")
 
 HEARTBEAT_INTERVAL = 0.25
 ORPHAN_GRACE = 1.0
+# On shutdown, how long a worker keeps accepting while connections wait in the accept queue.
+QUEUE_DRAIN_LIMIT = 2.0
 
 
 def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
@@ -53,7 +58,7 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         loop=config.loop,
-        http=config.http,
+        http=http_protocol_class(config.http),
         ws=config.ws,
         lifespan=config.lifespan,  # type: ignore[arg-type]  # validated by the settings table
         log_config=None,
@@ -68,6 +73,25 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
     )
 
 
+class HealthCheck:
+    """Answers --health-path before the app: 200 while this worker serves, 503 once it is stopping."""
+
+    def __init__(self, app: Any, path: str, server: WorkerServer) -> None:
+        self.app = app
+        self.path = path
+        self.server = server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        serving = not self.server.stopping
+        body = b"ok\n" if serving else b"stopping\n"
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200 if serving else 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 @dataclass
 class WorkerContext:
     worker_id: int
@@ -80,6 +104,7 @@ class WorkerContext:
     channel: socket.socket
     alive_fd: int
     logs: LogSetup
+    config: Config
 
 
 class WorkerServer(uvicorn.Server):
@@ -88,6 +113,15 @@ class WorkerServer(uvicorn.Server):
         self.ctx = ctx
         self.slot = ctx.scoreboard[ctx.slot]
         self._ticker: asyncio.TimerHandle | None = None
+        # Set by TERM/INT; should_exit follows at once, or after --shutdown-delay on a shutdown.
+        self.stopping = False
+        self._exit_at: float | None = None
+        self._recycle_after = 0
+        if ctx.config.max_requests:
+            self._recycle_after = ctx.config.max_requests + random.randint(0, ctx.config.max_requests_jitter)
+        self._recycle_asked = False
+        if ctx.config.health_path:
+            ctx.uv_config.loaded_app = HealthCheck(ctx.uv_config.loaded_app, ctx.config.health_path, self)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -102,9 +136,17 @@ class WorkerServer(uvicorn.Server):
         yield
 
     def _graceful(self, number: int, frame: FrameType | None) -> None:
-        if self.should_exit and number == signal.SIGINT:
+        if self.stopping and number == signal.SIGINT:
             self._immediate(number, frame)
-        self.should_exit = True
+        if self.stopping:
+            return
+        self.stopping = True
+        delay = self.ctx.config.shutdown_delay if self.slot.stop_mode == StopMode.SHUTDOWN else 0.0
+        if delay > 0:
+            # Health checks say 503 from now on; serving goes on until the balancer has noticed.
+            self._exit_at = time.monotonic() + delay
+        else:
+            self.should_exit = True
 
     def _immediate(self, number: int, frame: FrameType | None) -> None:
         # No logging here: the handler may have interrupted a write holding the log lock.
@@ -115,13 +157,21 @@ class WorkerServer(uvicorn.Server):
 
     def _tick(self) -> None:
         slot = self.slot
-        slot.heartbeat = time.monotonic()
+        now = slot.heartbeat = time.monotonic()
         state = self.server_state
         slot.requests = state.total_requests
         slot.in_flight = len(state.tasks)
         slot.connections = len(state.connections)
+        if self._exit_at is not None and now >= self._exit_at:
+            self.should_exit = True
         if self.should_exit and slot.state == SlotState.READY:
             slot.state = SlotState.DRAINING
+        if self._recycle_after and not self._recycle_asked and state.total_requests >= self._recycle_after:
+            # The master starts a replacement and drains this worker once it serves: nothing is dropped.
+            self._recycle_asked = True
+            logger.info("served %d requests (--max-requests): asking to be replaced", state.total_requests)
+            with contextlib.suppress(OSError):
+                messages.send(self.ctx.channel, {"op": "recycle", "slot": self.ctx.slot, "pid": os.getpid()})
         self._ticker = asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._tick)
 
     def _master_gone(self) -> None:
@@ -146,7 +196,22 @@ class WorkerServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.slot.state = SlotState.DRAINING
+        self.stopping = True
+        if self.slot.stop_mode == StopMode.SHUTDOWN and not self.force_exit:
+            await self._empty_accept_queues(sockets or [])
         await super().shutdown(sockets=sockets)
+
+    async def _empty_accept_queues(self, sockets: list[socket.socket]) -> None:
+        """Keep accepting while connections wait in the queue: closing now would reset them.
+
+        The master closed its copies of the listening sockets when the shutdown began, so when
+        the last worker closes its copy the socket is gone, and with it anything still queued.
+        """
+        deadline = time.monotonic() + min(QUEUE_DRAIN_LIMIT, self.ctx.config.graceful_timeout)
+        while time.monotonic() < deadline:
+            if not any((accept_queue(sock) or (0, 0))[0] for sock in sockets):
+                return
+            await asyncio.sleep(0.005)
 
 
 def _reset_signals() -> None:

@@ -198,6 +198,7 @@ class Zygote:
             channel=self.channel,
             alive_fd=self.spec.alive_fd,
             logs=self.logs,
+            config=self.spec.config,
         )
         try:
             return worker.run(ctx)

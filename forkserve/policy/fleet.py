@@ -4,7 +4,8 @@ One function, ``plan``, decides for the master loop on every wake-up. Workers ar
 1..desired ("worker 3"); a number is filled by at most one worker of the current generation. Older
 generations' workers keep serving until the current generation's worker with the same number is
 READY, then are retired: a rolling replacement, ``batch`` new workers booting at a time, so the
-server never has fewer ready workers than it had.
+server never has fewer ready workers than it had. A worker that asked to be replaced
+(``outgoing``, after --max-requests) is handled exactly like one of an older generation.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class WorkerView:
     worker_id: int
     generation: int
     state: State
+    slot: int = -1
+    # Asked to be replaced (--max-requests): treated like a worker of an older generation.
+    outgoing: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Retire:
     worker_id: int
     generation: int
     reason: str
+    slot: int = -1
 
 
 Action = Spawn | Retire
@@ -46,14 +51,14 @@ def plan(
     batch: int = 1,
 ) -> list[Action]:
     active = [w for w in workers if w.state in SERVING_OR_ABOUT_TO]
-    current = {w.worker_id: w for w in active if w.generation == generation}
-    older = [w for w in active if w.generation != generation]
+    current = {w.worker_id: w for w in active if w.generation == generation and not w.outgoing}
+    older = [w for w in active if w.generation != generation or w.outgoing]
     older_ids = {w.worker_id for w in older}
     actions: list[Action] = []
 
     for worker in sorted(current.values(), key=lambda w: w.worker_id):
         if worker.worker_id > desired:
-            actions.append(Retire(worker.worker_id, worker.generation, "scaled down"))
+            actions.append(Retire(worker.worker_id, worker.generation, "scaled down", worker.slot))
 
     booting_replacements = sum(
         1 for w in current.values() if w.state is not State.READY and w.worker_id in older_ids
@@ -70,9 +75,8 @@ def plan(
     for worker in sorted(older, key=lambda w: (w.worker_id, w.generation)):
         successor = current.get(worker.worker_id)
         if worker.worker_id > desired:
-            actions.append(Retire(worker.worker_id, worker.generation, "scaled down"))
+            actions.append(Retire(worker.worker_id, worker.generation, "scaled down", worker.slot))
         elif successor is not None and successor.state is State.READY:
-            actions.append(
-                Retire(worker.worker_id, worker.generation, f"replaced by generation {generation}")
-            )
+            reason = "replaced (recycled)" if worker.outgoing else f"replaced by generation {generation}"
+            actions.append(Retire(worker.worker_id, worker.generation, reason, worker.slot))
     return actions

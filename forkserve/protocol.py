@@ -1,0 +1,104 @@
+"""uvicorn's HTTP/1.1 protocols, taught to drain without dropping a request.
+
+uvicorn's ``shutdown()`` closes every idle keep-alive connection at once. A client may have
+written its next request onto that connection a microsecond earlier; the close then resets it,
+and a proxy shows a 502. A draining forkserve worker instead:
+
+* finishes every request in flight, answering it with ``Connection: close``;
+* answers every *further* request that arrives on a kept-alive connection, also with
+  ``Connection: close``, so the client learns to reconnect (to a worker that is not leaving);
+* closes a connection that stays idle only after the keep-alive timeout, and only if no request
+  bytes are waiting in its socket (checked with FIONREAD just before the close), so a request
+  cannot be racing in when it closes.
+
+uvicorn's server waits for the connections to go, up to ``--graceful-timeout``. The classes below
+are uvicorn's own with this one behaviour changed, so everything else (websocket upgrades, TLS,
+flow control) is uvicorn's.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import termios
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+DRAIN_IDLE_CHECK = 0.1
+
+
+def _pending_bytes(transport: Any) -> int:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    buffer = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buffer, True)
+    except OSError:
+        return 0
+    return int(buffer[0])
+
+
+class DrainingMixin:
+    """Mixed in before a uvicorn protocol class; see the module docstring."""
+
+    draining = False
+    # Provided by the uvicorn protocol this is mixed into.
+    cycle: Any
+    transport: Any
+    loop: Any
+    timeout_keep_alive: int
+    timeout_keep_alive_task: Any
+
+    def shutdown(self) -> None:
+        self.draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            return
+        # Idle (or not yet sent a request): keep it open for a request that may be on its way;
+        # the idle timer closes it if none comes.
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self.draining and self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+
+    def timeout_keep_alive_handler(self) -> None:
+        if self.transport.is_closing():
+            return
+        if _pending_bytes(self.transport) > 0:
+            # A request arrived as the timer fired: serve it (data_received runs next) instead.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                DRAIN_IDLE_CHECK, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()  # type: ignore[misc]
+
+
+class DrainingH11Protocol(DrainingMixin, H11Protocol):
+    pass
+
+
+DrainingHttpToolsProtocol: type[Any] | None
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is optional (PyPy, unusual platforms): h11 serves instead
+    DrainingHttpToolsProtocol = None
+else:
+
+    class _DrainingHttpTools(DrainingMixin, HttpToolsProtocol):
+        pass
+
+    DrainingHttpToolsProtocol = _DrainingHttpTools
+
+
+def http_protocol_class(name: str) -> type[Any]:
+    """The draining protocol class for --http (auto = httptools where it is installed)."""
+    if name == "h11" or DrainingHttpToolsProtocol is None:
+        return DrainingH11Protocol
+    return DrainingHttpToolsProtocol
