@@ -54,7 +54,7 @@ def serve(app: str | None, **values: Any) -> None:
     try:
         config, _origins = build_config(values, cli=True)
         logs = LogSetup(config.log_level, "master", config.log_file)
-        master = Master(app, config, logs=logs, owns_process=True)
+        master = Master(app, config, logs=logs, owns_process=True, argv=sys.argv[1:])
         from setproctitle import setproctitle
 
         setproctitle(f"forkserve: master [{app}]")

@@ -22,14 +22,16 @@ import queue
 import selectors
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from forkserve import messages, sockets, zygotes
+from forkserve import messages, sockets, upgrade, zygotes
 from forkserve.config import Config
-from forkserve.errors import AppError, ForkserveError, WorkerBootError
+from forkserve.devreload import SourceWatcher
+from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
 from forkserve.exits import describe_status, signal_name
 from forkserve.lifecycle import SERVING_OR_ABOUT_TO, Event, State, WorkerRecord
 from forkserve.logs import LogSetup
@@ -69,6 +71,7 @@ class Master:
         logs: LogSetup | None = None,
         handle_signals: bool = True,
         owns_process: bool = False,
+        argv: list[str] | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -78,6 +81,11 @@ class Master:
         self.logs = logs or LogSetup(config.log_level, "master", config.log_file)
         self.handle_signals = handle_signals
         self.owns_process = owns_process
+        # The command line, for USR2's re-exec; None for a library server, which cannot re-exec.
+        self.argv = argv
+        self.successor: subprocess.Popen[bytes] | None = None
+        self.pidfile = config.pid
+        self.watcher: SourceWatcher | None = None
         self.exec_mode = isinstance(app, str)
         self.requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.zygotes: list[zygotes.ZygoteHandle] = []
@@ -121,10 +129,15 @@ class Master:
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         scoreboard: Scoreboard | None = None
         try:
+            if self.config.reload and not self.exec_mode:
+                raise ConfigError(
+                    "--reload needs the app as an import string (module:app): an app object cannot be "
+                    "re-imported; pass forkserve.run('module:app', reload=True)"
+                )
             if self.config.chdir:
                 os.chdir(self.config.chdir)
             self.desired = self._resolve_workers()
-            self.listeners = sockets.bind_all(self.config.bind, self.config.backlog)
+            self.listeners = sockets.bind_all(self.config.bind, self.config.backlog, upgrade.inherited_fds())
             set_child_subreaper(True)
             if self.config.pid:
                 write_pidfile(self.config.pid)
@@ -142,9 +155,14 @@ class Master:
                 logger.info("Listening at: %s://%s", scheme, listener.address.removeprefix("unix:"))
             self.newest_generation = 1
             self._start_zygote(1)
+            if self.config.reload:
+                self.watcher = SourceWatcher([self.config.app_dir], self.reload)
+                self.watcher.start()
             self.started.set()
             self._loop()
         finally:
+            if self.watcher is not None:
+                self.watcher.stop()
             self._cleanup()
             capture.restore()
             if scoreboard is not None:
@@ -153,8 +171,8 @@ class Master:
                 os.close(self.alive_w)
                 os.close(self.alive_r)
             sockets.close_all(self.listeners)
-            if self.config.pid:
-                remove_pidfile(self.config.pid)
+            if self.pidfile:
+                remove_pidfile(self.pidfile)
             set_child_subreaper(False)
             self.selector.close()
             self.started.set()
@@ -231,7 +249,39 @@ class Master:
                 if record.pid:
                     signal_process(record.pid, signal.SIGUSR1)
         elif number == signal.SIGUSR2:
-            logger.warning("USR2 (binary upgrade) is not supported; use HUP to load new code")
+            self._start_successor()
+
+    def _start_successor(self) -> None:
+        if self.argv is None:
+            logger.warning("USR2 ignored: a server started from Python cannot re-exec itself; use HUP")
+            return
+        if self.successor is not None and self.successor.poll() is None:
+            logger.warning("USR2 ignored: a new master (pid %d) is already running", self.successor.pid)
+            return
+        if self.stopping:
+            return
+        self.successor = upgrade.start_successor(self.argv, self.listeners, self.pidfile)
+        if self.pidfile:
+            self.pidfile = upgrade.oldbin_path(self.pidfile)
+        for listener in self.listeners:
+            listener.owns_path = False  # the new master serves on it after we are gone
+        logger.info(
+            "USR2: started a new master (pid %d) on the same sockets; send TERM to this one (pid %d) "
+            "once it serves", self.successor.pid, os.getpid(),
+        )  # fmt: skip
+
+    def _successor_exited(self, status: int) -> None:
+        """A new master that dies while this one serves failed its upgrade: take the pid file back."""
+        logger.error(
+            "the new master from USR2 %s; this master (pid %d) keeps serving",
+            describe_status(status),
+            os.getpid(),
+        )
+        if self.config.pid and self.pidfile != self.config.pid and os.path.exists(self.pidfile or ""):
+            os.replace(str(self.pidfile), self.config.pid)
+            self.pidfile = self.config.pid
+        for listener in self.listeners:
+            listener.owns_path = listener.spec.kind == "unix"
 
     def _set_desired(self, count: int) -> None:
         capacity = self.scoreboard.capacity // 2
@@ -508,6 +558,10 @@ class Master:
                 return
             if pid == 0:
                 return
+            if self.successor is not None and pid == self.successor.pid:
+                self.successor.returncode = os.waitstatus_to_exitcode(status)
+                self._successor_exited(status)
+                continue
             record = self.workers.unwatch(pid)
             if record is not None and record.state is not State.EXITED:
                 self._worker_exited(record, status)

@@ -146,10 +146,18 @@ def bind_one(spec: BindSpec, backlog: int) -> Listener:
         raise BindError(f"{spec}: cannot listen ({exc.strerror or exc}); pick another --bind") from None
 
 
-def bind_all(specs: Sequence[BindSpec], backlog: int) -> list[Listener]:
+def bind_all(specs: Sequence[BindSpec], backlog: int, inherited: Sequence[int] = ()) -> list[Listener]:
+    """Bind every address; an fd in INHERITED (a predecessor's socket, in --bind order) is adopted."""
     listeners: list[Listener] = []
     try:
-        for spec in specs:
+        for index, spec in enumerate(specs):
+            if index < len(inherited):
+                # The predecessor owns a unix socket's path; it must not be removed when we exit either
+                # (a successor of ours may hold it), so treat it like the predecessor did at hand-over.
+                listeners.append(
+                    Listener(spec, socket.socket(fileno=inherited[index]), owns_path=spec.kind == "unix")
+                )
+                continue
             listeners.append(bind_one(spec, backlog))
     except BaseException:
         close_all(listeners)

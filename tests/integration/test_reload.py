@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import textwrap
@@ -182,3 +183,77 @@ def test_shutdown_delay_keeps_serving_while_health_says_503(serve):
     assert server.wait_exit(10) == 0
     assert time.monotonic() - stopped_at >= 2.0
     assert not [pid for pid in family if alive(pid)]
+
+
+def masters_in_group(server) -> dict[int, str]:
+    import psutil
+
+    found = {}
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            title = " ".join(process.info["cmdline"] or []).strip()
+            if title.startswith("forkserve: master") and os.getpgid(process.pid) == server.pid:
+                found[process.pid] = title
+        except (psutil.Error, ProcessLookupError):
+            continue
+    server.seen.update(found)
+    return found
+
+
+def successor_pid(pidfile: Path, old: int) -> int:
+    try:
+        pid = int(pidfile.read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+    return pid if pid != old else 0
+
+
+def test_usr2_hands_over_to_a_new_master_without_failures(serve, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    server = start_versioned(serve, tmp_path, "--pid", str(pidfile))
+    old_workers = set(server.workers())
+    with Load(server.url, keep_alive=8, fresh=4) as load:
+        write_app(tmp_path, "v2")
+        server.signal(signal.SIGUSR2)
+        new_master = wait_until(
+            lambda: successor_pid(pidfile, server.pid), 15, "the new pid file", server.tail
+        )
+        assert int((tmp_path / "app.pid.oldbin").read_text()) == server.pid
+        # Its workers serve beside the old ones, then the operator stops the old master.
+        wait_until(lambda: "v2" in load.outcome.bodies, 15, "the new master's workers to answer", server.tail)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(15) == 0
+        mark = load.ok
+        wait_until(lambda: load.ok > mark + 100, 10, "requests after the old master left")
+    assert load.outcome.failed == 0, f"{load.outcome}\n{server.tail()}"
+    assert list(masters_in_group(server)) == [new_master]
+    assert not [pid for pid in old_workers if alive(pid)]
+    assert not (tmp_path / "app.pid.oldbin").exists()
+    assert server.get().text == "v2"
+    os.kill(new_master, signal.SIGTERM)
+    wait_until(lambda: not alive(new_master), 15, "the new master to stop")
+    assert not pidfile.exists()
+
+
+def test_dev_reload_rolls_in_a_saved_change(serve, tmp_path):
+    server = start_versioned(serve, tmp_path, "--reload")
+    server.wait_log("--reload: watching")
+    assert server.get().text == "v1"
+    write_app(tmp_path, "v2")
+    wait_until(lambda: server.get().text == "v2", 15, "the saved change to serve", server.tail)
+    server.wait_log(r"--reload: versioned\.py changed; reloading")
+
+
+def test_reload_refuses_an_app_object(tmp_path):
+    import forkserve
+
+    async def app(scope, receive, send):  # pragma: no cover - never served
+        pass
+
+    try:
+        forkserve.run(app, reload=True, bind="127.0.0.1:0")
+    except forkserve.ConfigError as error:
+        assert "--reload needs the app as an import string" in str(error)
+        assert error.exit_code == 2
+    else:
+        raise AssertionError("expected ConfigError")
