@@ -9,7 +9,11 @@ and a proxy shows a 502. A draining forkserve worker instead:
   ``Connection: close``, so the client learns to reconnect (to a worker that is not leaving);
 * closes a connection that stays idle only after the keep-alive timeout, and only if no request
   bytes are waiting in its socket (checked with FIONREAD just before the close), so a request
-  cannot be racing in when it closes.
+  cannot be racing in when it closes;
+* closes in order, always (not only while draining): FIN after the last response, then whatever
+  the client still sends is read and dropped until it closes its side (or ``LINGER`` seconds
+  pass). Closing a socket with unread input makes the kernel send RST, which can destroy the
+  response the client has not read yet, and which a proxy reports as a 502.
 
 uvicorn's server waits for the connections to go, up to ``--graceful-timeout``. The classes below
 are uvicorn's own with this one behaviour changed, so everything else (websocket upgrades, TLS,
@@ -26,6 +30,47 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 DRAIN_IDLE_CHECK = 0.1
+LINGER = 2.0
+
+
+class LingeringTransport:
+    """A transport whose close() is a half-close (FIN) followed by reading until the peer's FIN.
+
+    Everything but close() and is_closing() goes straight to the real transport; ``write`` is bound
+    once so the per-response path pays no extra lookup.
+    """
+
+    def __init__(self, transport: Any, loop: Any) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._lingering = False
+        self.write = transport.write
+        self.writelines = transport.writelines
+        self.get_extra_info = transport.get_extra_info
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    @property
+    def lingering(self) -> bool:
+        return self._lingering
+
+    def is_closing(self) -> bool:
+        return self._lingering or bool(self._transport.is_closing())
+
+    def close(self) -> None:
+        if self._lingering or self._transport.is_closing():
+            return
+        if not self._transport.can_write_eof() or self._transport.get_extra_info("sslcontext") is not None:
+            self._transport.close()
+            return
+        self._lingering = True
+        self._transport.write_eof()
+        self._transport.resume_reading()
+        self._loop.call_later(LINGER, self._transport.close)
+
+    def abort_linger(self) -> None:
+        self._transport.close()
 
 
 def _pending_bytes(transport: Any) -> int:
@@ -51,6 +96,16 @@ class DrainingMixin:
     timeout_keep_alive: int
     timeout_keep_alive_task: Any
 
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[misc]
+
+    def eof_received(self) -> None:
+        # The peer closed its side: with ours already closed (lingering), the connection is done.
+        if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
+            self.transport.abort_linger()
+            return
+        super().eof_received()  # type: ignore[misc]
+
     def shutdown(self) -> None:
         self.draining = True
         if self.cycle is not None and not self.cycle.response_complete:
@@ -64,6 +119,8 @@ class DrainingMixin:
             )
 
     def data_received(self, data: bytes) -> None:
+        if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
+            return  # read and dropped: the response that closed this connection has been sent
         super().data_received(data)  # type: ignore[misc]
         if self.draining and self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -257,3 +258,32 @@ def test_reload_refuses_an_app_object(tmp_path):
         assert error.exit_code == 2
     else:
         raise AssertionError("expected ConfigError")
+
+
+def read_until_closed(client: socket.socket) -> bytes:
+    data = b""
+    while True:
+        chunk = client.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_closing_a_connection_never_resets_it(serve):
+    # An upload the app answers without reading (as a 413 or an auth failure would): the server
+    # closes while the client is still sending. A close with unread input is an RST, which can
+    # destroy the response before the client reads it; forkserve half-closes and drains instead.
+    server = serve("-w", "1", wait=1)
+    body_size = 16 * 1024 * 1024
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+            head = f"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {body_size}\r\n\r\n"
+
+            def upload(client: socket.socket = client, head: str = head) -> None:
+                with contextlib.suppress(OSError):
+                    client.sendall(head.encode() + b"x" * body_size)
+
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(upload)
+                response = read_until_closed(client)
+        assert response.startswith(b"HTTP/1.1 200 OK"), response[:100]
