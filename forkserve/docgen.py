@@ -28,7 +28,7 @@ PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 COMMAND = "python -m forkserve.docgen"
 
 # The words an environment variable may use for a boolean; tests/unit/test_docs.py checks that
-# forkserve.config.parse_bool accepts exactly these, so the page cannot promise a word it rejects.
+# forkserve.config.parse_bool accepts each of them, so the page cannot promise a word it rejects.
 BOOL_WORDS: tuple[tuple[str, str], ...] = (("1", "0"), ("true", "false"), ("yes", "no"), ("on", "off"))
 
 
@@ -212,7 +212,7 @@ def _setting(spec: Setting) -> list[str]:
         "",
         f"- Command line: {command_line}",
         f"- Environment: {env}",
-        f"- Keyword argument: {_code(spec.name)} (held in `Config` as {_code(type_name(_HINTS[spec.name]))})",
+        f"- Keyword argument: {_code(spec.name)} (type {_code(type_name(_HINTS[spec.name]))})",
         f"- Default: {default_text(spec)}",
     ]
 

@@ -22,7 +22,6 @@ import queue
 import selectors
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -33,11 +32,11 @@ from forkserve.config import Config
 from forkserve.devreload import SourceWatcher
 from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
 from forkserve.exits import describe_status, signal_name
+from forkserve.generations import Generations, ZygoteExit
 from forkserve.lifecycle import SERVING_OR_ABOUT_TO, Event, State, WorkerRecord
 from forkserve.logs import LogSetup
 from forkserve.policy.backoff import Backoff, Verdict, boot_failure_verdict
 from forkserve.policy.fleet import Retire, Spawn, WorkerView, plan
-from forkserve.policy.timeouts import STACK_DUMP_GRACE, Overdue, TimeView, overdue
 from forkserve.process import (
     SignalCapture,
     remove_pidfile,
@@ -81,19 +80,12 @@ class Master:
         self.logs = logs or LogSetup(config.log_level, "master", config.log_file)
         self.handle_signals = handle_signals
         self.owns_process = owns_process
-        # The command line, for USR2's re-exec; None for a library server, which cannot re-exec.
-        self.argv = argv
-        self.successor: subprocess.Popen[bytes] | None = None
-        self.pidfile = config.pid
+        self.handover = upgrade.Handover(argv, config.pid)
         self.watcher: SourceWatcher | None = None
         self.exec_mode = isinstance(app, str)
         self.requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self.zygotes: list[zygotes.ZygoteHandle] = []
+        self.generations = Generations()
         self.backoff = Backoff()
-        self.generation = 0  # the generation new workers are spawned from
-        self.newest_generation = 0
-        self.pending: zygotes.ZygoteHandle | None = None  # a reload's zygote, still loading
-        self.ready_generations: set[int] = set()
         self.stopping: str | None = None
         self.error: ForkserveError | None = None
         self.desired = 1
@@ -153,8 +145,7 @@ class Master:
             for listener in self.listeners:
                 scheme = "unix" if listener.spec.kind == "unix" else "http"
                 logger.info("Listening at: %s://%s", scheme, listener.address.removeprefix("unix:"))
-            self.newest_generation = 1
-            self._start_zygote(1)
+            self._start_zygote(self.generations.next_number())
             if self.config.reload:
                 self.watcher = SourceWatcher([self.config.app_dir], self.reload)
                 self.watcher.start()
@@ -171,8 +162,8 @@ class Master:
                 os.close(self.alive_w)
                 os.close(self.alive_r)
             sockets.close_all(self.listeners)
-            if self.pidfile:
-                remove_pidfile(self.pidfile)
+            if self.handover.pidfile:
+                remove_pidfile(self.handover.pidfile)
             set_child_subreaper(False)
             self.selector.close()
             self.started.set()
@@ -203,9 +194,9 @@ class Master:
             if self.owns_process:
                 self._sweep_orphans()
             now = time.monotonic()
-            self._check_timeouts(now)
+            self.workers.enforce_timeouts(now, self.config.timeout)
             if self.stopping:
-                if not self.workers.live() and all(z.exited for z in self.zygotes):
+                if not self.workers.live() and self.generations.all_exited():
                     return
                 continue
             self._reconcile(now)
@@ -248,40 +239,8 @@ class Master:
             for record in self.workers.live():
                 if record.pid:
                     signal_process(record.pid, signal.SIGUSR1)
-        elif number == signal.SIGUSR2:
-            self._start_successor()
-
-    def _start_successor(self) -> None:
-        if self.argv is None:
-            logger.warning("USR2 ignored: a server started from Python cannot re-exec itself; use HUP")
-            return
-        if self.successor is not None and self.successor.poll() is None:
-            logger.warning("USR2 ignored: a new master (pid %d) is already running", self.successor.pid)
-            return
-        if self.stopping:
-            return
-        self.successor = upgrade.start_successor(self.argv, self.listeners, self.pidfile)
-        if self.pidfile:
-            self.pidfile = upgrade.oldbin_path(self.pidfile)
-        for listener in self.listeners:
-            listener.owns_path = False  # the new master serves on it after we are gone
-        logger.info(
-            "USR2: started a new master (pid %d) on the same sockets; send TERM to this one (pid %d) "
-            "once it serves", self.successor.pid, os.getpid(),
-        )  # fmt: skip
-
-    def _successor_exited(self, status: int) -> None:
-        """A new master that dies while this one serves failed its upgrade: take the pid file back."""
-        logger.error(
-            "the new master from USR2 %s; this master (pid %d) keeps serving",
-            describe_status(status),
-            os.getpid(),
-        )
-        if self.config.pid and self.pidfile != self.config.pid and os.path.exists(self.pidfile or ""):
-            os.replace(str(self.pidfile), self.config.pid)
-            self.pidfile = self.config.pid
-        for listener in self.listeners:
-            listener.owns_path = listener.spec.kind == "unix"
+        elif number == signal.SIGUSR2 and not self.stopping:
+            self.handover.start(self.listeners)
 
     def _set_desired(self, count: int) -> None:
         capacity = self.scoreboard.capacity // 2
@@ -304,50 +263,25 @@ class Master:
         number = signal.SIGTERM if mode == "graceful" else signal.SIGQUIT
         grace += self.config.shutdown_delay if mode == "graceful" else 0.0
         for record in live:
-            self._signal_stop(record, number, grace, now, "server stopping", StopMode.SHUTDOWN)
-        for handle in self.zygotes:
-            zygotes.retire(handle)
+            self.workers.stop(record, number, grace, now, "server stopping", StopMode.SHUTDOWN)
+        self.generations.retire_all()
         # The workers are the last to hold the listening sockets: once the last one has emptied the
         # accept queue and closed its copy, the kernel refuses new connections instead of queueing
         # them for nobody (which would end in resets).
         for listener in self.listeners:
             listener.sock.close()
 
-    def _signal_stop(
-        self,
-        record: WorkerRecord,
-        number: int,
-        grace: float,
-        now: float,
-        reason: str,
-        mode: StopMode = StopMode.RETIRE,
-    ) -> None:
-        if record.state is State.KILLING:
-            return
-        self.scoreboard[record.slot].stop_mode = mode
-        record.apply(Event.DRAIN, now)
-        record.reason = record.reason or reason
-        deadline = now + grace + 1.0
-        record.deadline = min(record.deadline or deadline, deadline)
-        if record.pid:
-            signal_process(record.pid, number)
-
     # ------------------------------------------------------------------ reload
 
     def begin_reload(self) -> None:
         if self.stopping:
             return
-        self.newest_generation += 1
-        generation = self.newest_generation
+        generation = self.generations.next_number()
         if not self.exec_mode:
             # An app object cannot be re-imported: new workers come from the same zygote.
             logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
-            self.zygotes[-1].generations.add(generation)
-            self.generation = generation
+            self.generations.share_zygote(generation)
             return
-        if self.pending is not None:
-            logger.info("reload requested again: abandoning generation %d", self.pending.generation)
-            zygotes.retire(self.pending)
         logger.info("reloading: starting generation %d", generation)
         self._start_zygote(generation)
 
@@ -374,8 +308,7 @@ class Master:
             pid = zygotes.start_fork(lambda: self._become_zygote(spec, master_end))
         zygote_end.close()
         handle = zygotes.new_handle(pid, generation, master_end, proc)
-        self.zygotes.append(handle)
-        self.pending = handle
+        self.generations.add_pending(handle)
         self.selector.register(handle.channel, selectors.EVENT_READ, ("channel", handle))
         self.selector.register(handle.pidfd, selectors.EVENT_READ, ("zygote", handle))
 
@@ -388,9 +321,7 @@ class Master:
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
-        for handle in self.zygotes:
-            handle.channel.close()
-            os.close(handle.pidfd)
+        self.generations.close_in_child()
         self.workers.close_in_child()
         return run_zygote(spec, self.logs)
 
@@ -412,13 +343,9 @@ class Master:
         op = message.get("op")
         now = time.monotonic()
         if op == "loaded":
-            handle.loaded = True
-            if handle is self.pending:
-                self.pending = None
-                self.generation = handle.generation
+            if self.generations.loaded(handle):
                 logger.info("generation %d loaded (zygote pid %d)", handle.generation, handle.pid)
         elif op == "failed":
-            handle.failed = True
             self._zygote_failed(handle, str(message.get("message")), str(message.get("detail") or ""))
         elif op in ("spawned", "ready"):
             record = self.workers.get(int(message["slot"]))
@@ -428,7 +355,7 @@ class Master:
                 self._learn_pid(record, int(message["pid"]), now)
             if op == "ready" and record.state is State.BOOTING and record.pid == message["pid"]:
                 record.apply(Event.READY, now)
-                self.ready_generations.add(record.generation)
+                self.generations.mark_ready(record.generation)
                 logger.debug("worker %d (pid %d) ready", record.worker_id, record.pid)
         elif op == "recycle":
             record = self.workers.get(int(message["slot"]))
@@ -452,17 +379,15 @@ class Master:
             signal_process(pid, signal.SIGTERM if self.stopping != "immediate" else signal.SIGQUIT)
 
     def _zygote_failed(self, handle: zygotes.ZygoteHandle, message: str, detail: str) -> None:
-        if not self.ready_generations and handle.generation == 1:
+        self.generations.failed(handle)
+        if not self.generations.ever_ready and handle.generation == 1:
             self.error = AppError(message, detail=detail)
             self.begin_stop("immediate")
             return
         logger.error("reload aborted: generation %d failed to load: %s", handle.generation, message)
         for line in detail.splitlines():
             logger.error("  %s", line)
-        logger.error("generation %d keeps serving; fix the app and send HUP again", self.generation)
-        if handle is self.pending:
-            self.pending = None
-        zygotes.retire(handle)
+        logger.error("generation %d keeps serving; fix the app and send HUP again", self.generations.current)
 
     def _reap_zygote(self, handle: zygotes.ZygoteHandle) -> None:
         self.selector.unregister(handle.pidfd)
@@ -470,81 +395,56 @@ class Master:
         status = waitpid(handle.pid)
         handle.exited = True
         if handle.proc is not None:
-            handle.proc.returncode = status if status is not None else -1
-        if handle.retiring or self.stopping:
-            logger.debug("zygote of generation %d (pid %d) exited", handle.generation, handle.pid)
-            return
+            handle.proc.returncode = os.waitstatus_to_exitcode(status) if status is not None else -1
         words = describe_status(status) if status is not None else "ended"
-        if not handle.loaded and not handle.failed:
-            handle.failed = True
-            self._zygote_failed(handle, f"the zygote {words} while loading the app", "")
-            return
-        if handle.failed or (
-            handle.generation < self.generation and not handle.generations & {self.generation}
-        ):
-            return
-        logger.error(
-            "zygote of generation %d (pid %d) %s; starting another", handle.generation, handle.pid, words
-        )
-        self.zygotes.remove(handle)
+        # Whatever it reported before it died is in its channel; after that, a worker it was asked
+        # for and never reported will not come.
+        if handle.channel.fileno() != -1:
+            self._read_channel(handle)
         now = time.monotonic()
         for record in self.workers:
-            if record.state is State.SPAWNING:
+            if not record.pid and record.generation in handle.generations:
                 self._forget(record, now, planned=True)
-        self._start_zygote(self.generation)
-        assert self.pending is not None
-        self.pending.generations |= handle.generations
-
-    def _current_zygote(self) -> zygotes.ZygoteHandle | None:
-        for handle in reversed(self.zygotes):
-            if self.generation in handle.generations and handle.loaded and not handle.exited:
-                return handle
-        return None
+        verdict = self.generations.classify_exit(handle, stopping=bool(self.stopping))
+        if verdict is ZygoteExit.FAILED_LOADING:
+            self._zygote_failed(handle, f"the zygote {words} while loading the app", "")
+        elif verdict is ZygoteExit.REPLACE:
+            logger.error(
+                "zygote of generation %d (pid %d) %s; starting another", handle.generation, handle.pid, words
+            )
+            self.generations.forget(handle)
+            self._start_zygote(self.generations.current)
+            assert self.generations.pending is not None
+            self.generations.pending.generations |= handle.generations
 
     # ------------------------------------------------------------------ workers
 
     def _reconcile(self, now: float) -> None:
-        zygote = self._current_zygote()
+        zygote = self.generations.current_zygote()
         if zygote is None:
             return
         views = [WorkerView(r.worker_id, r.generation, r.state, r.slot, r.outgoing) for r in self.workers]
         actions = plan(
             views,
             desired=self.desired,
-            generation=self.generation,
+            generation=self.generations.current,
             may_start=lambda worker_id: self.backoff.may_start(worker_id, now),
             batch=self.config.reload_batch,
         )
         for action in actions:
             if isinstance(action, Spawn):
-                self._spawn(zygote, action.worker_id, now)
+                if self.workers.spawn(zygote, action.worker_id, self.generations.current, now) is None:
+                    logger.error("no free scoreboard slot for worker %d", action.worker_id)
             elif isinstance(action, Retire):
                 record = self.workers.get(action.slot)
                 if record is not None and record.state in SERVING_OR_ABOUT_TO:
                     logger.info(
                         "retiring worker %d (pid %d): %s", record.worker_id, record.pid, action.reason
                     )
-                    self._signal_stop(
+                    self.workers.stop(
                         record, signal.SIGTERM, self.config.graceful_timeout, now, action.reason
                     )
-        self._retire_idle_zygotes()
-
-    def _spawn(self, zygote: zygotes.ZygoteHandle, worker_id: int, now: float) -> None:
-        record = self.workers.add(worker_id, self.generation, now)
-        if record is None:
-            logger.error("no free scoreboard slot for worker %d", worker_id)
-        elif not zygote.spawn(worker_id, record.slot, self.generation):
-            self.workers.forget(record, now)
-
-    def _retire_idle_zygotes(self) -> None:
-        live_generations = {r.generation for r in self.workers.live()}
-        for handle in self.zygotes:
-            if handle.retiring or handle is self.pending or self.generation in handle.generations:
-                continue
-            if not handle.generations & live_generations:
-                logger.debug("retiring the zygote of generation %d", handle.generation)
-                zygotes.retire(handle)
-        self.zygotes = [z for z in self.zygotes if not (z.exited and z.retiring)]
+        self.generations.retire_idle({r.generation for r in self.workers.live()})
 
     def _reap_worker(self, record: WorkerRecord) -> None:
         self._worker_exited(record, self.workers.reap(record))
@@ -558,20 +458,19 @@ class Master:
                 return
             if pid == 0:
                 return
-            if self.successor is not None and pid == self.successor.pid:
-                self.successor.returncode = os.waitstatus_to_exitcode(status)
-                self._successor_exited(status)
+            if self.handover.is_successor(pid):
+                self.handover.successor_exited(status, self.listeners)
                 continue
             record = self.workers.unwatch(pid)
             if record is not None and record.state is not State.EXITED:
                 self._worker_exited(record, status)
-            for handle in self.zygotes:
+            for handle in self.generations.zygotes:
                 if handle.pid == pid and not handle.exited:
                     self.selector.unregister(handle.pidfd)
                     os.close(handle.pidfd)
                     handle.exited = True
                     if handle.proc is not None:
-                        handle.proc.returncode = status
+                        handle.proc.returncode = os.waitstatus_to_exitcode(status)
 
     def _worker_exited(self, record: WorkerRecord, status: int | None) -> None:
         now = time.monotonic()
@@ -589,8 +488,8 @@ class Master:
             return
         verdict = boot_failure_verdict(
             died_booting=died_booting,
-            server_ever_ready=bool(self.ready_generations),
-            generation_ever_ready=record.generation in self.ready_generations,
+            server_ever_ready=self.generations.ever_ready,
+            generation_ever_ready=record.generation in self.generations.ready,
         )
         if verdict is Verdict.STOP_SERVER:
             if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
@@ -613,66 +512,26 @@ class Master:
                 )  # fmt: skip
 
     def _abort_generation(self, generation: int, now: float) -> None:
-        previous = max((g for g in self.ready_generations if g < generation), default=None)
+        previous = self.generations.revert(generation)
         logger.error(
             "reload aborted: generation %d failed to boot; generation %s keeps serving", generation, previous
         )
         if previous is None:
             return
-        self.generation = previous
-        for handle in self.zygotes:
-            if generation in handle.generations and previous not in handle.generations:
-                zygotes.retire(handle)
         for record in self.workers.live():
             if record.generation == generation:
-                self._signal_stop(record, signal.SIGTERM, self.config.graceful_timeout, now, "reload aborted")
+                self.workers.stop(record, signal.SIGTERM, self.config.graceful_timeout, now, "reload aborted")
 
     def _forget(self, record: WorkerRecord, now: float, *, planned: bool) -> None:
         self.workers.forget(record, now)
         if planned:
             self.backoff.record_exit(record.worker_id, now - record.spawned_at, now, planned=True)
 
-    def _check_timeouts(self, now: float) -> None:
-        views = [
-            TimeView(r.slot, r.state, bool(r.pid), self.workers.heartbeat(r), r.deadline)
-            for r in self.workers.live()
-        ]
-        for slot, verdict in overdue(views, now=now, timeout=self.config.timeout):
-            record = self.workers.records[slot]
-            if verdict is Overdue.HUNG:
-                logger.error(
-                    "worker %d (pid %d) is hung: its event loop has not run for %.1f s (--timeout %g); "
-                    "its stack follows, then it is killed",
-                    record.worker_id, record.pid, now - self.workers.heartbeat(record), self.config.timeout,
-                )  # fmt: skip
-                record.apply(Event.KILL, now)
-                record.reason = record.reason or "killed as hung"
-                record.deadline = now + STACK_DUMP_GRACE
-                signal_process(record.pid, signal.SIGUSR2)
-                continue
-            if verdict is Overdue.GRACE_EXPIRED:
-                logger.warning(
-                    "worker %d (pid %d) did not finish within --graceful-timeout; killing it",
-                    record.worker_id, record.pid,
-                )  # fmt: skip
-                record.apply(Event.KILL, now)
-            record.deadline = None
-            signal_process(record.pid, signal.SIGKILL)
-
     def _cleanup(self) -> None:
         """Whatever is still alive here is killed: a leaked worker is a bug."""
         if hasattr(self, "workers"):
             self.workers.kill_all()
-        for handle in self.zygotes:
-            if not handle.exited:
-                zygotes.kill(handle)
-                waitpid(handle.pid, block=True)
-                os.close(handle.pidfd)
-                handle.exited = True
-                if handle.proc is not None:
-                    handle.proc.returncode = -signal.SIGKILL
-            with contextlib.suppress(OSError):
-                handle.channel.close()
+        self.generations.kill_all()
         self._wake_r.close()
         self._wake_w.close()
 

@@ -1,4 +1,5 @@
-"""Who is alive: one WorkerRecord per scoreboard slot, found by slot or pid, each with its pidfd.
+"""Who is alive: one WorkerRecord per scoreboard slot, found by slot or pid, each with its pidfd;
+and the effects on workers the master's decisions come down to (spawn, stop, kill when overdue).
 
 The master learns of a worker's death from its pidfd becoming readable (``os.pidfd_open``), which
 works for processes it adopted as a child subreaper and needs no SIGCHLD handler. A pid is reaped
@@ -7,14 +8,19 @@ only once it is known to be a worker, so an embedding host's own children are ne
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import signal
 from collections.abc import Iterator
 
 from forkserve.lifecycle import Event, State, WorkerRecord
+from forkserve.policy.timeouts import STACK_DUMP_GRACE, Overdue, TimeView, overdue
 from forkserve.process import signal_process
-from forkserve.scoreboard import Scoreboard
+from forkserve.scoreboard import Scoreboard, StopMode
+from forkserve.zygotes import ZygoteHandle
+
+logger = logging.getLogger("forkserve")
 
 
 def waitpid(pid: int, *, block: bool = False) -> int | None:
@@ -95,6 +101,58 @@ class WorkerRegistry:
         self._by_pid.pop(record.pid, None)
         self._unwatch(record.pid)
         self.scoreboard.reset(record.slot)
+
+    def spawn(self, zygote: ZygoteHandle, worker_id: int, generation: int, now: float) -> WorkerRecord | None:
+        """Ask ZYGOTE to fork a worker into a fresh slot; None when no slot is free."""
+        record = self.add(worker_id, generation, now)
+        if record is not None and not zygote.spawn(worker_id, record.slot, generation):
+            self.forget(record, now)  # the zygote is gone; its exit brings a replacement
+        return record
+
+    def stop(
+        self,
+        record: WorkerRecord,
+        number: int,
+        grace: float,
+        now: float,
+        reason: str,
+        mode: StopMode = StopMode.RETIRE,
+    ) -> None:
+        """Tell a worker to stop (TERM to drain, QUIT for at once), with a deadline for SIGKILL."""
+        if record.state is State.KILLING:
+            return
+        self.scoreboard[record.slot].stop_mode = mode
+        record.apply(Event.DRAIN, now)
+        record.reason = record.reason or reason
+        deadline = now + grace + 1.0
+        record.deadline = min(record.deadline or deadline, deadline)
+        if record.pid:
+            signal_process(record.pid, number)
+
+    def enforce_timeouts(self, now: float, timeout: float) -> None:
+        """Apply policy.timeouts: stack dump then SIGKILL for the hung, SIGKILL for the overdue."""
+        views = [TimeView(r.slot, r.state, bool(r.pid), self.heartbeat(r), r.deadline) for r in self.live()]
+        for slot, verdict in overdue(views, now=now, timeout=timeout):
+            record = self.records[slot]
+            if verdict is Overdue.HUNG:
+                logger.error(
+                    "worker %d (pid %d) is hung: its event loop has not run for %.1f s (--timeout %g); "
+                    "its stack follows, then it is killed",
+                    record.worker_id, record.pid, now - self.heartbeat(record), timeout,
+                )  # fmt: skip
+                record.apply(Event.KILL, now)
+                record.reason = record.reason or "killed as hung"
+                record.deadline = now + STACK_DUMP_GRACE
+                signal_process(record.pid, signal.SIGUSR2)
+                continue
+            if verdict is Overdue.GRACE_EXPIRED:
+                logger.warning(
+                    "worker %d (pid %d) did not finish within --graceful-timeout; killing it",
+                    record.worker_id, record.pid,
+                )  # fmt: skip
+                record.apply(Event.KILL, now)
+            record.deadline = None
+            signal_process(record.pid, signal.SIGKILL)
 
     def heartbeat(self, record: WorkerRecord) -> float:
         return float(self.scoreboard[record.slot].heartbeat)

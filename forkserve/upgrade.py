@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import MutableMapping, Sequence
 
+from forkserve.exits import describe_status
 from forkserve.sockets import Listener
 
 logger = logging.getLogger("forkserve")
@@ -51,3 +52,50 @@ def start_successor(
         if pidfile and os.path.exists(oldbin_path(pidfile)):
             os.replace(oldbin_path(pidfile), pidfile)
         raise
+
+
+class Handover:
+    """The old master's side of a USR2 hand-over: the successor, and where the pid file is now."""
+
+    def __init__(self, argv: Sequence[str] | None, pidfile: str | None) -> None:
+        # The command line to run again; None for a library server, which cannot re-exec itself.
+        self.argv = argv
+        self.configured_pidfile = pidfile
+        self.pidfile = pidfile
+        self.successor: subprocess.Popen[bytes] | None = None
+
+    def start(self, listeners: Sequence[Listener]) -> None:
+        if self.argv is None:
+            logger.warning("USR2 ignored: a server started from Python cannot re-exec itself; use HUP")
+            return
+        if self.successor is not None and self.successor.returncode is None:
+            logger.warning("USR2 ignored: a new master (pid %d) is already running", self.successor.pid)
+            return
+        self.successor = start_successor(self.argv, listeners, self.pidfile)
+        if self.pidfile:
+            self.pidfile = oldbin_path(self.pidfile)
+        for listener in listeners:
+            listener.owns_path = False  # the new master serves on it after we are gone
+        logger.info(
+            "USR2: started a new master (pid %d) on the same sockets; send TERM to this one (pid %d) "
+            "once it serves", self.successor.pid, os.getpid(),
+        )  # fmt: skip
+
+    def is_successor(self, pid: int) -> bool:
+        return self.successor is not None and self.successor.pid == pid
+
+    def successor_exited(self, status: int, listeners: Sequence[Listener]) -> None:
+        """A new master that ends while this one serves failed its upgrade: take the pid file back."""
+        assert self.successor is not None
+        self.successor.returncode = os.waitstatus_to_exitcode(status)
+        logger.error(
+            "the new master from USR2 %s; this master (pid %d) keeps serving",
+            describe_status(status),
+            os.getpid(),
+        )
+        if self.configured_pidfile and self.pidfile != self.configured_pidfile and self.pidfile:
+            if os.path.exists(self.pidfile):
+                os.replace(self.pidfile, self.configured_pidfile)
+            self.pidfile = self.configured_pidfile
+        for listener in listeners:
+            listener.owns_path = listener.spec.kind == "unix"

@@ -20,6 +20,7 @@ alive pipe reaches EOF: it can never outlive the master.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -174,10 +175,12 @@ class Zygote:
         with os.fdopen(pid_r, "rb") as reader:
             data = reader.read()
         os.waitpid(intermediate, 0)
-        if data:
-            messages.send(
-                self.channel, {"op": "spawned", "slot": slot, "pid": int(data), "worker_id": worker_id}
-            )
+        with contextlib.suppress(OSError):  # the master is gone, or done with this zygote
+            self._report(slot, worker_id, int(data) if data else 0)
+
+    def _report(self, slot: int, worker_id: int, pid: int) -> None:
+        if pid:
+            messages.send(self.channel, {"op": "spawned", "slot": slot, "pid": pid, "worker_id": worker_id})
         else:
             messages.send(self.channel, {"op": "spawn_failed", "slot": slot, "worker_id": worker_id})
 

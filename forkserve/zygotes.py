@@ -92,7 +92,8 @@ def retire(handle: ZygoteHandle) -> None:
         return
     handle.retiring = True
     with contextlib.suppress(OSError):
-        handle.channel.shutdown(socket.SHUT_RDWR)
+        # Write side only: a "spawned" it sends on its way out must still reach us.
+        handle.channel.shutdown(socket.SHUT_WR)
 
 
 def kill(handle: ZygoteHandle) -> None:
