@@ -45,6 +45,7 @@ class Server:
         self.master.scale(delta)
 
     def wait_started(self, timeout: float | None = None) -> bool:
+        """True once a worker serves (or the server has already stopped); False on timeout."""
         return self.master.started.wait(timeout)
 
 

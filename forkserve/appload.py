@@ -12,12 +12,15 @@ from forkserve.errors import AppError, ConfigError
 from forkserve.logs import short_traceback
 
 
-def prepare_path(app_dir: str, chdir: str | None) -> None:
-    if chdir:
-        try:
-            os.chdir(chdir)
-        except OSError as exc:
-            raise ConfigError(f"--chdir {chdir!r}: {exc.strerror}; pass an existing directory") from None
+def prepare_chdir(chdir: str) -> None:
+    try:
+        os.chdir(chdir)
+    except OSError as exc:
+        raise ConfigError(f"--chdir {chdir!r}: {exc.strerror}; pass an existing directory") from None
+
+
+def prepare_path(app_dir: str) -> None:
+    """Put APP_DIR first on sys.path (the master has already applied --chdir)."""
     path = os.path.abspath(app_dir)
     if path not in sys.path:
         sys.path.insert(0, path)

@@ -24,10 +24,16 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def describe_status(status: int) -> str:
-    """Turn a waitpid() status into words: 'exited with code 1', 'was killed by SIGKILL (...)'."""
+def describe_status(status: int, *, killed_by_us: bool = False) -> str:
+    """Turn a waitpid() status into words: 'exited with code 1', 'was killed by SIGKILL (...)'.
+
+    ``killed_by_us``: forkserve itself sent the SIGKILL (hung, or past its graceful timeout), so
+    the out-of-memory hint would mislead.
+    """
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
+        if killed_by_us and number == signal.SIGKILL:
+            return "was killed by SIGKILL (sent by forkserve)"
         hint = _SIGNAL_HINTS.get(signal.Signals(number)) if number in signal.valid_signals() else None
         words = f"was killed by {signal_name(number)}"
         return f"{words} ({hint})" if hint else words

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from forkserve import messages, sockets, upgrade, zygotes
+from forkserve.appload import prepare_chdir
 from forkserve.config import Config
 from forkserve.devreload import SourceWatcher
 from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
@@ -127,7 +128,8 @@ class Master:
                     "re-imported; pass forkserve.run('module:app', reload=True)"
                 )
             if self.config.chdir:
-                os.chdir(self.config.chdir)
+                # Once, here: zygotes and workers inherit the directory (and the relative --app-dir).
+                prepare_chdir(self.config.chdir)
             self.desired = self._resolve_workers()
             self.listeners = sockets.bind_all(self.config.bind, self.config.backlog, upgrade.inherited_fds())
             set_child_subreaper(True)
@@ -149,7 +151,6 @@ class Master:
             if self.config.reload:
                 self.watcher = SourceWatcher([self.config.app_dir], self.reload)
                 self.watcher.start()
-            self.started.set()
             self._loop()
         finally:
             if self.watcher is not None:
@@ -236,9 +237,13 @@ class Master:
             self._set_desired(self.desired - 1)
         elif number == signal.SIGUSR1:
             self.logs.reopen()
-            for record in self.workers.live():
-                if record.pid:
-                    signal_process(record.pid, signal.SIGUSR1)
+            # Zygotes too: a worker forked after the rotation inherits its zygote's log file.
+            pids = [r.pid for r in self.workers.live()] + [
+                z.pid for z in self.generations.zygotes if not z.exited
+            ]
+            for pid in pids:
+                if pid:
+                    signal_process(pid, signal.SIGUSR1)
         elif number == signal.SIGUSR2 and not self.stopping:
             self.handover.start(self.listeners)
 
@@ -305,6 +310,13 @@ class Master:
             proc = zygotes.start_exec(spec, zygote_end)
             pid = proc.pid
         else:
+            if threading.active_count() > 1:
+                # Forking a process with threads can deadlock the child on a lock a thread held.
+                logger.warning(
+                    "forking the zygote from a process running %d threads; if it hangs, pass the app as an "
+                    "import string ('module:app'), which starts a fresh interpreter instead",
+                    threading.active_count(),
+                )
             pid = zygotes.start_fork(lambda: self._become_zygote(spec, master_end))
         zygote_end.close()
         handle = zygotes.new_handle(pid, generation, master_end, proc)
@@ -346,7 +358,8 @@ class Master:
             if self.generations.loaded(handle):
                 logger.info("generation %d loaded (zygote pid %d)", handle.generation, handle.pid)
         elif op == "failed":
-            self._zygote_failed(handle, str(message.get("message")), str(message.get("detail") or ""))
+            code = int(message.get("exit_code") or AppError.exit_code)
+            self._zygote_failed(handle, str(message.get("message")), str(message.get("detail") or ""), code)
         elif op in ("spawned", "ready"):
             record = self.workers.get(int(message["slot"]))
             if record is None or record.state is State.EXITED:
@@ -356,6 +369,7 @@ class Master:
             if op == "ready" and record.state is State.BOOTING and record.pid == message["pid"]:
                 record.apply(Event.READY, now)
                 self.generations.mark_ready(record.generation)
+                self.started.set()
                 logger.debug("worker %d (pid %d) ready", record.worker_id, record.pid)
         elif op == "recycle":
             record = self.workers.get(int(message["slot"]))
@@ -378,10 +392,13 @@ class Master:
             # Told to stop before its pid was known (its stop_mode is already in its slot): tell it now.
             signal_process(pid, signal.SIGTERM if self.stopping != "immediate" else signal.SIGQUIT)
 
-    def _zygote_failed(self, handle: zygotes.ZygoteHandle, message: str, detail: str) -> None:
+    def _zygote_failed(
+        self, handle: zygotes.ZygoteHandle, message: str, detail: str, exit_code: int = AppError.exit_code
+    ) -> None:
         self.generations.failed(handle)
         if not self.generations.ever_ready and handle.generation == 1:
-            self.error = AppError(message, detail=detail)
+            error_class = ConfigError if exit_code == ConfigError.exit_code else AppError
+            self.error = error_class(message, detail=detail)
             self.begin_stop("immediate")
             return
         logger.error("reload aborted: generation %d failed to load: %s", handle.generation, message)
@@ -477,7 +494,8 @@ class Master:
         # Told to stop (even if then killed for overstaying its graceful time): not a crash.
         planned = record.state is State.DRAINING or any(s is State.DRAINING for _, s in record.history)
         died_booting = record.ready_at is None
-        words = describe_status(status) if status is not None else "ended"
+        killed_by_us = record.state is State.KILLING
+        words = describe_status(status, killed_by_us=killed_by_us) if status is not None else "ended"
         name = f"worker {record.worker_id} (pid {record.pid}, generation {record.generation})"
         if planned:
             logger.info("%s %s", name, words)

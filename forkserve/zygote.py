@@ -80,19 +80,14 @@ class ZygoteSpec:
         return cls(config=config, **data)
 
 
-def _ignore_stray_signals() -> None:
+def _ignore_stray_signals(logs: LogSetup) -> None:
     """A Ctrl-C or a signal sent to the whole process group is the master's to act on."""
-    for number in (
-        signal.SIGINT,
-        signal.SIGHUP,
-        signal.SIGTTIN,
-        signal.SIGTTOU,
-        signal.SIGUSR1,
-        signal.SIGWINCH,
-    ):
+    for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
         signal.signal(number, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # The master forwards USR1 after a log rotation: workers forked later inherit the new file.
+    signal.signal(signal.SIGUSR1, lambda _number, _frame: logs.reopen())
 
 
 class Zygote:
@@ -107,7 +102,7 @@ class Zygote:
     def load(self) -> bool:
         """Import the app and load uvicorn's config; report the outcome to the master."""
         try:
-            prepare_path(self.spec.config.app_dir, self.spec.config.chdir)
+            prepare_path(self.spec.config.app_dir)
             app = load_app(self.spec.app, factory=self.spec.config.factory)
             self.uv_config = worker.uvicorn_config(self.spec.config, app)
             self.uv_config.load()
@@ -215,7 +210,7 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
 
     setproctitle(f"forkserve: zygote [{spec.app_name}] gen {spec.generation}")
     logs.set_role("zygote")
-    _ignore_stray_signals()
+    _ignore_stray_signals(logs)
     # Nothing the import allocates should be collected and rewritten before the fork freezes it.
     gc.disable()
     zygote = Zygote(spec, logs)

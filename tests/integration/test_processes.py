@@ -123,6 +123,10 @@ def test_hung_worker_is_detected_dumped_and_replaced(serve):
     server.wait_workers(1, exclude={victim}, timeout=5)
     assert server.get().status_code == 200
     assert victim not in server.workers()
+    # Killed by forkserve itself: no misleading out-of-memory hint.
+    server.wait_log(
+        rf"\(pid {victim}, generation 1\) was killed by SIGKILL \(sent by forkserve\) after being killed as"
+    )
 
 
 def test_ttin_and_ttou_change_the_worker_count(serve):
