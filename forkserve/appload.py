@@ -6,8 +6,6 @@ import os
 import sys
 from typing import Any
 
-from uvicorn.importer import ImportFromStringError, import_from_string
-
 from forkserve.errors import AppError, ConfigError
 from forkserve.logs import short_traceback
 
@@ -28,6 +26,11 @@ def prepare_path(app_dir: str) -> None:
 
 def load_app(target: Any, *, factory: bool) -> Any:
     """The ASGI app named by ``module:attribute`` (or given as an object), called if a factory."""
+    from uvicorn.importer import (  # zygote-only: keep it off the master
+        ImportFromStringError,
+        import_from_string,
+    )
+
     where = target if isinstance(target, str) else getattr(target, "__qualname__", repr(target))
     try:
         app = import_from_string(target)

@@ -152,6 +152,41 @@ def parse_optional_str(raw: Any) -> str | None:
     return parse_str(raw) or None
 
 
+def parse_optional_workers(raw: Any) -> int | None:
+    """A worker count, or None (unset: follow -w)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        return parse_int(minimum=1)(raw)  # type: ignore[no-any-return]
+    except ValueError:
+        raise ValueError("expected a number of workers of at least 1") from None
+
+
+def parse_fraction(raw: Any) -> float:
+    """0..1, or a percentage: 0.8 and 80% are the same."""
+    text = str(raw).strip()
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError("expected a fraction from 0 to 1, or a percentage such as 80%") from None
+    if not 0 < value <= 1:
+        raise ValueError("expected a fraction from 0 to 1, or a percentage such as 80%")
+    return value
+
+
+def parse_memory(raw: Any) -> str:
+    """Megabytes ("512") or a share of the machine's or container's memory ("10%"), kept as text."""
+    text = str(raw).strip().upper().removesuffix("MB").strip()
+    number = text.removesuffix("%")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError("expected megabytes (e.g. 512) or a percentage of memory (e.g. 10%)") from None
+    if value < 0 or (text.endswith("%") and value >= 100):
+        raise ValueError("expected megabytes (e.g. 512) or a percentage of memory below 100%")
+    return f"{number}%" if text.endswith("%") else number
+
+
 def parse_choice(*choices: str) -> Parser:
     def parse(raw: Any) -> str:
         text = str(raw).strip().lower()
@@ -286,6 +321,48 @@ class Config:
         5, "--keep-alive", parse=parse_int(0), metavar="SECONDS",
         help="Close keep-alive connections idle for this long.",
     )  # fmt: skip
+    min_workers: int | None = setting(
+        None, "--min-workers", parse=parse_optional_workers, metavar="N", group="Autoscaling",
+        default_text="-w",
+        help="The autoscaler never goes below this many workers.",
+    )  # fmt: skip
+    max_workers: int | None = setting(
+        None, "--max-workers", parse=parse_optional_workers, metavar="N", group="Autoscaling",
+        default_text="-w (autoscaling off)",
+        help="The autoscaler may grow to this many workers; above --min-workers it is on.",
+    )  # fmt: skip
+    scale_interval: float = setting(
+        1.0, "--scale-interval", parse=parse_positive_seconds, metavar="SECONDS", group="Autoscaling",
+        help="How often the autoscaler samples the accept queue, the workers' busyness and memory.",
+    )  # fmt: skip
+    scale_up_queue: int = setting(
+        8, "--scale-up-queue", parse=parse_int(1), metavar="N", group="Autoscaling",
+        help="Grow when more connections than this wait in the accept queue, sustained for 2 samples.",
+    )  # fmt: skip
+    scale_up_busy: float = setting(
+        0.8, "--scale-up-busy", parse=parse_fraction, metavar="FRACTION", group="Autoscaling",
+        help="Grow when the workers' event loops are busy more than this share of the time (0.8 or 80%), "
+        "sustained for 2 samples.",
+    )  # fmt: skip
+    scale_down_idle: float = setting(
+        30.0, "--scale-down-idle", parse=parse_positive_seconds, metavar="SECONDS", group="Autoscaling",
+        help="Retire one extra worker after the load has stayed low (empty queue, busy below half of "
+        "--scale-up-busy) for this long.",
+    )  # fmt: skip
+    scale_cooldown: float = setting(
+        5.0, "--scale-cooldown", parse=parse_seconds, metavar="SECONDS", group="Autoscaling",
+        help="After a scaling change, wait this long before the next one.",
+    )  # fmt: skip
+    max_worker_memory: int = setting(
+        0, "--max-worker-memory", parse=parse_int(0), metavar="MB", group="Autoscaling",
+        help="Replace a worker whose private memory (USS) exceeds this many MB, without dropping a "
+        "request; 0: never. Works with or without autoscaling.",
+    )  # fmt: skip
+    memory_reserve: str = setting(
+        "0", "--memory-reserve", parse=parse_memory, metavar="MB|PERCENT", group="Autoscaling",
+        help="Memory that must stay free (of the container's limit, or the machine's): no scale-up that "
+        "would eat into it. MB, or a percentage such as 10%.",
+    )  # fmt: skip
     reload_batch: int = setting(
         1, "--reload-batch", parse=parse_int(1), metavar="N", group="Reload and recycling",
         help="On HUP, how many new workers boot at a time; an old worker drains only once its replacement "
@@ -348,8 +425,8 @@ class Config:
     )  # fmt: skip
     access_log: bool = setting(
         False, "--access-log", parse=parse_bool, is_flag=True, group="Logging",
-        help="Log one line per request. Off by default, as in gunicorn: it costs a third of the throughput "
-        "of a small endpoint (see docs/benchmarks.md).",
+        help="Log one line per request. Off by default, as in gunicorn: it costs a quarter of a small "
+        "endpoint's throughput logging to a file, half logging to a terminal (see docs/benchmarks.md).",
     )  # fmt: skip
     proxy_headers: bool = setting(
         True, "--proxy-headers", parse=parse_bool, is_flag=True, group="Proxy",
@@ -496,6 +573,15 @@ def resolve(sources: Sequence[Source]) -> tuple[Config, dict[str, str]]:
 
 
 def _check_consistency(config: Config) -> None:
+    if config.workers != "auto":
+        low = config.min_workers or config.workers
+        high = config.max_workers or max(config.workers, low)
+        if config.min_workers and config.min_workers > config.workers:
+            raise ConfigError(
+                f"--min-workers {low} is above -w {config.workers}; start with at least the minimum"
+            )
+        if high < config.workers:
+            raise ConfigError(f"--max-workers {high} is below -w {config.workers}; raise it, or lower -w")
     fds = [spec.fd for spec in config.bind if spec.kind == "fd"]
     if len(fds) != len(set(fds)):
         raise ConfigError("--bind names the same fd:// twice; give each inherited socket once")

@@ -12,8 +12,6 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import watchfiles
-
 logger = logging.getLogger("forkserve")
 
 
@@ -29,6 +27,8 @@ class SourceWatcher:
         self._thread.start()
 
     def _run(self) -> None:
+        import watchfiles  # only a server started with --reload pays for it
+
         changes_seen = watchfiles.watch(
             *self.paths, watch_filter=watchfiles.PythonFilter(), stop_event=self._stop, raise_interrupt=False
         )

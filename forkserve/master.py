@@ -29,6 +29,7 @@ from typing import Any
 
 from forkserve import messages, sockets, upgrade, zygotes
 from forkserve.appload import prepare_chdir
+from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.config import Config
 from forkserve.devreload import SourceWatcher
 from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
@@ -83,6 +84,7 @@ class Master:
         self.owns_process = owns_process
         self.handover = upgrade.Handover(argv, config.pid)
         self.watcher: SourceWatcher | None = None
+        self.autoscaler: Autoscaler | None = None
         self.exec_mode = isinstance(app, str)
         self.requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.generations = Generations()
@@ -135,7 +137,8 @@ class Master:
             set_child_subreaper(True)
             if self.config.pid:
                 write_pidfile(self.config.pid)
-            scoreboard = self.scoreboard = Scoreboard.create(max(64, 4 * self.desired))
+            self.scaling = Scaling(scale_settings(self.config, self.desired))
+            scoreboard = self.scoreboard = Scoreboard.create(max(64, 4 * self.scaling.settings.max_workers))
             self.workers = WorkerRegistry(scoreboard, self.selector)
             # Only this process may hold the write end: EOF on it is how the others learn it died.
             self.alive_r, self.alive_w = os.pipe()
@@ -151,10 +154,14 @@ class Master:
             if self.config.reload:
                 self.watcher = SourceWatcher([self.config.app_dir], self.reload)
                 self.watcher.start()
+            if self.scaling.active:
+                self._start_autoscaler()
             self._loop()
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
+            if self.autoscaler is not None:
+                self.autoscaler.stop()
             self._cleanup()
             capture.restore()
             if scoreboard is not None:
@@ -179,6 +186,29 @@ class Master:
         budget = cpu_budget()
         logger.info("-w auto: %s", budget.describe())
         return budget.workers
+
+    def _start_autoscaler(self) -> None:
+        want_memory = self.scaling.wants_memory
+        self.autoscaler = Autoscaler(
+            self.config.scale_interval,
+            lambda: measure(self.listeners, self.scoreboard, want_memory=want_memory),
+            lambda measurement: self._request(lambda: self._apply_scaling(measurement)),
+        )
+        self.autoscaler.start()
+
+    def _apply_scaling(self, measurement: Measurement) -> None:
+        if self.stopping:
+            return
+        self.desired, recycles = self.scaling.apply(measurement, self.desired, time.monotonic())
+        for recycle in recycles:
+            record = self.workers.get(recycle.slot)
+            if record is None or record.worker_id != recycle.worker_id or record.outgoing:
+                continue
+            if record.state is State.READY:
+                logger.warning(
+                    "replacing worker %d (pid %d): %s", record.worker_id, record.pid, recycle.reason
+                )
+                record.outgoing = True
 
     def _loop(self) -> None:
         while True:
@@ -370,6 +400,7 @@ class Master:
                 record.apply(Event.READY, now)
                 self.generations.mark_ready(record.generation)
                 self.started.set()
+                self.scaling.worker_ready(record.worker_id, now)
                 logger.debug("worker %d (pid %d) ready", record.worker_id, record.pid)
         elif op == "recycle":
             record = self.workers.get(int(message["slot"]))

@@ -61,6 +61,9 @@ def _bind_tcp(spec: BindSpec, backlog: int) -> socket.socket:
         if family == socket.AF_INET6:
             # [::]:PORT should not also claim the IPv4 port: users bind 0.0.0.0 separately if they want it.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # Accepted connections inherit it on Linux: a response written as head then body must not
+        # wait for the client's delayed ACK (Nagle), whichever event loop a worker runs.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((spec.host, spec.port))
         sock.listen(backlog)
     except BaseException:

@@ -120,6 +120,12 @@ class WorkerServer(uvicorn.Server):
         if ctx.config.max_requests:
             self._recycle_after = ctx.config.max_requests + random.randint(0, ctx.config.max_requests_jitter)
         self._recycle_asked = False
+        # Busyness: CPU time over wall time between ticks. An idle loop sleeps in epoll and uses
+        # none; a loop running callbacks uses one core. (A loop blocked in a sync sleep is not busy
+        # by this measure: that is the hung check's business.)
+        self._cpu_mark = time.process_time()
+        self._wall_mark = time.monotonic()
+        self._ticks = 0
         if ctx.config.health_path:
             ctx.uv_config.loaded_app = HealthCheck(ctx.uv_config.loaded_app, ctx.config.health_path, self)
 
@@ -162,6 +168,13 @@ class WorkerServer(uvicorn.Server):
         slot.requests = state.total_requests
         slot.in_flight = len(state.tasks)
         slot.connections = len(state.connections)
+        self._ticks += 1
+        if self._ticks % 4 == 0:
+            cpu = time.process_time()
+            ratio = (cpu - self._cpu_mark) / max(now - self._wall_mark, 1e-6)
+            slot.busy = min(1.0, ratio)
+            slot.rss = _rss_bytes()
+            self._cpu_mark, self._wall_mark = cpu, now
         if self._exit_at is not None and now >= self._exit_at:
             self.should_exit = True
         if self.should_exit and slot.state == SlotState.READY:
@@ -212,6 +225,17 @@ class WorkerServer(uvicorn.Server):
             if not any((accept_queue(sock) or (0, 0))[0] for sock in sockets):
                 return
             await asyncio.sleep(0.005)
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _reset_signals() -> None:

@@ -31,8 +31,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from forkserve import messages, worker
-from forkserve.appload import load_app, prepare_path
+from forkserve import messages
 from forkserve.config import Config, Source, resolve
 from forkserve.errors import ForkserveError
 from forkserve.logs import LogSetup, short_traceback
@@ -101,6 +100,11 @@ class Zygote:
 
     def load(self) -> bool:
         """Import the app and load uvicorn's config; report the outcome to the master."""
+        # Imported here, not at the top: the master imports this module for ZygoteSpec and must stay
+        # free of uvicorn and the app's stack (it never serves; every MB there is per server).
+        from forkserve import worker
+        from forkserve.appload import load_app, prepare_path
+
         try:
             prepare_path(self.spec.config.app_dir)
             app = load_app(self.spec.app, factory=self.spec.config.factory)
@@ -180,6 +184,8 @@ class Zygote:
             messages.send(self.channel, {"op": "spawn_failed", "slot": slot, "worker_id": worker_id})
 
     def run_worker(self, worker_id: int, slot: int, generation: int) -> int:
+        from forkserve import worker
+
         gc.enable()
         # The app can size per-worker resources (a pool of budget // workers) from these.
         os.environ["FORKSERVE_WORKER_ID"] = str(worker_id)

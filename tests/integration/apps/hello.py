@@ -4,6 +4,8 @@ import asyncio
 import os
 import time
 
+LEAKED: list[bytearray] = []
+
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
@@ -20,6 +22,9 @@ async def app(scope, receive, send):
     elif path == "/block":
         # Blocks the event loop itself: what the hung-worker check exists for.
         block_the_loop_forever()
+    elif path == "/leak":
+        # Holds on to 20 MB more per request: a worker that outgrows --max-worker-memory.
+        LEAKED.append(bytearray(20 * 1024 * 1024))
     elif path == "/cpu":
         deadline = time.perf_counter() + 0.2
         while time.perf_counter() < deadline:

@@ -1,0 +1,1 @@
+"""Benchmarks of forkserve against other ASGI servers; see benchmarks/README.md."""

@@ -1,0 +1,370 @@
+"""Start a server, load it with wrk, measure its memory, stop it and prove it is gone.
+
+Every wait here has a deadline: a server that hangs must cost one failed run, not the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import pty
+import re
+import resource
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from benchmarks.apps import BODY
+
+HOST = "127.0.0.1"
+EXPECTED_BODY = BODY  # what benchmarks.apps answers; anything else on the port is not our server
+
+
+class ServerError(RuntimeError):
+    """A server did not start, did not serve, or did not go away."""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_sec: float
+    latency_ms: dict[str, float]  # wrk --latency percentiles: "50", "75", "90", "99"
+    requests: int
+    socket_errors: int
+    non_2xx: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    processes: int
+    rss: int
+    pss: int
+
+
+def free_port() -> int:
+    """Ask the kernel for a port that is free now.
+
+    The port is released before the server binds it, so another process could take it in
+    between; on a benchmark machine that is rare, and the server then fails loudly to start.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(
+    command: list[str], cwd: Path, env: dict[str, str], log_path: Path, tty: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` with its output in ``log_path``.
+
+    With ``tty`` its output goes through a pseudo-terminal first, because servers log differently
+    (colours, line buffering) when they believe a person is watching.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if tty:
+        return _start_on_pty(command, cwd, env, log_path)
+    with log_path.open("wb") as log:
+        return _popen(command, cwd, env, log.fileno())
+
+
+def _popen(command: list[str], cwd: Path, env: dict[str, str], output: int) -> subprocess.Popen[bytes]:
+    # A new session makes the server the leader of its own process group, so the whole tree
+    # (master, zygote, workers) can be signalled at once and told apart from everything else.
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _start_on_pty(
+    command: list[str], cwd: Path, env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    primary, secondary = pty.openpty()
+    try:
+        proc = _popen(command, cwd, env, secondary)
+    except BaseException:
+        os.close(primary)
+        raise
+    finally:
+        os.close(secondary)
+    # A terminal that is not read fills up and blocks the writer; drain it like a terminal would.
+    threading.Thread(target=_drain, args=(primary, log_path), daemon=True).start()
+    return proc
+
+
+def _drain(fd: int, log_path: Path) -> None:
+    with log_path.open("wb") as log:
+        try:
+            while chunk := os.read(fd, 65536):
+                log.write(chunk)
+        except OSError:
+            pass  # EIO: every process holding the terminal has exited
+        finally:
+            os.close(fd)
+
+
+def answers(port: int, timeout: float = 1.0) -> bool:
+    """True if the server on ``port`` serves the benchmark app's response."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        return response.status == 200 and response.read() == EXPECTED_BODY
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"exited with status {proc.returncode} before serving")
+        if answers(port):
+            return
+        time.sleep(0.05)
+    raise ServerError(f"did not answer on port {port} within {timeout:.0f}s")
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        leader = psutil.Process(pid)
+        return [leader, *leader.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_for_workers(pid: int, min_processes: int, timeout: float, settle: float = 0.5) -> None:
+    """Wait until the tree has at least ``min_processes`` and has stopped changing.
+
+    A server answers as soon as its first worker is up; a run that started then would measure one
+    worker while the others are still importing the app.
+    """
+    deadline = time.monotonic() + timeout
+    last_count = -1
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        count = len(process_tree(pid))
+        now = time.monotonic()
+        if count != last_count:
+            last_count, stable_since = count, now
+        elif count >= min_processes and now - stable_since >= settle:
+            return
+        time.sleep(0.1)
+    raise ServerError(f"process tree had {last_count} processes, expected at least {min_processes}")
+
+
+def tree_memory(pid: int) -> Memory:
+    """Sum RSS and PSS over the server's whole tree.
+
+    RSS counts pages shared between a pre-fork master and its workers once per process; PSS splits
+    them, so the two together show how much a fork model really shares.
+    """
+    rss = pss = processes = 0
+    for proc in process_tree(pid):
+        try:
+            info = proc.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        rss += info.rss
+        pss += info.pss
+        processes += 1
+    return Memory(processes=processes, rss=rss, pss=pss)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    wall: float
+    busy: float  # CPU seconds the whole machine spent not idle
+    server: float  # CPU seconds of the server's tree
+    ours: float  # CPU seconds of this runner and its reaped children (wrk)
+    tree: tuple[psutil.Process, ...]
+
+
+def cpu_snapshot(pid: int, tree: tuple[psutil.Process, ...] | None = None) -> CpuSnapshot:
+    tree = tuple(process_tree(pid)) if tree is None else tree
+    times = psutil.cpu_times()
+    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ours = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return CpuSnapshot(time.monotonic(), busy, _tree_cpu(tree), ours, tree)
+
+
+def _tree_cpu(tree: tuple[psutil.Process, ...]) -> float:
+    total = 0.0
+    for proc in tree:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def wait_for_quiet(max_share: float, timeout: float) -> float:
+    """Wait until the machine's CPUs are at most ``max_share`` busy, or ``timeout`` has passed.
+
+    Called between runs, when no server of ours is up: whatever CPU is in use is someone else's, and
+    waiting it out is cheaper than running a server only to throw its figures away.
+    """
+    deadline = time.monotonic() + timeout
+    share = psutil.cpu_percent(interval=1.0) / 100
+    while share > max_share and time.monotonic() < deadline:
+        share = psutil.cpu_percent(interval=1.0) / 100
+    return share
+
+
+def foreign_cpu_share(before: CpuSnapshot, after: CpuSnapshot) -> float:
+    """Share of the machine's CPU capacity used by neither the server, wrk nor this runner.
+
+    Servers and wrk fight for the same cores here, so anything else running (a test suite, a build)
+    lowers the figures; this says how much it did, to tell a noisy run from a slow server.
+    """
+    own = (after.busy - before.busy) - (after.server - before.server) - (after.ours - before.ours)
+    capacity = (after.wall - before.wall) * (psutil.cpu_count() or 1)
+    return max(0.0, own / capacity) if capacity > 0 else 0.0
+
+
+_UNIT_TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+_PERCENTILE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rps = _RPS.search(output)
+    requests = _REQUESTS.search(output)
+    if rps is None or requests is None:
+        raise ServerError(f"could not parse wrk output:\n{output}")
+    latency = {m[1]: float(m[2]) * _UNIT_TO_MS[m[3]] for m in _PERCENTILE.finditer(output)}
+    if "99" not in latency:
+        raise ServerError(f"wrk output has no 99th percentile (was --latency given?):\n{output}")
+    errors = _SOCKET_ERRORS.search(output)
+    non_2xx = _NON_2XX.search(output)
+    return WrkResult(
+        requests_per_sec=float(rps[1]),
+        latency_ms=latency,
+        requests=int(requests[1]),
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+    )
+
+
+def run_wrk(port: int, threads: int, connections: int, duration: int) -> WrkResult:
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        f"http://{HOST}:{port}/",
+    ]
+    # wrk stops itself after -d; the timeout only catches a wrk that hangs.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=False)
+    if done.returncode != 0:
+        raise ServerError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return members
+
+
+def _still_running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for proc in procs:
+        try:
+            # is_running() also guards against a recycled pid: it compares creation times.
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+@dataclass(frozen=True)
+class StopResult:
+    killed: bool  # SIGTERM was not enough within the grace period
+    returncode: int | None
+    survivors: list[str]  # processes alive even after SIGKILL; empty when all is well
+
+
+def stop_server(proc: subprocess.Popen[bytes], grace: float) -> StopResult:
+    """SIGTERM the server's process group, SIGKILL it after ``grace`` seconds.
+
+    The tree is recorded before signalling because a worker whose master died first is reparented
+    and would no longer show up as a child.
+    """
+    pgid = proc.pid  # start_new_session made the leader's pid its group id
+    tree = process_tree(proc.pid)
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    _wait_leader(proc, grace)
+    psutil.wait_procs(_still_running(tree), timeout=max(0.0, deadline - time.monotonic()))
+    killed = proc.poll() is None or bool(_still_running(tree) or _group_members(pgid))
+    if killed:
+        _signal_group(pgid, signal.SIGKILL)
+        for straggler in _still_running(tree):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                straggler.kill()  # left the group (setsid) but is still ours
+        _wait_leader(proc, grace)
+        psutil.wait_procs(_still_running(tree), timeout=grace)
+    survivors = {p.pid: p for p in _still_running(tree) + _group_members(pgid)}
+    return StopResult(
+        killed=killed,
+        returncode=proc.returncode,
+        survivors=[f"{pid} {_describe(p)}" for pid, p in survivors.items()],
+    )
+
+
+def _wait_leader(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())[:120]
+    except psutil.Error:
+        return "?"
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((HOST, port)) != 0
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
