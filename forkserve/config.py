@@ -389,6 +389,15 @@ class Config:
         None, "--health-path", parse=parse_optional_str, metavar="PATH", group="Application",
         help="Answer this path in each worker, before the app: 200 while serving, 503 while stopping.",
     )  # fmt: skip
+    header_timeout: float = setting(
+        10.0, "--header-timeout", parse=parse_positive_seconds, metavar="SECONDS", group="Limits",
+        help="Close a connection whose request line and headers have not all arrived this long after "
+        "the first byte (slowloris), or that sends nothing this long after connecting.",
+    )  # fmt: skip
+    max_header_size: int = setting(
+        65536, "--max-header-size", parse=parse_int(1024), metavar="BYTES", group="Limits",
+        help="Answer 431 and close when a request's line and headers exceed this many bytes.",
+    )  # fmt: skip
     pid: str | None = setting(
         None, "--pid", parse=parse_optional_str, metavar="FILE",
         help="Write the master's PID to this file (removed on exit).",

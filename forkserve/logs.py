@@ -12,6 +12,7 @@ of importlib.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -91,7 +92,25 @@ class Formatter(logging.Formatter):
 
 
 class ReopenableFileHandler(logging.FileHandler):
-    """A file handler that logrotate's ``postrotate: kill -USR1`` can point at the new file."""
+    """A file handler that logrotate's ``postrotate: kill -USR1`` can point at the new file.
+
+    A log that cannot be written (disk full, a removed directory) must never take a worker down,
+    nor flood stderr with a traceback per line as logging's default does: the first failure is
+    reported in one line on stderr, the rest are counted silently.
+    """
+
+    failures = 0
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            error = sys.exc_info()[1]
+            with contextlib.suppress(Exception):
+                sys.stderr.write(
+                    f"forkserve: cannot write the log file {self.baseFilename}: {error}; "
+                    "serving goes on; further log lines that cannot be written are dropped\n"
+                )
+                sys.stderr.flush()
 
     def reopen(self) -> None:
         with self.lock:  # type: ignore[union-attr]

@@ -556,8 +556,8 @@ class Master:
             if delay > 0:
                 failures = self.backoff.failures[record.worker_id]
                 logger.warning(
-                    "worker %d has died young %d times in a row; restarting it in %.1f s",
-                    record.worker_id, failures, delay,
+                    "worker %d has died young %d time%s in a row (crash loop?); restarting it in %.1f s",
+                    record.worker_id, failures, "" if failures == 1 else "s", delay,
                 )  # fmt: skip
 
     def _abort_generation(self, generation: int, now: float) -> None:

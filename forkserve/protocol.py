@@ -15,6 +15,15 @@ and a proxy shows a 502. A draining forkserve worker instead:
   pass). Closing a socket with unread input makes the kernel send RST, which can destroy the
   response the client has not read yet, and which a proxy reports as a 502.
 
+Two limits against hostile or broken clients, which uvicorn lacks on the httptools path:
+
+* ``--header-timeout``: a request's head (request line and headers) must arrive within this many
+  seconds of its first byte (or of the connection's start). Checked by the worker's once-a-second
+  sweep (``header_overdue``), not a timer per request, so the fast path pays two attribute stores.
+  A slowloris client trickling one byte at a time is closed; so is a connection that never speaks.
+* ``--max-header-size``: a head that grows past this many bytes gets 431 and a close, before the
+  parser has buffered it all.
+
 uvicorn's server waits for the connections to go, up to ``--graceful-timeout``. The classes below
 are uvicorn's own with this one behaviour changed, so everything else (websocket upgrades, TLS,
 flow control) is uvicorn's.
@@ -31,6 +40,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 DRAIN_IDLE_CHECK = 0.1
 LINGER = 2.0
+_HEAD_END = b"\r\n\r\n"
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+    b"content-length: 32\r\nconnection: close\r\n\r\nRequest header fields too large\n"
+)
 
 
 class LingeringTransport:
@@ -89,6 +103,13 @@ class DrainingMixin:
     """Mixed in before a uvicorn protocol class; see the module docstring."""
 
     draining = False
+    # Set per worker by configure(); class attributes so the per-request path reads no config.
+    header_timeout = 10.0
+    max_header_size = 64 * 1024
+    # Loop time by which the head of the request being received must be complete; None while no
+    # request is part-way in.
+    header_deadline: float | None = None
+    header_bytes = 0
     # Provided by the uvicorn protocol this is mixed into.
     cycle: Any
     transport: Any
@@ -98,6 +119,14 @@ class DrainingMixin:
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[misc]
+        self.header_deadline = self.loop.time() + self.header_timeout
+
+    def header_overdue(self, now: float) -> bool:
+        """Called by the worker's sweep: close the connection if its request head is late."""
+        if self.header_deadline is None or now < self.header_deadline or self.transport.is_closing():
+            return False
+        self.transport.close()
+        return True
 
     def eof_received(self) -> None:
         # The peer closed its side: with ours already closed (lingering), the connection is done.
@@ -121,7 +150,22 @@ class DrainingMixin:
     def data_received(self, data: bytes) -> None:
         if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
             return  # read and dropped: the response that closed this connection has been sent
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            # These bytes begin (or continue) the head of the next request.
+            if self.header_deadline is None:
+                self.header_deadline = self.loop.time() + self.header_timeout
+                self.header_bytes = 0
+            end = data.find(_HEAD_END)
+            # Only the head counts: a body may follow it in the same read.
+            self.header_bytes += len(data) if end < 0 else end + len(_HEAD_END)
+            if self.header_bytes > self.max_header_size:
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+                return
         super().data_received(data)  # type: ignore[misc]
+        if self.cycle is not cycle:
+            self.header_deadline = None  # a new request's head is complete
         if self.draining and self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
 
@@ -154,8 +198,16 @@ else:
     DrainingHttpToolsProtocol = _DrainingHttpTools
 
 
-def http_protocol_class(name: str) -> type[Any]:
+def http_protocol_class(
+    name: str, *, header_timeout: float = 10.0, max_header_size: int = 65536
+) -> type[Any]:
     """The draining protocol class for --http (auto = httptools where it is installed)."""
-    if name == "h11" or DrainingHttpToolsProtocol is None:
-        return DrainingH11Protocol
-    return DrainingHttpToolsProtocol
+    base = (
+        DrainingH11Protocol
+        if name == "h11" or DrainingHttpToolsProtocol is None
+        else DrainingHttpToolsProtocol
+    )
+    # A subclass per configuration, so the limits are class attributes the hot path reads directly.
+    return type(
+        base.__name__, (base,), {"header_timeout": header_timeout, "max_header_size": max_header_size}
+    )

@@ -32,6 +32,16 @@ def waitpid(pid: int, *, block: bool = False) -> int | None:
     return status if reaped == pid else None
 
 
+def _is_stopped(pid: int) -> bool:
+    """True for a process in the stopped state (SIGSTOP, or a debugger): it cannot run a handler."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The state follows the command name, which is in parentheses and may itself contain them.
+            return stat.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
+    except (OSError, IndexError):
+        return False
+
+
 class WorkerRegistry:
     def __init__(self, scoreboard: Scoreboard, selector: selectors.BaseSelector) -> None:
         self.scoreboard = scoreboard
@@ -135,10 +145,12 @@ class WorkerRegistry:
         for slot, verdict in overdue(views, now=now, timeout=timeout):
             record = self.records[slot]
             if verdict is Overdue.HUNG:
+                stopped = _is_stopped(record.pid)
                 logger.error(
-                    "worker %d (pid %d) is hung: its event loop has not run for %.1f s (--timeout %g); "
-                    "its stack follows, then it is killed",
+                    "worker %d (pid %d) is hung: its event loop has not run for %.1f s (--timeout %g); %s",
                     record.worker_id, record.pid, now - self.heartbeat(record), timeout,
+                    "it is stopped (SIGSTOP?), so it has no stack to show; killing it" if stopped
+                    else "its stack follows, then it is killed",
                 )  # fmt: skip
                 record.apply(Event.KILL, now)
                 record.reason = record.reason or "killed as hung"

@@ -58,7 +58,9 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         loop=config.loop,
-        http=http_protocol_class(config.http),
+        http=http_protocol_class(
+            config.http, header_timeout=config.header_timeout, max_header_size=config.max_header_size
+        ),
         ws=config.ws,
         lifespan=config.lifespan,  # type: ignore[arg-type]  # validated by the settings table
         log_config=None,
@@ -120,10 +122,12 @@ class WorkerServer(uvicorn.Server):
         if ctx.config.max_requests:
             self._recycle_after = ctx.config.max_requests + random.randint(0, ctx.config.max_requests_jitter)
         self._recycle_asked = False
-        # Busyness: CPU time over wall time between ticks. An idle loop sleeps in epoll and uses
-        # none; a loop running callbacks uses one core. (A loop blocked in a sync sleep is not busy
-        # by this measure: that is the hung check's business.)
-        self._cpu_mark = time.process_time()
+        # Busyness: the time the loop wanted a CPU (on one, or waiting for one) over wall time
+        # between ticks. An idle loop sleeps in epoll and wants none. Counting the run-queue wait
+        # too keeps a saturated loop at 100% on a machine whose CPUs are contended, where CPU time
+        # alone would read low just when more workers are needed. (A loop blocked in a sync sleep
+        # is not busy by this measure: that is the hung check's business.)
+        self._cpu_mark = _cpu_demand()
         self._wall_mark = time.monotonic()
         self._ticks = 0
         if ctx.config.health_path:
@@ -170,11 +174,12 @@ class WorkerServer(uvicorn.Server):
         slot.connections = len(state.connections)
         self._ticks += 1
         if self._ticks % 4 == 0:
-            cpu = time.process_time()
+            cpu = _cpu_demand()
             ratio = (cpu - self._cpu_mark) / max(now - self._wall_mark, 1e-6)
             slot.busy = min(1.0, ratio)
             slot.rss = _rss_bytes()
             self._cpu_mark, self._wall_mark = cpu, now
+            self._sweep_slow_heads()
         if self._exit_at is not None and now >= self._exit_at:
             self.should_exit = True
         if self.should_exit and slot.state == SlotState.READY:
@@ -186,6 +191,16 @@ class WorkerServer(uvicorn.Server):
             with contextlib.suppress(OSError):
                 messages.send(self.ctx.channel, {"op": "recycle", "slot": self.ctx.slot, "pid": os.getpid()})
         self._ticker = asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._tick)
+
+    def _sweep_slow_heads(self) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        closed = 0
+        for connection in list(self.server_state.connections):
+            overdue = getattr(connection, "header_overdue", None)
+            if overdue is not None and overdue(loop_now):
+                closed += 1
+        if closed:
+            logger.debug("closed %d connections whose request head was late (--header-timeout)", closed)
 
     def _master_gone(self) -> None:
         loop = asyncio.get_running_loop()
@@ -228,6 +243,16 @@ class WorkerServer(uvicorn.Server):
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _cpu_demand() -> float:
+    """Seconds this thread has run or waited to run (schedstat); CPU time where that is missing."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as schedstat:
+            run_ns, wait_ns = schedstat.read().split()[:2]
+        return (int(run_ns) + int(wait_ns)) / 1e9
+    except (OSError, ValueError):
+        return time.process_time()
 
 
 def _rss_bytes() -> int:

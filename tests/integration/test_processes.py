@@ -56,7 +56,7 @@ def test_term_finishes_in_flight_requests_then_exits_zero(serve):
     everyone = set(server.processes())
     with ThreadPoolExecutor(5) as pool:
         pending = [pool.submit(server.get, "/slow?seconds=2") for _ in range(5)]
-        wait_until(lambda: server.accepted() == 5, 5, "five accepted connections", server.tail)
+        wait_until(lambda: server.accepted() == 5, 10, "five accepted connections", server.tail)
         server.signal(signal.SIGTERM)
         responses = [future.result(timeout=10) for future in pending]
     assert [r.status_code for r in responses] == [200] * 5

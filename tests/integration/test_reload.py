@@ -147,7 +147,8 @@ def test_term_answers_every_connection_waiting_in_the_accept_queue(serve):
     host, port = "127.0.0.1", server.port
     with ThreadPoolExecutor(1) as pool:
         # Block the only worker's loop, so new connections wait in the kernel's accept queue.
-        blocker = pool.submit(lambda: httpx.get(server.url + "/cpu", timeout=10))
+        # 2 s of CPU: long enough to be seen holding the worker however slow this machine is today.
+        blocker = pool.submit(lambda: httpx.get(server.url + "/cpu?seconds=2", timeout=20))
         wait_until(lambda: server.accepted() == 1, 5, "the blocking request", server.tail)
         queued = []
         for _ in range(20):

@@ -26,7 +26,8 @@ async def app(scope, receive, send):
         # Holds on to 20 MB more per request: a worker that outgrows --max-worker-memory.
         LEAKED.append(bytearray(20 * 1024 * 1024))
     elif path == "/cpu":
-        deadline = time.perf_counter() + 0.2
+        seconds = float(scope["query_string"].decode().partition("=")[2] or 0.2)
+        deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             pass
     worker, generation = os.environ.get("FORKSERVE_WORKER_ID"), os.environ.get("FORKSERVE_GENERATION")
