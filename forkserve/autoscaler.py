@@ -212,9 +212,11 @@ class Scaling:
                 logger.warning("%s", action.reason)
         return desired, recycles
 
-    def worker_ready(self, worker_id: int, now: float) -> None:
-        """Time from a scale-up decision to the first worker that serves after it."""
-        if self._scale_up_at is not None:
-            logger.info("scale-up served: worker %d ready %.0f ms after the decision", worker_id,
-                        (now - self._scale_up_at) * 1000)  # fmt: skip
-            self._scale_up_at = None
+    def worker_ready(self, worker_id: int, now: float) -> bool:
+        """True (and the time logged) when this worker is the first to serve after a scale-up."""
+        if self._scale_up_at is None:
+            return False
+        logger.info("scale-up served: worker %d ready %.0f ms after the decision", worker_id,
+                    (now - self._scale_up_at) * 1000)  # fmt: skip
+        self._scale_up_at = None
+        return True

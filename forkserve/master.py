@@ -212,7 +212,9 @@ class Master:
 
     def _loop(self) -> None:
         while True:
-            for key, _ in self.selector.select(TICK):
+            # Signals first: a TERM that reached the whole process group explains the exits beside it.
+            ready = sorted(self.selector.select(TICK), key=lambda event: event[0].data[0] != "wake")
+            for key, _ in ready:
                 kind, target = key.data
                 if kind == "wake":
                     self._drain_wakeups()
@@ -400,7 +402,8 @@ class Master:
                 record.apply(Event.READY, now)
                 self.generations.mark_ready(record.generation)
                 self.started.set()
-                self.scaling.worker_ready(record.worker_id, now)
+                if self.scaling.worker_ready(record.worker_id, now):
+                    self.workers.rebalance(exclude=record)
                 logger.debug("worker %d (pid %d) ready", record.worker_id, record.pid)
         elif op == "recycle":
             record = self.workers.get(int(message["slot"]))

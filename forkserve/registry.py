@@ -166,6 +166,12 @@ class WorkerRegistry:
             record.deadline = None
             signal_process(record.pid, signal.SIGKILL)
 
+    def rebalance(self, exclude: WorkerRecord) -> None:
+        """Ask every other serving worker to send a share of its keep-alive clients elsewhere."""
+        for record in self.live():
+            if record is not exclude and record.state is State.READY:
+                self.scoreboard[record.slot].rebalance += 1
+
     def heartbeat(self, record: WorkerRecord) -> float:
         return float(self.scoreboard[record.slot].heartbeat)
 

@@ -5,7 +5,8 @@ anonymous ``MAP_SHARED`` mapping would not survive the zygote's ``exec``) and pa
 each process maps it. A slot belongs to one worker from the moment the master assigns it until the
 master has reaped that worker. Workers write only their own slot, from inside their event loop, so
 a blocked loop shows up as a stale heartbeat; the master writes a slot only while no worker owns
-it, except ``stop_mode``, which the master sets just before it signals the worker to stop. Fields
+it, except ``stop_mode``, which the master sets just before it signals the worker to stop, and
+``rebalance``, which it bumps after adding a worker (see ``WorkerServer._rebalance``). Fields
 are plain machine words: a reader may see a counter one tick old, never a torn value
 that matters (each field is written whole and read whole).
 
@@ -48,9 +49,10 @@ class Slot(ctypes.Structure):
         ("connections", ctypes.c_uint32),
         ("rss", ctypes.c_uint64),
         ("busy", ctypes.c_double),
-        # The one field the master writes while a worker owns the slot (see StopMode).
+        # The two fields the master writes while a worker owns the slot: how to stop (StopMode), and
+        # a counter it bumps to ask the worker to move some keep-alive clients elsewhere.
         ("stop_mode", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("rebalance", ctypes.c_uint32),
         # Room for the fields later features add, so the layout's size stays put.
         ("_reserved", ctypes.c_uint8 * 48),
     ]

@@ -130,6 +130,7 @@ class WorkerServer(uvicorn.Server):
         self._cpu_mark = _cpu_demand()
         self._wall_mark = time.monotonic()
         self._ticks = 0
+        self._rebalance_seen = 0
         if ctx.config.health_path:
             ctx.uv_config.loaded_app = HealthCheck(ctx.uv_config.loaded_app, ctx.config.health_path, self)
 
@@ -180,6 +181,9 @@ class WorkerServer(uvicorn.Server):
             slot.rss = _rss_bytes()
             self._cpu_mark, self._wall_mark = cpu, now
             self._sweep_slow_heads()
+        if slot.rebalance != self._rebalance_seen:
+            self._rebalance_seen = slot.rebalance
+            self._rebalance()
         if self._exit_at is not None and now >= self._exit_at:
             self.should_exit = True
         if self.should_exit and slot.state == SlotState.READY:
@@ -191,6 +195,29 @@ class WorkerServer(uvicorn.Server):
             with contextlib.suppress(OSError):
                 messages.send(self.ctx.channel, {"op": "recycle", "slot": self.ctx.slot, "pid": os.getpid()})
         self._ticker = asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._tick)
+
+    def _rebalance(self) -> None:
+        """Move a fair share of this worker's keep-alive clients to the workers added since.
+
+        A keep-alive connection stays with the worker that accepted it, so workers the autoscaler
+        adds under a burst of kept-alive clients would get none of it. Each connection picked here
+        gets ``Connection: close`` on its next response (the per-connection drain, so nothing is
+        cut off) and its client reconnects, to whichever worker accepts first: an idle one, since
+        this one is busy.
+        """
+        ready = sum(
+            1 for i in range(self.ctx.scoreboard.capacity) if self.ctx.scoreboard[i].state == SlotState.READY
+        )
+        connections = [c for c in self.server_state.connections if hasattr(c, "header_overdue")]
+        if ready < 2 or not connections:
+            return
+        share = len(connections) - len(connections) // ready
+        for connection in connections[:share]:
+            connection.shutdown()
+        logger.info(
+            "rebalancing: %d of %d keep-alive connections will reconnect (%d workers ready)",
+            share, len(connections), ready,
+        )  # fmt: skip
 
     def _sweep_slow_heads(self) -> None:
         loop_now = asyncio.get_running_loop().time()

@@ -81,9 +81,18 @@ class ZygoteSpec:
 
 def _ignore_stray_signals(logs: LogSetup) -> None:
     """A Ctrl-C or a signal sent to the whole process group is the master's to act on."""
-    for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
+    # TERM too: systemd (KillMode=control-group) and `kill -TERM -PGID` send it to every process at
+    # once, and a zygote that died of it would look like a crash to replace. It leaves when the
+    # master closes its channel or dies.
+    for number in (
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGWINCH,
+        signal.SIGTERM,
+    ):
         signal.signal(number, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # The master forwards USR1 after a log rotation: workers forked later inherit the new file.
     signal.signal(signal.SIGUSR1, lambda _number, _frame: logs.reopen())

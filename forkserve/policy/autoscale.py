@@ -7,10 +7,10 @@ Rules, each with the reason it logs:
   row (one slow sample is not a trend), and the last change is ``cooldown`` seconds old.
 * **Never grow into the memory reserve**: the new worker, estimated at the size of the largest
   current one, must leave ``memory_reserve`` free. A blocked grow is reported once per episode.
-* **Shrink** by one worker when the queue is empty and the loops are busy less than half of
-  ``scale_up_busy`` (the gap between the two thresholds is the hysteresis that keeps load sitting
-  at a threshold from flapping) for ``scale_down_idle`` seconds; the idle clock then restarts, so
-  each further retirement needs another idle period.
+* **Shrink** by one worker when the queue is empty, the loops are busy less than half of
+  ``scale_up_busy`` on average and none is above it (the gap between the two thresholds is the
+  hysteresis that keeps load sitting at a threshold from flapping), for ``scale_down_idle``
+  seconds; the idle clock then restarts, so each further retirement needs another idle period.
 * **Recycle** a worker whose private memory exceeds ``max_worker_memory``: the master starts its
   replacement first, then drains it (the same path as --max-requests).
 * Stay within ``min_workers``..``max_workers`` always.
@@ -120,7 +120,10 @@ def decide(sample: Sample, settings: ScaleSettings, state: ScaleState) -> tuple[
     busy = _mean_busy(sample.workers)
     queue_high = sample.queue > settings.scale_up_queue
     busy_high = busy > settings.scale_up_busy
-    low = sample.queue == 0 and busy < settings.scale_up_busy / 2
+    # Low load means every worker is calm, not just the average: one saturated worker beside an idle
+    # one averages 50%, and retiring either then would only make things worse.
+    hottest = max((w.busy for w in sample.workers if w.ready), default=0.0)
+    low = sample.queue == 0 and busy < settings.scale_up_busy / 2 and hottest < settings.scale_up_busy
     cooled = now - state.last_change >= settings.cooldown
 
     if queue_high or busy_high:
@@ -143,7 +146,7 @@ def decide(sample: Sample, settings: ScaleSettings, state: ScaleState) -> tuple[
         why = (
             f"accept queue {sample.queue} > {settings.scale_up_queue}"
             if queue_high
-            else f"workers {busy:.0%} busy > {settings.scale_up_busy:.0%}"
+            else f"workers {busy:.1%} busy > {settings.scale_up_busy:.0%}"
         )
         largest = max((w.uss_mb or 0.0 for w in sample.workers), default=0.0)
         reserve = settings.reserve_mb(sample.total_mb)
@@ -155,7 +158,7 @@ def decide(sample: Sample, settings: ScaleSettings, state: ScaleState) -> tuple[
                 ))  # fmt: skip
             return actions, replace(state, blocked_reported=True)
         desired = sample.desired + 1
-        actions.append(ScaleTo(desired, f"scale up {sample.desired}\u2192{desired}: {why} for {held:.0f} s"))
+        actions.append(ScaleTo(desired, f"scale up {sample.desired}\u2192{desired}: {why} for {held:.1f} s"))
         return actions, replace(state, last_change=now, pressure_samples=0, pressure_since=None)
 
     idle_for = now - state.idle_since if state.idle_since is not None else 0.0
