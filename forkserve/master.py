@@ -475,15 +475,27 @@ class Master:
         if zygote is None:
             return
         views = [WorkerView(r.worker_id, r.generation, r.state, r.slot, r.outgoing) for r in self.workers]
+        nobody_serving = not any(view.state in SERVING_OR_ABOUT_TO for view in views)
+        rescue = nobody_serving and self.backoff.may_rescue(now)
+
+        def may_start(worker_id: int) -> bool:
+            return self.backoff.may_start(worker_id, now) or (rescue and worker_id == 1)
+
         actions = plan(
             views,
             desired=self.desired,
             generation=self.generations.current,
-            may_start=lambda worker_id: self.backoff.may_start(worker_id, now),
+            may_start=may_start,
             batch=self.config.reload_batch,
         )
         for action in actions:
             if isinstance(action, Spawn):
+                if not self.backoff.may_start(action.worker_id, now):
+                    logger.warning(
+                        "no worker is serving: starting worker %d now despite its back-off "
+                        "(at most one such start a second)", action.worker_id,
+                    )  # fmt: skip
+                    self.backoff.rescued(now)
                 if self.workers.spawn(zygote, action.worker_id, self.generations.current, now) is None:
                     logger.error("no free scoreboard slot for worker %d", action.worker_id)
             elif isinstance(action, Retire):
@@ -559,8 +571,9 @@ class Master:
             if delay > 0:
                 failures = self.backoff.failures[record.worker_id]
                 logger.warning(
-                    "worker %d has died young %d time%s in a row (crash loop?); restarting it in %.1f s",
-                    record.worker_id, failures, "" if failures == 1 else "s", delay,
+                    "worker %d has died young %d time%s in a row%s; restarting it in %.1f s",
+                    record.worker_id, failures, "" if failures == 1 else "s",
+                    " (crash loop?)" if failures >= 3 else "", delay,
                 )  # fmt: skip
 
     def _abort_generation(self, generation: int, now: float) -> None:

@@ -47,6 +47,10 @@ _TOO_LARGE = (
 )
 
 
+def _discard(*_data: Any) -> None:
+    pass
+
+
 class LingeringTransport:
     """A transport whose close() is a half-close (FIN) followed by reading until the peer's FIN.
 
@@ -79,6 +83,9 @@ class LingeringTransport:
             self._transport.close()
             return
         self._lingering = True
+        # Like a closing asyncio transport: later writes (an app still answering a request on a
+        # connection the parser gave up on) are dropped, not an error that logs a traceback.
+        self.write = self.writelines = _discard
         self._transport.write_eof()
         self._transport.resume_reading()
         self._loop.call_later(LINGER, self._transport.close)

@@ -154,9 +154,11 @@ class WorkerRegistry:
                 )  # fmt: skip
                 record.apply(Event.KILL, now)
                 record.reason = record.reason or "killed as hung"
-                record.deadline = now + STACK_DUMP_GRACE
-                signal_process(record.pid, signal.SIGUSR2)
-                continue
+                if not stopped:
+                    record.deadline = now + STACK_DUMP_GRACE
+                    signal_process(record.pid, signal.SIGUSR2)
+                    continue
+                # A stopped process runs no handler: no stack to wait for.
             if verdict is Overdue.GRACE_EXPIRED:
                 logger.warning(
                     "worker %d (pid %d) did not finish within --graceful-timeout; killing it",

@@ -4,7 +4,9 @@ A worker that crashes after a long, healthy run is replaced at once: that is the
 supervisor. A worker that dies young, again and again, is replaced ever more slowly (doubling,
 capped), so a crash loop costs a few forks a minute instead of a fork storm. A worker that fails
 while booting before the server ever served is not a crash at all: the app is broken, and the
-master stops with exit 3 rather than respawning forever.
+master stops with exit 3 rather than respawning forever. And when every worker is down at once
+(they all back off in step), one worker still starts every ``RESCUE_INTERVAL``: a crash loop
+costs a few forks a minute, never a full outage.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from enum import Enum
 STABLE_AFTER = 10.0
 FIRST_DELAY = 0.5
 MAX_DELAY = 30.0
+# When every worker is down (all backing off together), one may still start this often: a crash
+# loop must not turn into a full outage while the back-offs run, nor into a fork storm.
+RESCUE_INTERVAL = 1.0
 
 
 def restart_delay(consecutive_failures: int, *, first: float = FIRST_DELAY, cap: float = MAX_DELAY) -> float:
@@ -52,6 +57,15 @@ class Backoff:
 
     def next_start(self) -> float | None:
         return min(self.not_before.values(), default=None)
+
+    rescue_not_before: float = 0.0
+
+    def may_rescue(self, now: float) -> bool:
+        """With no worker serving at all, may one start now despite its back-off?"""
+        return now >= self.rescue_not_before
+
+    def rescued(self, now: float) -> None:
+        self.rescue_not_before = now + RESCUE_INTERVAL
 
 
 class Verdict(Enum):

@@ -169,3 +169,12 @@ def test_boot_failure_verdict_truth_table(
         )
         is verdict
     )
+
+
+def test_rescue_lets_one_start_a_second_when_nobody_serves() -> None:
+    # All workers backing off in step would leave nothing serving for the whole back-off.
+    backoff = Backoff()
+    assert backoff.may_rescue(100.0)
+    backoff.rescued(100.0)
+    assert not backoff.may_rescue(100.5)
+    assert backoff.may_rescue(101.0)
