@@ -441,15 +441,10 @@ def run_once(config: Config, rep: int, settings: Settings) -> RunRecord:
     except (harness.ServerError, subprocess.SubprocessError, OSError, ValueError) as exc:
         record.error = f"{exc}\n{harness.tail(log_path)}"
     finally:
-        stopped = harness.stop_server(proc, settings.stop_timeout)
+        stopped, problems = harness.stop_and_check(proc, port, settings.stop_timeout)
         record.killed = stopped.killed
-        problems = []
-        if stopped.survivors:
-            problems.append(f"processes left after SIGKILL: {'; '.join(stopped.survivors)}")
-        if not harness.port_closed(port):
-            problems.append(f"port {port} still accepts connections after stop")
         if problems:
-            record.error = "; ".join(filter(None, [record.error, *problems]))
+            record.error = "; ".join(filter(None, [record.error, problems]))
     return record
 
 

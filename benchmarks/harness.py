@@ -357,6 +357,17 @@ def _describe(proc: psutil.Process) -> str:
         return "?"
 
 
+def stop_and_check(proc: subprocess.Popen[bytes], port: int, grace: float) -> tuple[StopResult, str]:
+    """Stop the server, then say what it left behind ("" when nothing): every runner's last check."""
+    stopped = stop_server(proc, grace)
+    problems = []
+    if stopped.survivors:
+        problems.append(f"processes left after SIGKILL: {'; '.join(stopped.survivors)}")
+    if not port_closed(port):
+        problems.append(f"port {port} still accepts connections after stop")
+    return stopped, "; ".join(problems)
+
+
 def port_closed(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)

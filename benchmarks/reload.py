@@ -752,14 +752,9 @@ def _signal_while_watching(
 
 
 def _stop(proc: subprocess.Popen[bytes], port: int, record: RunRecord, settings: Settings) -> None:
-    stopped = harness.stop_server(proc, settings.stop_timeout)
-    problems = []
-    if stopped.survivors:
-        problems.append(f"processes left after SIGKILL: {'; '.join(stopped.survivors)}")
-    if not harness.port_closed(port):
-        problems.append(f"port {port} still accepts connections after stop")
+    _stopped, problems = harness.stop_and_check(proc, port, settings.stop_timeout)
     if problems:
-        record.error = "; ".join(filter(None, [record.error, *problems]))
+        record.error = "; ".join(filter(None, [record.error, problems]))
 
 
 def run_benchmark(

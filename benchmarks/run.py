@@ -259,15 +259,10 @@ def _measure(proc: subprocess.Popen[bytes], port: int, record: RunRecord, settin
 
 
 def _stop(proc: subprocess.Popen[bytes], port: int, record: RunRecord, settings: Settings) -> None:
-    stopped = harness.stop_server(proc, settings.stop_timeout)
+    stopped, problems = harness.stop_and_check(proc, port, settings.stop_timeout)
     record.killed = stopped.killed
-    problems = []
-    if stopped.survivors:
-        problems.append(f"processes left after SIGKILL: {'; '.join(stopped.survivors)}")
-    if not harness.port_closed(port):
-        problems.append(f"port {port} still accepts connections after stop")
     if problems:
-        record.error = "; ".join(filter(None, [record.error, *problems]))
+        record.error = "; ".join(filter(None, [record.error, problems]))
 
 
 def run_benchmark(
