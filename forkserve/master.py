@@ -25,9 +25,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
-from forkserve import messages, sockets, upgrade, zygotes
+from forkserve import events, messages, sockets, upgrade, zygotes
 from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.config import Config
@@ -48,6 +49,7 @@ from forkserve.process import (
 )
 from forkserve.registry import WorkerRegistry, waitpid
 from forkserve.scoreboard import Scoreboard, StopMode
+from forkserve.services import Service, build_services
 from forkserve.sizing import cpu_budget
 from forkserve.zygote import ZygoteSpec
 from forkserve.zygote import run as run_zygote
@@ -86,7 +88,7 @@ class Master:
         self.watcher: SourceWatcher | None = None
         self.autoscaler: Autoscaler | None = None
         self.exec_mode = isinstance(app, str)
-        self.requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.requests: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self.generations = Generations()
         self.backoff = Backoff()
         self.stopping: str | None = None
@@ -94,6 +96,9 @@ class Master:
         self.desired = 1
         self.started = threading.Event()
         self.listeners: list[sockets.Listener] = []
+        self.events = events.EventLog()
+        self.services: list[Service] = []
+        self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
         self.alive_r = self.alive_w = -1
         self._wake_r, self._wake_w = socket.socketpair()
         for end in (self._wake_r, self._wake_w):
@@ -107,10 +112,25 @@ class Master:
     def reload(self) -> None:
         self._request(self.begin_reload)
 
-    def scale(self, delta: int) -> None:
-        self._request(lambda: self._set_desired(self.desired + delta))
+    def scale(self, delta: int, reason: str = "api") -> None:
+        self._request(lambda: self._set_desired(self.desired + delta, reason))
 
-    def _request(self, action: Callable[[], None]) -> None:
+    def call(self, action: Callable[[], Any]) -> Future[Any]:
+        """Run ACTION on the master's thread; its result (or exception) arrives through the Future."""
+        future: Future[Any] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(action())
+            except BaseException as error:
+                future.set_exception(error)
+
+        self._request(run)
+        return future
+
+    def _request(self, action: Callable[[], object]) -> None:
         self.requests.put(action)
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
@@ -150,6 +170,9 @@ class Master:
             for listener in self.listeners:
                 scheme = "unix" if listener.spec.kind == "unix" else "http"
                 logger.info("Listening at: %s://%s", scheme, listener.address.removeprefix("unix:"))
+            self.services = build_services(self.config)
+            for service in self.services:
+                service.start(self)
             self._start_zygote(self.generations.next_number())
             if self.config.reload:
                 self.watcher = SourceWatcher([self.config.app_dir], self.reload)
@@ -163,6 +186,14 @@ class Master:
             if self.autoscaler is not None:
                 self.autoscaler.stop()
             self._cleanup()
+            self.events.emit(
+                events.STOPPED, "forkserve stopped", exit_code=self.error.exit_code if self.error else 0
+            )
+            for service in reversed(self.services):
+                try:
+                    service.stop()
+                except Exception:
+                    logger.exception("stopping the %s service failed", service.name)
             capture.restore()
             if scoreboard is not None:
                 scoreboard.close()
@@ -199,7 +230,13 @@ class Master:
     def _apply_scaling(self, measurement: Measurement) -> None:
         if self.stopping:
             return
+        before = self.desired
         self.desired, recycles = self.scaling.apply(measurement, self.desired, time.monotonic())
+        if self.desired != before:
+            self.events.emit(
+                events.SCALED, f"workers: {before} -> {self.desired}", before=before, after=self.desired,
+                reason="autoscaler",
+            )  # fmt: skip
         for recycle in recycles:
             record = self.workers.get(recycle.slot)
             if record is None or record.worker_id != recycle.worker_id or record.outgoing:
@@ -209,6 +246,10 @@ class Master:
                     "replacing worker %d (pid %d): %s", record.worker_id, record.pid, recycle.reason
                 )
                 record.outgoing = True
+                self.events.emit(
+                    events.RECYCLE, f"replacing worker {record.worker_id}: {recycle.reason}",
+                    worker_id=record.worker_id, pid=record.pid, reason="memory",
+                )  # fmt: skip
 
     def _loop(self) -> None:
         while True:
@@ -264,9 +305,9 @@ class Master:
         elif number == signal.SIGHUP:
             self.begin_reload()
         elif number == signal.SIGTTIN:
-            self._set_desired(self.desired + 1)
+            self._set_desired(self.desired + 1, "signal")
         elif number == signal.SIGTTOU:
-            self._set_desired(self.desired - 1)
+            self._set_desired(self.desired - 1, "signal")
         elif number == signal.SIGUSR1:
             self.logs.reopen()
             # Zygotes too: a worker forked after the rotation inherits its zygote's log file.
@@ -279,13 +320,19 @@ class Master:
         elif number == signal.SIGUSR2 and not self.stopping:
             self.handover.start(self.listeners)
 
-    def _set_desired(self, count: int) -> None:
+    def _set_desired(self, count: int, reason: str) -> bool:
+        """Set the number of workers; False (and a warning) when COUNT is out of range."""
         capacity = self.scoreboard.capacity // 2
         if count < 1 or count > capacity:
             logger.warning("keeping %d workers: the number must be from 1 to %d", self.desired, capacity)
-            return
+            return False
         logger.info("workers: %d -> %d", self.desired, count)
-        self.desired = count
+        before, self.desired = self.desired, count
+        if before != count:
+            self.events.emit(
+                events.SCALED, f"workers: {before} -> {count}", before=before, after=count, reason=reason
+            )
+        return True
 
     # ------------------------------------------------------------------ stopping
 
@@ -293,6 +340,7 @@ class Master:
         if self.stopping == "immediate" or self.stopping == mode:
             return
         self.stopping = mode
+        self.events.emit(events.STOPPING, f"{mode} shutdown", mode=mode)
         now = time.monotonic()
         grace = self.config.graceful_timeout if mode == "graceful" else IMMEDIATE_GRACE
         live = self.workers.live()
@@ -314,6 +362,8 @@ class Master:
         if self.stopping:
             return
         generation = self.generations.next_number()
+        self.reloading = (generation, time.monotonic())
+        self.events.emit(events.RELOAD_STARTED, f"reload to generation {generation}", generation=generation)
         if not self.exec_mode:
             # An app object cannot be re-imported: new workers come from the same zygote.
             logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
@@ -400,8 +450,14 @@ class Master:
                 self._learn_pid(record, int(message["pid"]), now)
             if op == "ready" and record.state is State.BOOTING and record.pid == message["pid"]:
                 record.apply(Event.READY, now)
+                if not self.generations.ever_ready:
+                    self.events.emit(events.SERVING, "serving", generation=record.generation)
                 self.generations.mark_ready(record.generation)
                 self.started.set()
+                self.events.emit(
+                    events.WORKER_READY, f"worker {record.worker_id} ready", worker_id=record.worker_id,
+                    pid=record.pid, generation=record.generation, slot=record.slot,
+                )  # fmt: skip
                 if self.scaling.worker_ready(record.worker_id, now):
                     self.workers.rebalance(exclude=record)
                 logger.debug("worker %d (pid %d) ready", record.worker_id, record.pid)
@@ -409,6 +465,10 @@ class Master:
             record = self.workers.get(int(message["slot"]))
             if record is not None and record.pid == message["pid"] and record.state is State.READY:
                 record.outgoing = True
+                self.events.emit(
+                    events.RECYCLE, f"replacing worker {record.worker_id}: it served --max-requests",
+                    worker_id=record.worker_id, pid=record.pid, reason="max-requests",
+                )  # fmt: skip
         elif op == "spawn_failed":
             record = self.workers.get(int(message["slot"]))
             if record is not None and not record.pid:
@@ -436,6 +496,7 @@ class Master:
             self.begin_stop("immediate")
             return
         logger.error("reload aborted: generation %d failed to load: %s", handle.generation, message)
+        self._reload_ended(handle.generation, aborted=f"failed to load: {message}")
         for line in detail.splitlines():
             logger.error("  %s", line)
         logger.error("generation %d keeps serving; fix the app and send HUP again", self.generations.current)
@@ -508,6 +569,32 @@ class Master:
                         record, signal.SIGTERM, self.config.graceful_timeout, now, action.reason
                     )
         self.generations.retire_idle({r.generation for r in self.workers.live()})
+        self._check_reload_finished(now)
+
+    def _check_reload_finished(self, now: float) -> None:
+        if self.reloading is None or self.generations.pending is not None:
+            return
+        generation = self.reloading[0]
+        live = self.workers.live()
+        ready = [r for r in live if r.generation == generation and r.state is State.READY]
+        if len(ready) >= self.desired and all(r.generation == generation for r in live):
+            self._reload_ended(generation)
+
+    def _reload_ended(self, generation: int, aborted: str | None = None) -> None:
+        if self.reloading is None or self.reloading[0] != generation:
+            return
+        seconds = round(time.monotonic() - self.reloading[1], 3)
+        self.reloading = None
+        if aborted:
+            self.events.emit(
+                events.RELOAD_ABORTED, f"reload to generation {generation} aborted: {aborted}",
+                generation=generation, reason=aborted,
+            )  # fmt: skip
+        else:
+            self.events.emit(
+                events.RELOAD_FINISHED, f"generation {generation} serves ({seconds} s)",
+                generation=generation, seconds=seconds,
+            )  # fmt: skip
 
     def _reap_worker(self, record: WorkerRecord) -> None:
         self._worker_exited(record, self.workers.reap(record))
@@ -548,6 +635,11 @@ class Master:
         else:
             logger.error("%s %s%s", name, words, f" after being {record.reason}" if record.reason else "")
         self._forget(record, now, planned=planned)
+        self.events.emit(
+            events.WORKER_EXITED, f"{name} {words}", worker_id=record.worker_id, pid=record.pid,
+            generation=record.generation, planned=planned,
+            reason=record.reason or ("planned" if planned else "crash"), status=words,
+        )  # fmt: skip
         if planned or self.stopping:
             return
         verdict = boot_failure_verdict(
@@ -578,6 +670,7 @@ class Master:
 
     def _abort_generation(self, generation: int, now: float) -> None:
         previous = self.generations.revert(generation)
+        self._reload_ended(generation, aborted="failed to boot")
         logger.error(
             "reload aborted: generation %d failed to boot; generation %s keeps serving", generation, previous
         )

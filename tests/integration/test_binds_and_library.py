@@ -146,3 +146,47 @@ def test_library_master_sigkill_leaves_no_orphans(serve):
     os.kill(server.pid, signal.SIGKILL)
     server.proc.wait(5)
     wait_until(lambda: not [pid for pid in family if alive(pid)], 2.0, "zygote and workers to exit")
+
+
+def test_fleet_events_tell_the_story_of_scale_reload_and_stop(tmp_path):
+    """The feed that status, metrics and systemd read: each step arrives, in order, with its facts."""
+    port = free_port()
+    sys.path.insert(0, str(APPS))
+    try:
+        server = forkserve.Server(
+            "hello:app", handle_signals=False, workers=1, bind=f"127.0.0.1:{port}", app_dir=str(APPS)
+        )
+        thread = threading.Thread(target=server.run)
+        thread.start()
+        feed = server.master.events
+        kinds = lambda: [e.kind for e in feed.recent()]  # noqa: E731
+        try:
+            wait_until(lambda: "serving" in kinds(), 15, "the server to serve", lambda: str(kinds()))
+            server.scale(+1)
+            wait_until(
+                lambda: kinds().count("worker_ready") == 2, 15, "a second ready worker", lambda: str(kinds())
+            )
+            assert server.master.call(lambda: server.master.desired).result(5) == 2
+            server.reload()
+            wait_until(lambda: "reload_finished" in kinds(), 30, "the reload to finish", lambda: str(kinds()))
+        finally:
+            server.stop()
+            thread.join(20)
+        assert not thread.is_alive()
+        story = kinds()
+        assert story[0] == "serving"
+        assert story.index("scaled") < story.index("reload_started") < story.index("reload_finished")
+        assert story[-1] == "stopped"
+        # Stopping comes before the last workers leave, so an observer can say why they leave.
+        assert story.index("stopping") < len(story) - 2 and story[-2] == "worker_exited"
+        scaled = next(e for e in feed.recent() if e.kind == "scaled")
+        assert (scaled.fields["before"], scaled.fields["after"], scaled.fields["reason"]) == (1, 2, "api")
+        # The reload replaced both generation-1 workers, as planned exits, before it finished.
+        finish = story.index("reload_finished")
+        replaced = [e for e in feed.recent()[:finish] if e.kind == "worker_exited"]
+        assert len(replaced) == 2 and all(
+            e.fields["planned"] and e.fields["generation"] == 1 for e in replaced
+        )
+        assert [e.fields["generation"] for e in feed.recent() if e.kind == "reload_finished"] == [2]
+    finally:
+        sys.path.remove(str(APPS))

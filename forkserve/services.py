@@ -1,0 +1,31 @@
+"""Optional parts of the master that run beside its loop: the one place that lists them.
+
+A service starts once the sockets are bound and the scoreboard exists (before the first zygote),
+and stops when the master stops. It talks to the master only through what is safe from another
+thread: ``master.events`` (subscribe, recent), ``master.call(fn)`` (run ``fn`` on the master's
+thread and get its result through a Future), the scoreboard (read-only), and the public
+``stop()``/``reload()``/``scale()``. A service that needs a loop of its own runs a daemon thread.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from forkserve.config import Config
+
+if TYPE_CHECKING:
+    from forkserve.master import Master
+
+
+class Service(Protocol):
+    name: str
+
+    def start(self, master: Master) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def build_services(config: Config) -> list[Service]:
+    """The services this configuration asks for, in the order they start."""
+    services: list[Service] = []
+    return services
