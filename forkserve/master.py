@@ -28,10 +28,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from forkserve import events, messages, sockets, upgrade, zygotes
+from forkserve import events, messages, sockets, systemd, upgrade, zygotes
 from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
-from forkserve.config import Config
+from forkserve.config import DEFAULTS, Config
 from forkserve.devreload import SourceWatcher
 from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
 from forkserve.exits import describe_status, signal_name
@@ -96,6 +96,7 @@ class Master:
         self.desired = 1
         self.started = threading.Event()
         self.listeners: list[sockets.Listener] = []
+        self.socket_activated = False
         self.events = events.EventLog()
         self.services: list[Service] = []
         self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
@@ -153,7 +154,12 @@ class Master:
                 # Once, here: zygotes and workers inherit the directory (and the relative --app-dir).
                 prepare_chdir(self.config.chdir)
             self.desired = self._resolve_workers()
-            self.listeners = sockets.bind_all(self.config.bind, self.config.backlog, upgrade.inherited_fds())
+            activated = systemd.take_listen_fds()
+            self.socket_activated = bool(activated)
+            self.listeners = sockets.open_listeners(
+                self.config.bind, self.config.backlog, inherited=upgrade.inherited_fds(), activated=activated,
+                binds_are_default=self.config.bind == DEFAULTS["bind"],
+            )  # fmt: skip
             set_child_subreaper(True)
             if self.config.pid:
                 write_pidfile(self.config.pid)
@@ -169,7 +175,10 @@ class Master:
             )
             for listener in self.listeners:
                 scheme = "unix" if listener.spec.kind == "unix" else "http"
-                logger.info("Listening at: %s://%s", scheme, listener.address.removeprefix("unix:"))
+                logger.info(
+                    "Listening at: %s://%s%s", scheme, listener.address.removeprefix("unix:"),
+                    " (socket activation)" if listener in self.listeners[: len(activated)] else "",
+                )  # fmt: skip
             self.services = build_services(self.config)
             for service in self.services:
                 service.start(self)
@@ -317,6 +326,10 @@ class Master:
             for pid in pids:
                 if pid:
                     signal_process(pid, signal.SIGUSR1)
+        elif number == signal.SIGUSR2 and self.socket_activated:
+            logger.warning(
+                "USR2 ignored: systemd holds the sockets; restart the unit instead (no connection is lost)"
+            )
         elif number == signal.SIGUSR2 and not self.stopping:
             self.handover.start(self.listeners)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from forkserve.config import Config
+from forkserve.systemd import SystemdService
 
 if TYPE_CHECKING:
     from forkserve.master import Master
@@ -28,4 +29,8 @@ class Service(Protocol):
 def build_services(config: Config) -> list[Service]:
     """The services this configuration asks for, in the order they start."""
     services: list[Service] = []
+    # systemd's environment, not a setting: under a Type=notify unit it is always wanted.
+    notify = SystemdService.from_environ()
+    if notify is not None:
+        services.append(notify)
     return services

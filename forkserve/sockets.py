@@ -175,3 +175,53 @@ def close_all(listeners: Sequence[Listener], *, remove_paths: bool = True) -> No
         if remove_paths and listener.owns_path:
             with contextlib.suppress(OSError):
                 os.unlink(listener.spec.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Socket activation: systemd (or any launcher speaking LISTEN_FDS) bound the sockets for us.
+
+
+def spec_of(sock: socket.socket) -> BindSpec:
+    """The address an already-listening socket serves, as a BindSpec (for logs and --bind matching)."""
+    if sock.family == socket.AF_UNIX:
+        name = sock.getsockname()
+        if isinstance(name, bytes):
+            name = "@" + name[1:].decode(errors="replace") if name[:1] == b"\0" else name.decode()
+        return BindSpec("unix", path=name or f"fd{sock.fileno()}")
+    host, port = sock.getsockname()[:2]
+    return BindSpec("tcp", host=host, port=port)
+
+
+def binds_left(
+    binds: Sequence[BindSpec], activated: Sequence[BindSpec], binds_are_default: bool
+) -> list[BindSpec]:
+    """Which --bind addresses still need binding when ACTIVATED sockets were passed in.
+
+    The activated sockets always serve. The default --bind is dropped (a socket-activated unit need
+    not repeat its addresses); an address given explicitly is bound unless an activated socket
+    already listens on it, so a unit can add, say, a unix socket beside systemd's TCP port.
+    """
+    if not activated:
+        return list(binds)
+    if binds_are_default:
+        return []
+    taken = {str(spec) for spec in activated}
+    return [spec for spec in binds if str(spec) not in taken]
+
+
+def open_listeners(
+    binds: Sequence[BindSpec],
+    backlog: int,
+    *,
+    inherited: Sequence[int] = (),
+    activated: Sequence[socket.socket] = (),
+    binds_are_default: bool = False,
+) -> list[Listener]:
+    """Activated sockets first (systemd's order), then whatever --bind still asks for."""
+    adopted = [Listener(spec_of(sock), sock, owns_path=False) for sock in activated]
+    try:
+        rest = bind_all(binds_left(binds, [a.spec for a in adopted], binds_are_default), backlog, inherited)
+    except BaseException:
+        close_all(adopted, remove_paths=False)
+        raise
+    return adopted + rest
