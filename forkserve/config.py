@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from forkserve import privileges
 from forkserve.errors import ConfigError
 
 Workers = int | Literal["auto"]
@@ -195,6 +196,21 @@ def parse_choice(*choices: str) -> Parser:
         return text
 
     return parse
+
+
+def parse_user(raw: Any) -> str | None:
+    """A user name or uid that exists (checked now, so a typo fails before anything starts)."""
+    text = parse_optional_str(None if raw is None else str(raw).strip())
+    if text is not None:
+        privileges.lookup_user(text)
+    return text
+
+
+def parse_group(raw: Any) -> str | None:
+    text = parse_optional_str(None if raw is None else str(raw).strip())
+    if text is not None:
+        privileges.lookup_group(text)
+    return text
 
 
 def parse_ip_list(raw: Any) -> str:
@@ -402,6 +418,22 @@ class Config:
         None, "--pid", parse=parse_optional_str, metavar="FILE",
         help="Write the master's PID to this file (removed on exit).",
     )  # fmt: skip
+    user: str | None = setting(
+        None, "-u", "--user", parse=parse_user, metavar="USER", group="Privileges",
+        help="Started as root: bind, then run the zygote and workers (and the app's import) as this user "
+        "(name or uid). The master stays root.",
+    )  # fmt: skip
+    group: str | None = setting(
+        None, "-g", "--group", parse=parse_group, metavar="GROUP", group="Privileges",
+        default_text="USER's group",
+        help="Run the zygote and workers with this group (name or gid) instead of --user's own.",
+    )  # fmt: skip
+    umask: int | None = setting(
+        None, "--umask", parse=privileges.parse_umask, metavar="MASK", group="Privileges",
+        default_text="inherited",
+        help="File mode mask (octal, e.g. 027) for every process: unix socket files, the pid and log files, "
+        "files the app creates.",
+    )  # fmt: skip
     factory: bool = setting(
         False, "--factory", parse=parse_bool, is_flag=True, group="Application",
         help="APP names a function that returns the ASGI app (module:create_app).",
@@ -470,6 +502,8 @@ class Config:
         value = getattr(self, name)
         if name == "bind":
             return ",".join(str(spec) for spec in value)
+        if name == "umask" and value is not None:
+            return f"0{value:03o}"
         return str(value)
 
 

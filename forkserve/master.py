@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from forkserve import events, messages, sockets, systemd, upgrade, zygotes
+from forkserve import events, messages, privileges, sockets, systemd, upgrade, zygotes
 from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.config import DEFAULTS, Config
@@ -97,6 +97,7 @@ class Master:
         self.started = threading.Event()
         self.listeners: list[sockets.Listener] = []
         self.socket_activated = False
+        self.identity: privileges.Identity | None = None
         self.events = events.EventLog()
         self.services: list[Service] = []
         self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
@@ -154,6 +155,10 @@ class Master:
                 # Once, here: zygotes and workers inherit the directory (and the relative --app-dir).
                 prepare_chdir(self.config.chdir)
             self.desired = self._resolve_workers()
+            if self.config.umask is not None:
+                os.umask(self.config.umask)
+            self.identity = privileges.resolve_identity(self.config.user, self.config.group)
+            privileges.check_can_switch(self.identity)
             activated = systemd.take_listen_fds()
             self.socket_activated = bool(activated)
             self.listeners = sockets.open_listeners(
@@ -163,6 +168,10 @@ class Master:
             set_child_subreaper(True)
             if self.config.pid:
                 write_pidfile(self.config.pid)
+            privileges.hand_over(
+                [self.config.log_file, *(lis.spec.path for lis in self.listeners if lis.owns_path)],
+                self.identity,
+            )
             self.scaling = Scaling(scale_settings(self.config, self.desired))
             scoreboard = self.scoreboard = Scoreboard.create(max(64, 4 * self.scaling.settings.max_workers))
             self.workers = WorkerRegistry(scoreboard, self.selector)
@@ -319,6 +328,7 @@ class Master:
             self._set_desired(self.desired - 1, "signal")
         elif number == signal.SIGUSR1:
             self.logs.reopen()
+            privileges.hand_over([self.config.log_file], self.identity)  # the zygotes reopen it next
             # Zygotes too: a worker forked after the rotation inherits its zygote's log file.
             pids = [r.pid for r in self.workers.live()] + [
                 z.pid for z in self.generations.zygotes if not z.exited

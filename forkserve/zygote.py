@@ -31,9 +31,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from forkserve import messages
+from forkserve import messages, privileges
 from forkserve.config import Config, Source, resolve
-from forkserve.errors import ForkserveError
+from forkserve.errors import ConfigError, ForkserveError
 from forkserve.logs import LogSetup, short_traceback
 from forkserve.scoreboard import Scoreboard
 
@@ -79,6 +79,15 @@ class ZygoteSpec:
         return cls(config=config, **data)
 
 
+def become_configured_user(config: Config) -> None:
+    try:
+        identity = privileges.resolve_identity(config.user, config.group)
+        if identity is not None:
+            privileges.drop_to(identity)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"cannot run as --user/--group: {exc}") from None
+
+
 def _ignore_stray_signals(logs: LogSetup) -> None:
     """A Ctrl-C or a signal sent to the whole process group is the master's to act on."""
     # TERM too: systemd (KillMode=control-group) and `kill -TERM -PGID` send it to every process at
@@ -115,6 +124,8 @@ class Zygote:
         from forkserve.appload import load_app, prepare_path
 
         try:
+            # Before the app's first line runs, and for good: workers inherit the identity.
+            become_configured_user(self.spec.config)
             prepare_path(self.spec.config.app_dir)
             app = load_app(self.spec.app, factory=self.spec.config.factory)
             self.uv_config = worker.uvicorn_config(self.spec.config, app)
