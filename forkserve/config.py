@@ -312,8 +312,8 @@ class Config:
     workers: Workers = setting(
         1, "-w", "--workers", parse=parse_workers, metavar="N|auto",
         env=("FORKSERVE_WORKERS", "WEB_CONCURRENCY"),
-        help="Worker processes. 'auto' = the CPUs this process may run on (affinity), capped by the "
-        "container's cgroup CPU quota.",
+        help="Worker processes. 'auto' = the CPUs this process may run on (affinity and cpuset), capped "
+        "by the container's cgroup CPU quota.",
     )  # fmt: skip
     bind: tuple[BindSpec, ...] = setting(
         (BindSpec("tcp", host="127.0.0.1", port=8000),), "-b", "--bind", parse=parse_binds,

@@ -5,6 +5,11 @@ The count is the CPUs in the process's affinity mask, capped by the CPU quota of
 host's CPUs, so in a container limited to 2 CPUs on a 64-CPU host it would start 64 workers that
 fight over 2 CPUs' worth of time and get throttled.
 
+The CPUs the cgroup's cpuset allows (v2 ``cpuset.cpus.effective``, v1 ``cpuset.effective_cpus``)
+cap the affinity count too. The kernel normally narrows a process's affinity mask to its cpuset
+already, so this only matters where the two disagree (a mask widened by hand, a runtime that pins
+CPUs after start); reading both costs nothing and never counts more CPUs than either allows.
+
 A fractional quota is rounded up (1.5 CPUs -> 2 workers): with one worker the extra half CPU of time
 could never be used, while two workers merely share it. The result is never below 1, and never
 above the affinity count, since a quota is time, not CPUs to run on.
@@ -35,6 +40,7 @@ __all__ = [
     "cpu_budget",
     "parse_cgroup_v1_quota",
     "parse_cgroup_v2_cpu_max",
+    "parse_cpu_list",
     "parse_proc_self_cgroup",
     "usable_cpu_count",
     "workers_for",
@@ -55,6 +61,7 @@ class CgroupPaths(NamedTuple):
     v1_cpu: str | None
     # The v1 controller list as written (``cpu,cpuacct``): distros name the mount directory after it.
     v1_cpu_controllers: str | None = None
+    v1_cpuset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,14 +72,17 @@ class CpuBudget:
     quota: float | None
     source: str | None
     workers: int
+    # CPUs in the cgroup's cpuset, when a cpuset file was found (and the file).
+    cpuset: int | None = None
+    cpuset_source: str | None = None
 
     def describe(self) -> str:
+        cpus = f"{self.affinity} CPUs in the affinity mask"
+        if self.cpuset is not None and self.cpuset < self.affinity:
+            cpus += f", {self.cpuset} in the cpuset ({self.cpuset_source})"
         if self.quota is None:
-            return f"{self.workers} workers: {self.affinity} CPUs in the affinity mask, no cgroup CPU quota"
-        return (
-            f"{self.workers} workers: {self.affinity} CPUs in the affinity mask, "
-            f"quota {self.quota:g} CPUs from {self.source}"
-        )
+            return f"{self.workers} workers: {cpus}, no cgroup CPU quota"
+        return f"{self.workers} workers: {cpus}, quota {self.quota:g} CPUs from {self.source}"
 
 
 def parse_cgroup_v2_cpu_max(text: str) -> float | None:
@@ -99,11 +109,28 @@ def _ratio(quota_text: str, period_text: str) -> float | None:
     return quota / period
 
 
+def parse_cpu_list(text: str) -> int | None:
+    """How many CPUs a cpuset list names (``"0-3,8"`` -> 5); None for an empty list or garbage."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            return None
+        if low < 0 or high < low:
+            return None
+        cpus.update(range(low, high + 1))
+    return len(cpus) or None
+
+
 def parse_proc_self_cgroup(text: str) -> CgroupPaths:
     """The v2 path (``0::/x``) and the v1 cpu path (``4:cpu,cpuacct:/x``) from /proc/self/cgroup."""
     v2: str | None = None
     v1_cpu: str | None = None
     v1_controllers: str | None = None
+    v1_cpuset: str | None = None
     for line in text.splitlines():
         # The path is last and may itself contain ':', hence maxsplit.
         parts = line.strip().split(":", 2)
@@ -114,7 +141,9 @@ def parse_proc_self_cgroup(text: str) -> CgroupPaths:
             v2 = path
         elif "cpu" in controllers.split(","):
             v1_cpu, v1_controllers = path, controllers
-    return CgroupPaths(v2=v2, v1_cpu=v1_cpu, v1_cpu_controllers=v1_controllers)
+        if "cpuset" in controllers.split(","):
+            v1_cpuset = path
+    return CgroupPaths(v2=v2, v1_cpu=v1_cpu, v1_cpu_controllers=v1_controllers, v1_cpuset=v1_cpuset)
 
 
 def workers_for(affinity: int, quota: float | None) -> int:
@@ -162,10 +191,29 @@ def cpu_budget(root: Path = Path("/"), *, affinity: int | None = None) -> CpuBud
                 if quota is not None:
                     limits.append((quota, f"cgroup v1 {_display(root, quota_file)}"))
 
-    if not limits:
-        return CpuBudget(affinity=affinity, quota=None, source=None, workers=workers_for(affinity, None))
-    quota, source = min(limits, key=lambda limit: limit[0])
-    return CpuBudget(affinity=affinity, quota=quota, source=source, workers=workers_for(affinity, quota))
+    cpuset, cpuset_source = _cpuset(root, paths)
+    usable = affinity if cpuset is None else min(affinity, cpuset)
+    quota, source = min(limits, key=lambda limit: limit[0]) if limits else (None, None)
+    return CpuBudget(
+        affinity=affinity, quota=quota, source=source, workers=workers_for(usable, quota),
+        cpuset=cpuset, cpuset_source=cpuset_source,
+    )  # fmt: skip
+
+
+def _cpuset(root: Path, paths: CgroupPaths) -> tuple[int | None, str | None]:
+    """CPUs of the nearest cgroup (own, else an ancestor) that has a cpuset file, and the file."""
+    candidates: list[Path] = []
+    if paths.v2 is not None:
+        for mount in _V2_MOUNTS:
+            candidates += [d / "cpuset.cpus.effective" for d in _walk_up(root / mount, paths.v2)]
+    if paths.v1_cpuset is not None:
+        for directory in _walk_up(root / _V1_ROOT / "cpuset", paths.v1_cpuset):
+            candidates += [directory / "cpuset.effective_cpus", directory / "cpuset.cpus"]
+    for file in candidates:
+        count = parse_cpu_list(_read(file) or "")
+        if count is not None:
+            return count, f"cgroup {_display(root, file)}"
+    return None, None
 
 
 def usable_cpu_count(root: Path = Path("/")) -> int:

@@ -15,6 +15,7 @@ from forkserve.sizing import (
     cpu_budget,
     parse_cgroup_v1_quota,
     parse_cgroup_v2_cpu_max,
+    parse_cpu_list,
     parse_proc_self_cgroup,
     usable_cpu_count,
     workers_for,
@@ -79,9 +80,9 @@ def test_parse_cgroup_v1_quota(quota: str, period: str, expected: float | None) 
         # cpuacct and cpuset alone are not the cpu controller.
         (
             "3:cpuset:/a\n2:cpuacct:/b\n1:cpu:/c\n",
-            CgroupPaths(v2=None, v1_cpu="/c", v1_cpu_controllers="cpu"),
+            CgroupPaths(v2=None, v1_cpu="/c", v1_cpu_controllers="cpu", v1_cpuset="/a"),
         ),
-        ("3:cpuset:/a\n2:cpuacct:/b\n", CgroupPaths(v2=None, v1_cpu=None)),
+        ("3:cpuset:/a\n2:cpuacct:/b\n", CgroupPaths(v2=None, v1_cpu=None, v1_cpuset="/a")),
         ("0::/odd:name\n", CgroupPaths(v2="/odd:name", v1_cpu=None)),
         ("", CgroupPaths(v2=None, v1_cpu=None)),
         ("garbage\n::\n0::relative\n", CgroupPaths(v2=None, v1_cpu=None)),
@@ -334,3 +335,62 @@ def test_real_machine() -> None:
     assert budget.affinity == affinity
     assert usable_cpu_count() == expected
     print(budget.describe())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0-3\n", 4),
+        ("0-3,8,10-11\n", 7),
+        ("5", 1),
+        ("0,0-1", 2),  # overlaps counted once
+        ("", None),
+        ("\n", None),
+        ("3-1", None),
+        ("a-b", None),
+        ("0-3,", None),
+        ("-1", None),
+    ],
+)
+def test_parse_cpu_list(text: str, expected: int | None) -> None:
+    assert parse_cpu_list(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("files", "affinity", "workers", "cpuset"),
+    [
+        # v2: the own cgroup's effective cpuset narrows an 8-CPU mask to 2.
+        ({CG: "0::/app\n", f"{V2}/app/cpuset.cpus.effective": "2-3\n"}, 8, 2, 2),
+        # v2: no cpuset file at the own level: the nearest ancestor's counts.
+        ({CG: "0::/a/b\n", f"{V2}/a/cpuset.cpus.effective": "0-2\n"}, 8, 3, 3),
+        # v2: a cpuset wider than the mask changes nothing.
+        ({CG: "0::/\n", f"{V2}/cpuset.cpus.effective": "0-63\n"}, 4, 4, 64),
+        # v2: cpuset and quota together: the tighter wins (quota 1.5 -> 2 of 3 cpuset CPUs).
+        (
+            {CG: "0::/app\n", f"{V2}/app/cpuset.cpus.effective": "0-2", f"{V2}/app/cpu.max": "150000 100000"},
+            8, 2, 3,
+        ),
+        # v1: effective_cpus first, cpuset.cpus where the kernel has no effective file.
+        (
+            {CG: "3:cpuset:/docker/x\n", "sys/fs/cgroup/cpuset/docker/x/cpuset.effective_cpus": "4,6\n"},
+            8, 2, 2,
+        ),
+        ({CG: "3:cpuset:/docker/x\n", "sys/fs/cgroup/cpuset/docker/x/cpuset.cpus": "0\n"}, 8, 1, 1),
+        # An empty or garbled cpuset means "not known": the mask alone decides.
+        ({CG: "0::/app\n", f"{V2}/app/cpuset.cpus.effective": "\n"}, 8, 8, None),
+        ({CG: "3:cpuset:/x\n", "sys/fs/cgroup/cpuset/x/cpuset.cpus": "zz"}, 8, 8, None),
+    ],
+)  # fmt: skip
+def test_cpuset_caps_the_worker_count(
+    tmp_path: Path, files: dict[str, str], affinity: int, workers: int, cpuset: int | None
+) -> None:
+    budget = cpu_budget(_tree(tmp_path, files), affinity=affinity)
+    assert (budget.workers, budget.cpuset) == (workers, cpuset)
+
+
+def test_describe_names_the_cpuset(tmp_path: Path) -> None:
+    _tree(tmp_path, {CG: "0::/app\n", f"{V2}/app/cpuset.cpus.effective": "0-1\n"})
+    assert cpu_budget(tmp_path, affinity=8).describe() == (
+        "2 workers: 8 CPUs in the affinity mask, 2 in the cpuset "
+        "(cgroup /sys/fs/cgroup/app/cpuset.cpus.effective), no cgroup CPU quota"
+    )
