@@ -219,6 +219,11 @@ def open_listeners(
 ) -> list[Listener]:
     """Activated sockets first (systemd's order), then whatever --bind still asks for."""
     adopted = [Listener(spec_of(sock), sock, owns_path=False) for sock in activated]
+    for listener in adopted:
+        if listener.spec.kind == "tcp":
+            # As for sockets we bind (see _bind_tcp); a .socket unit without NoDelay=true lacks it.
+            with contextlib.suppress(OSError):
+                listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         rest = bind_all(binds_left(binds, [a.spec for a in adopted], binds_are_default), backlog, inherited)
     except BaseException:
