@@ -222,12 +222,18 @@ class SystemdService:
     def start(self, master: Master) -> None:
         self.master = master
         master.events.subscribe(self.on_event)
-        if self.watchdog_every is not None:
-            self.watchdog = Watchdog(self.notifier, self.watchdog_every, master.call)
-            self.watchdog.start()
-            logger.info(
-                "systemd watchdog: pinging every %.1f s while the master's loop runs", self.watchdog_every
-            )
+
+    def _start_watchdog(self) -> None:
+        # Once serving, not at start: systemd arms the watchdog when the service reports ready, and
+        # a thread started earlier would be running when the master forks the first zygote of an app
+        # object (forking beside a thread can deadlock the child on a lock the thread held).
+        if self.watchdog_every is None or self.watchdog is not None or self.master is None:
+            return
+        self.watchdog = Watchdog(self.notifier, self.watchdog_every, self.master.call)
+        self.watchdog.start()
+        logger.info(
+            "systemd watchdog: pinging every %.1f s while the master's loop runs", self.watchdog_every
+        )
 
     def stop(self) -> None:
         if self.watchdog is not None:
@@ -239,6 +245,8 @@ class SystemdService:
         fields = messages_for(event, self._status(), time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         if fields is not None:
             self.notifier.send(*fields)
+        if event.kind == events.SERVING:
+            self._start_watchdog()
 
     def _status(self) -> str:
         master = self.master

@@ -127,6 +127,8 @@ def test_watchdog_pings_only_while_the_master_runs(serve, notify_socket):
         return notify.pings() >= count
 
     wait_until(lambda: pings_beyond(3), 10.0, "3 watchdog pings", lambda: str(notify.received))
+    kinds = [next(iter(fields)) for fields in notify.received]
+    assert kinds.index("READY") < kinds.index("WATCHDOG"), "systemd arms the watchdog at READY=1"
 
     server.signal(signal.SIGSTOP)
     try:
