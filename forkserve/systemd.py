@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_futures
 from typing import TYPE_CHECKING, Any
 
 from forkserve import events
@@ -183,21 +183,27 @@ class Watchdog:
             # One outstanding probe at a time: a stuck loop must not pile up no-ops to run later.
             if pending is None:
                 pending = self.call(lambda: None)
-            try:
-                pending.result(timeout=self.interval)
-            except FutureTimeout:
-                if not late:
+            if not self._answered(pending, self.interval):
+                if not late and not self._stop.is_set():
                     logger.warning(
                         "the master's loop has not answered for %.1f s; not pinging systemd's watchdog",
                         self.interval,
                     )
                     late = True
                 continue
-            except Exception:
-                pass
             pending, late = None, False
             self.notifier.send("WATCHDOG=1")
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def _answered(self, probe: Future[Any], timeout: float) -> bool:
+        """Whether the loop ran PROBE within TIMEOUT; gives up early when stopping (the loop is gone)."""
+        deadline = time.monotonic() + timeout
+        while not probe.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                return False
+            wait_futures([probe], timeout=min(remaining, 0.1))
+        return True
 
 
 class SystemdService:

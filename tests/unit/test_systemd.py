@@ -196,3 +196,25 @@ def test_watchdog_pings_only_when_the_loop_answers(tmp_path: Path) -> None:
         notifier.close()
         receiver.close()
     assert set(pings) == {b"WATCHDOG=1"}
+
+
+def test_watchdog_stops_promptly_while_a_probe_is_unanswered(tmp_path: Path) -> None:
+    import time
+
+    asked: list[Future[Any]] = []
+
+    def call(action: Any) -> Future[Any]:
+        asked.append(Future())  # a loop that never answers, as when the master has left its loop
+        return asked[-1]
+
+    notifier = Notifier(str(tmp_path / "nobody-listens"))
+    watchdog = Watchdog(notifier, 30.0, call)
+    watchdog.start()
+    try:
+        wait_until(lambda: asked, 5.0, "the first probe")
+        started = time.monotonic()
+        watchdog.stop()
+        assert time.monotonic() - started < 1.0
+        assert not watchdog._thread.is_alive()
+    finally:
+        notifier.close()
