@@ -42,6 +42,9 @@ def start_successor(
     fds = [listener.sock.fileno() for listener in listeners]
     env = dict(os.environ)
     env[INHERITED_FDS] = ",".join(str(fd) for fd in fds)
+    # systemd's watchdog names this master's pid; the successor takes over the pings (and tells
+    # systemd its pid with MAINPID=), so it must not read the variable as meant for someone else.
+    env.pop("WATCHDOG_PID", None)
     if pidfile and os.path.exists(pidfile):
         os.replace(pidfile, oldbin_path(pidfile))
     try:
