@@ -232,3 +232,61 @@ def test_sockets_for_another_pid_are_ignored(serve):
             httpx.get(f"http://127.0.0.1:{tcp.getsockname()[1]}/", timeout=0.5)
     finally:
         tcp.close()
+
+
+# The launcher for a master started by systemd itself: SYSTEMD_EXEC_PID and WATCHDOG_PID name it.
+AS_MAIN_PID = (
+    "import os, sys\n"
+    "os.environ['SYSTEMD_EXEC_PID'] = os.environ['WATCHDOG_PID'] = str(os.getpid())\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])\n"
+)
+
+
+def test_usr2_successor_takes_over_notifications_and_watchdog(serve, notify_socket, tmp_path):
+    notify, address = notify_socket
+    pidfile = tmp_path / "app.pid"
+    port = free_port()
+    command = [
+        sys.executable, "-c", AS_MAIN_PID,
+        sys.executable, "-m", "forkserve", "hello:app", "--app-dir", str(APPS), "-b", f"127.0.0.1:{port}",
+        "--pid", str(pidfile),
+    ]  # fmt: skip
+    server = serve(command=command, port=port, env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"})
+    notify.wait_states(["READY"])
+    assert not any("MAINPID" in fields for fields in notify.received), "systemd started this master"
+
+    server.signal(signal.SIGUSR2)
+
+    def successor() -> int:
+        notify.poll()
+        for fields in notify.received:
+            if "READY" in fields and "MAINPID" in fields:
+                return int(fields["MAINPID"])
+        return 0
+
+    new_master = wait_until(successor, 20.0, "READY=1 with MAINPID= from the new master", server.tail)
+    assert new_master != server.pid
+    assert int(pidfile.read_text()) == new_master
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(15) == 0
+    # The old master is gone: the pings that keep the unit alive now come from the new one.
+    mark = len(notify.received)
+
+    def successor_pings() -> int:
+        notify.poll()
+        return sum(
+            1
+            for f in notify.received[mark:]
+            if f.get("WATCHDOG") == "1" and f.get("MAINPID") == str(new_master)
+        )
+
+    wait_until(lambda: successor_pings() >= 3, 10.0, "the new master's watchdog pings")
+    assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+    os.kill(new_master, signal.SIGTERM)
+    wait_until(
+        lambda: (
+            not psutil.pid_exists(new_master) or psutil.Process(new_master).status() == psutil.STATUS_ZOMBIE
+        ),
+        15.0,
+        "the new master to stop",
+    )
