@@ -3,8 +3,8 @@
 Theory of operation. Ports below 1024 need root (or CAP_NET_BIND_SERVICE), but code that parses
 requests from the internet should not run as root. So the master, started as root, binds every
 socket, opens the log and pid files, and starts the zygote; the zygote drops to the configured
-user before it imports the app, and every worker it forks inherits that identity. The app never
-runs a line as root, not even its import.
+user before it imports the app, and every worker it forks inherits that identity. An app given as
+an import string never runs a line as root, not even its import.
 
 The master itself stays root, as gunicorn's does. It never imports the app and never reads a
 byte from a client (the workers do), so what it keeps root for is narrow and needed: binding
