@@ -33,6 +33,7 @@ from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.config import Config
 from forkserve.devreload import SourceWatcher
+from forkserve.envfile import read_env_file
 from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
 from forkserve.exits import describe_status, signal_name
 from forkserve.generations import Generations, ZygoteExit
@@ -98,6 +99,7 @@ class Master:
         self.listeners: list[sockets.Listener] = []
         self.events = events.EventLog()
         self.services: list[Service] = []
+        self.app_environ: dict[str, str] = {}  # --env-file's variables for the next generation
         self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
         self.alive_r = self.alive_w = -1
         self._wake_r, self._wake_w = socket.socketpair()
@@ -152,6 +154,8 @@ class Master:
             if self.config.chdir:
                 # Once, here: zygotes and workers inherit the directory (and the relative --app-dir).
                 prepare_chdir(self.config.chdir)
+            if self.config.env_file:
+                self.app_environ = read_env_file(self.config.env_file)
             self.desired = self._resolve_workers()
             self.listeners = sockets.bind_all(self.config.bind, self.config.backlog, upgrade.inherited_fds())
             set_child_subreaper(True)
@@ -369,6 +373,13 @@ class Master:
             logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
             self.generations.share_zygote(generation)
             return
+        if self.config.env_file:
+            try:
+                self.app_environ = read_env_file(self.config.env_file)
+            except ConfigError as error:
+                logger.error("reload aborted: %s; the running generation keeps serving", error)
+                self._reload_ended(generation, aborted=str(error))
+                return
         logger.info("reloading: starting generation %d", generation)
         self._start_zygote(generation)
 
@@ -386,6 +397,7 @@ class Master:
             scoreboard_capacity=self.scoreboard.capacity,
             channel_fd=zygote_end.fileno(),
             alive_fd=self.alive_r,
+            environ=self.app_environ,
         )
         proc = None
         if self.exec_mode:

@@ -28,11 +28,12 @@ import selectors
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from forkserve import messages
 from forkserve.config import Config, Source, resolve
+from forkserve.envfile import apply_env
 from forkserve.errors import ForkserveError
 from forkserve.logs import LogSetup, short_traceback
 from forkserve.scoreboard import Scoreboard
@@ -51,6 +52,8 @@ class ZygoteSpec:
     scoreboard_capacity: int
     channel_fd: int
     alive_fd: int
+    # --env-file's variables, read by the master for this generation; set before the app is imported.
+    environ: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         assert isinstance(self.app, str), "only an import string can cross exec"
@@ -66,6 +69,7 @@ class ZygoteSpec:
             "scoreboard_capacity": self.scoreboard_capacity,
             "channel_fd": self.channel_fd,
             "alive_fd": self.alive_fd,
+            "environ": self.environ,
         }
         return json.dumps(data)
 
@@ -114,6 +118,7 @@ class Zygote:
         from forkserve import worker
         from forkserve.appload import load_app, prepare_path
 
+        apply_env(self.spec.environ, os.environ)
         try:
             prepare_path(self.spec.config.app_dir)
             app = load_app(self.spec.app, factory=self.spec.config.factory)
