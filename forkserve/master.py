@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from forkserve import events, messages, sockets, upgrade, zygotes
+from forkserve import events, messages, sockets, tls, upgrade, zygotes
 from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.config import Config
@@ -52,6 +52,7 @@ from forkserve.registry import WorkerRegistry, waitpid
 from forkserve.scoreboard import Scoreboard, StopMode
 from forkserve.services import Service, build_services
 from forkserve.sizing import cpu_budget
+from forkserve.static import check_mounts
 from forkserve.zygote import ZygoteSpec
 from forkserve.zygote import run as run_zygote
 
@@ -156,6 +157,9 @@ class Master:
                 prepare_chdir(self.config.chdir)
             if self.config.env_file:
                 self.app_environ = read_env_file(self.config.env_file)
+            # Checked here, before binding, so a bad file is a config error (exit 2), not a boot failure.
+            tls.server_context(self.config)
+            check_mounts(self.config.static)
             self.desired = self._resolve_workers()
             self.listeners = sockets.bind_all(self.config.bind, self.config.backlog, upgrade.inherited_fds())
             set_child_subreaper(True)
@@ -172,7 +176,9 @@ class Master:
                 "forkserve %s starting (master pid %d) for %s", _version(), os.getpid(), self.app_name
             )
             for listener in self.listeners:
-                scheme = "unix" if listener.spec.kind == "unix" else "http"
+                scheme = (
+                    "unix" if listener.spec.kind == "unix" else "https" if self.config.certfile else "http"
+                )
                 logger.info("Listening at: %s://%s", scheme, listener.address.removeprefix("unix:"))
             self.services = build_services(self.config)
             for service in self.services:

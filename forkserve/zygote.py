@@ -115,15 +115,17 @@ class Zygote:
         """Import the app and load uvicorn's config; report the outcome to the master."""
         # Imported here, not at the top: the master imports this module for ZygoteSpec and must stay
         # free of uvicorn and the app's stack (it never serves; every MB there is per server).
-        from forkserve import worker
+        from forkserve import appwrap, tls, worker
         from forkserve.appload import load_app, prepare_path
 
         apply_env(self.spec.environ, os.environ)
         try:
             prepare_path(self.spec.config.app_dir)
             app = load_app(self.spec.app, factory=self.spec.config.factory)
-            self.uv_config = worker.uvicorn_config(self.spec.config, app)
+            self.uv_config = worker.uvicorn_config(self.spec.config, appwrap.wrap(app, self.spec.config))
             self.uv_config.load()
+            # Built per generation, so a HUP after renewing the certificate serves the new one.
+            self.uv_config.ssl = tls.server_context(self.spec.config)
         except ForkserveError as exc:
             messages.send(
                 self.channel,
