@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import threading
@@ -11,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+
+from tests.conftest import wait_until
 
 SECURE = {
     "x-content-type-options": "nosniff",
@@ -33,6 +36,20 @@ def raw_request(port: int, request: bytes, timeout: float = 10.0) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def served_certificate(port: int, context: ssl.SSLContext) -> bytes:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def der(issued: trustme.LeafCert) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(issued.cert_chain_pems[0].bytes().decode())
 
 
 @pytest.fixture
@@ -63,6 +80,34 @@ def test_tls_request_with_a_verified_certificate(serve, certificate):
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(f"https://127.0.0.1:{server.port}/", timeout=10)
     assert len(server.workers()) == 1
+
+
+def test_certificate_renewed_by_hup_and_a_broken_one_aborts_the_reload(serve, certificate, tmp_path):
+    ca, cert, key = certificate
+    server = serve("--certfile", str(cert), "--keyfile", str(key), app="bodyapp:app", wait=1)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    url = f"https://127.0.0.1:{server.port}/"
+    first = httpx.get(url, verify=context, timeout=10)
+
+    # Renewed: a new certificate from the same CA, picked up by the next generation.
+    renewed = ca.issue_cert("127.0.0.1", "localhost")
+    renewed.private_key_pem.write_to_path(str(key))
+    cert.write_bytes(b"".join(blob.bytes() for blob in renewed.cert_chain_pems))
+    server.signal(signal.SIGHUP)
+    new_pid = wait_until(
+        lambda: (pid := httpx.get(url, verify=context, timeout=10).text.split()[1]) != first.text.split()[1] and pid,
+        20, "a generation 2 worker", server.tail,
+    )  # fmt: skip
+    serving = server.wait_workers(1)
+    assert served_certificate(server.port, context) == der(renewed)
+
+    # Broken: a key that does not match; the reload is aborted, generation 2 keeps serving.
+    trustme.CA().issue_cert("x").private_key_pem.write_to_path(str(key))
+    server.signal(signal.SIGHUP)
+    server.wait_log(r"reload aborted: generation 3 failed to load: --certfile .*check that the key matches")
+    assert httpx.get(url, verify=context, timeout=10).text.split()[1] == new_pid
+    assert set(server.workers()) == serving
 
 
 def test_tls_minimum_version_13(serve, certificate):
@@ -167,8 +212,6 @@ def test_limit_concurrency_answers_503_when_full(serve):
     slow = threading.Thread(target=lambda: httpx.get(server.url + "/slow?s=3", timeout=10))
     slow.start()
     try:
-        from tests.conftest import wait_until
-
         # The slow request holds the only place; a second connection is turned away.
         wait_until(lambda: server.accepted() >= 1, 10, "the slow request to arrive", server.tail)
         assert httpx.get(server.url, timeout=10).status_code == 503
@@ -181,6 +224,7 @@ def test_static_files_served_before_the_app_and_traversal_refused(serve, tmp_pat
     (public / "css").mkdir(parents=True)
     (public / "css" / "site.css").write_text("body { color: red }\n")
     (tmp_path / "secret.txt").write_text("do not serve\n")
+    (public / "link.txt").symlink_to(tmp_path / "secret.txt")
     server = serve("--static", f"/assets={public}", "--secure-headers", app="bodyapp:app", wait=1)
     response = server.get("/assets/css/site.css")
     assert response.status_code == 200
@@ -190,6 +234,8 @@ def test_static_files_served_before_the_app_and_traversal_refused(serve, tmp_pat
     assert server.get("/assets/missing.css").status_code == 404
     # Not under the prefix: the app answers.
     assert server.get("/assetsx").text.split()[0] == "0"
+    # A symlink out of the directory is not followed.
+    assert server.get("/assets/link.txt").status_code == 404
     for path in (b"/assets/../secret.txt", b"/assets/%2e%2e/secret.txt", b"/assets/css/../../secret.txt"):
         answer = raw_request(
             server.port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
