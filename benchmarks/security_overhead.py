@@ -34,7 +34,14 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def _wrk_https(port: int, threads: int, connections: int, duration: int) -> harness.WrkResult:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", f"https://127.0.0.1:{port}/"]
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        f"https://127.0.0.1:{port}/",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=False)
     if done.returncode != 0:
         raise harness.ServerError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
@@ -79,9 +86,10 @@ def render(results: dict[str, list[harness.WrkResult]], args: argparse.Namespace
     plain = statistics.median(r.requests_per_sec for r in results["plain"])
     lines = [
         START,
-        f"One worker, `wrk -t{args.threads} -c{args.connections} -d{args.duration}s`, {args.rounds} interleaved "
-        f"rounds, medians; Python {platform.python_version()}, {os.cpu_count()} CPUs (shared with other work "
-        "while measured: read the ratios). Produced by `python -m benchmarks.security_overhead`.",
+        f"One worker, `wrk -t{args.threads} -c{args.connections} -d{args.duration}s`, "
+        f"{args.rounds} interleaved rounds, medians; Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs (shared with other work while measured: "
+        "read the ratios). Produced by `python -m benchmarks.security_overhead`.",
         "",
         "| configuration | req/s | vs plain | p99 ms | errors + non-2xx |",
         "| --- | ---: | ---: | ---: | ---: |",
