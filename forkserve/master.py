@@ -374,11 +374,6 @@ class Master:
         generation = self.generations.next_number()
         self.reloading = (generation, time.monotonic())
         self.events.emit(events.RELOAD_STARTED, f"reload to generation {generation}", generation=generation)
-        if not self.exec_mode:
-            # An app object cannot be re-imported: new workers come from the same zygote.
-            logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
-            self.generations.share_zygote(generation)
-            return
         if self.config.env_file:
             try:
                 self.app_environ = read_env_file(self.config.env_file)
@@ -386,6 +381,14 @@ class Master:
                 logger.error("reload aborted: %s; the running generation keeps serving", error)
                 self._reload_ended(generation, aborted=str(error))
                 return
+        if not self.exec_mode:
+            # An app object cannot be re-imported: new workers come from the same zygote.
+            logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
+            self.generations.share_zygote(generation)
+            if self.config.env_file:
+                # Too late for the app's import; each new worker sets these before it serves.
+                self.generations.zygotes[-1].environ = self.app_environ
+            return
         logger.info("reloading: starting generation %d", generation)
         self._start_zygote(generation)
 

@@ -110,6 +110,9 @@ class Zygote:
         self.listeners = [socket.socket(fileno=fd) for fd in spec.listener_fds]
         self.scoreboard = Scoreboard(spec.scoreboard_fd, spec.scoreboard_capacity)
         self.uv_config: Any = None
+        # The environment before --env-file's variables: a fork-mode worker of a later generation
+        # starts from it, so a variable removed from the file is gone.
+        self.base_environ: dict[str, str] = dict(os.environ)
 
     def load(self) -> bool:
         """Import the app and load uvicorn's config; report the outcome to the master."""
@@ -164,10 +167,21 @@ class Zygote:
                     return 0
                 if message.get("op") == "spawn":
                     self.spawn(
-                        selector, int(message["worker_id"]), int(message["slot"]), int(message["generation"])
+                        selector,
+                        int(message["worker_id"]),
+                        int(message["slot"]),
+                        int(message["generation"]),
+                        message.get("environ"),
                     )
 
-    def spawn(self, selector: selectors.BaseSelector, worker_id: int, slot: int, generation: int) -> None:
+    def spawn(
+        self,
+        selector: selectors.BaseSelector,
+        worker_id: int,
+        slot: int,
+        generation: int,
+        environ: dict[str, str] | None = None,
+    ) -> None:
         pid_r, pid_w = os.pipe()
         intermediate = os.fork()
         if intermediate == 0:
@@ -178,6 +192,10 @@ class Zygote:
                 if pid == 0:
                     os.close(pid_w)
                     selector.close()
+                    if environ is not None:
+                        os.environ.clear()
+                        os.environ.update(self.base_environ)
+                        apply_env(environ, os.environ)
                     code = self.run_worker(worker_id, slot, generation)
                 else:
                     os.write(pid_w, str(pid).encode())

@@ -31,12 +31,20 @@ class ZygoteHandle:
     exited: bool = False
     # Fork mode reuses one zygote for every generation (it cannot re-import an object).
     generations: set[int] = field(default_factory=set)
+    # Fork mode: --env-file's variables as re-read on the last HUP, for the workers spawned since.
+    environ: dict[str, str] | None = None
 
     def spawn(self, worker_id: int, slot: int, generation: int) -> bool:
+        message: dict[str, object] = {
+            "op": "spawn",
+            "worker_id": worker_id,
+            "slot": slot,
+            "generation": generation,
+        }
+        if self.environ is not None:
+            message["environ"] = self.environ
         try:
-            messages.send(
-                self.channel, {"op": "spawn", "worker_id": worker_id, "slot": slot, "generation": generation}
-            )
+            messages.send(self.channel, message)
         except OSError:
             return False
         return True

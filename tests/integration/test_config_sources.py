@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import httpx
+import psutil
 
 from tests.conftest import wait_until
 
@@ -93,7 +94,7 @@ def test_process_environment_wins_over_the_env_file(serve, tmp_path):
     assert server.get().text == "from-env from-env 1"
 
 
-def test_library_app_object_gets_env_file_in_workers(tmp_path):
+def test_library_app_object_gets_env_file_in_workers_and_on_hup(tmp_path):
     """An app object is imported by the caller, so only the workers' os.environ can carry the file."""
     env_file = tmp_path / "app.env"
     env_file.write_text("GREETING=from-file\n")
@@ -111,10 +112,10 @@ def test_library_app_object_gets_env_file_in_workers(tmp_path):
     from tests.conftest import free_port
 
     port = free_port()
-    log = open(tmp_path / "embed.log", "wb")  # noqa: SIM115  (closed in finally)
+    log_file = open(tmp_path / "embed.log", "wb")  # noqa: SIM115  (closed in finally)
     proc = subprocess.Popen(
         [sys.executable, str(script), f"127.0.0.1:{port}", str(env_file)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
 
@@ -124,10 +125,18 @@ def test_library_app_object_gets_env_file_in_workers(tmp_path):
             except httpx.TransportError:
                 return ""
 
-        assert wait_until(
-            answer, 20, "the embedded server", lambda: (tmp_path / "embed.log").read_text()
-        ) == ("from-file")
+        def log() -> str:
+            return (tmp_path / "embed.log").read_text()
+
+        assert wait_until(answer, 20, "the embedded server", log) == "from-file"
+        # Fork mode cannot re-import the app, but HUP still gives new workers the file as it is now.
+        env_file.write_text("GREETING=changed\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_until(lambda: answer() == "changed", 20, "a generation 2 worker with the new value", log)
     finally:
+        family = psutil.Process(proc.pid).children(recursive=True)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        log.close()
+        log_file.close()
+        _gone, alive = psutil.wait_procs(family, timeout=5)
+        assert not alive, f"processes left behind: {alive}"
