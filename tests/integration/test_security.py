@@ -179,8 +179,9 @@ def test_proxy_headers_trusted_only_from_forwarded_allow_ips(serve, allow, trust
     assert ("strict-transport-security" in response.headers) is trusted
 
 
-def test_request_over_the_size_limit_gets_413_and_the_worker_lives(serve):
-    server = serve("--limit-max-request-size", "1k", app="bodyapp:app", wait=1)
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_request_over_the_size_limit_gets_413_and_the_worker_lives(serve, http):
+    server = serve("--limit-max-request-size", "1k", "--http", http, app="bodyapp:app", wait=1)
     [pid] = server.workers()
     with httpx.Client(base_url=server.url, timeout=10) as client:
         assert client.post("/", content=b"x" * 1024).text.split()[:2] == ["1024", str(pid)]
@@ -198,8 +199,9 @@ def test_request_over_the_size_limit_gets_413_and_the_worker_lives(serve):
     assert "Traceback" not in server.log()
 
 
-def test_too_many_header_fields_get_431(serve):
-    server = serve("--max-header-count", "20", app="bodyapp:app", wait=1)
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_too_many_header_fields_get_431(serve, http):
+    server = serve("--max-header-count", "20", "--http", http, app="bodyapp:app", wait=1)
     [pid] = server.workers()
     many = {f"x-h{i}": "1" for i in range(30)}
     response = httpx.get(server.url, headers=many, timeout=10)
