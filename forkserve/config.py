@@ -600,7 +600,8 @@ class Config:
     limit_concurrency: int | None = setting(
         None, "--limit-concurrency", parse=parse_optional_int(1), metavar="N", group="Limits",
         default_text="no limit",
-        help="Answer 503 to new requests while a worker has this many connections or requests in flight.",
+        help="Answer 503 to a request arriving while its worker already has this many other connections "
+        "or requests in flight.",
     )  # fmt: skip
     limit_max_request_size: int = setting(
         0, "--limit-max-request-size", parse=parse_size, metavar="BYTES", group="Limits",

@@ -4,10 +4,12 @@ The master reads the file (at start, and again on each HUP) and hands the values
 generation's zygote in its spec; the zygote puts them in ``os.environ`` before it imports the app,
 so they are there at import time and in every worker forked after. An app object (fork mode) has
 one zygote for every generation and was imported before forkserve ran: there the values re-read
-on HUP travel with each "spawn" request, and the new worker sets them before it serves. Reading it in the master, not in
-the zygote, is what lets a broken file abort a reload with one clear line while the old generation
-keeps serving, instead of failing in a zygote. The master's own environment is never changed: a
-variable removed from the file is gone from the next generation.
+on HUP travel with each "spawn" request, and the new worker sets them before it serves.
+
+Reading the file in the master, not in the zygote, is what lets a broken file abort a reload with
+one clear line while the old generation keeps serving, instead of failing in a zygote. The
+master's own environment is never changed: a variable removed from the file is gone from the next
+generation.
 
 Variables already in forkserve's environment win over the file, as with uvicorn's --env-file and
 python-dotenv's default: an operator can override one value without editing the file.
