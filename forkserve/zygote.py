@@ -38,6 +38,8 @@ from forkserve.errors import ForkserveError
 from forkserve.logs import LogSetup, short_traceback
 from forkserve.scoreboard import Scoreboard
 
+SPEC_VARIABLE = "FORKSERVE_ZYGOTE_SPEC"
+
 
 @dataclass
 class ZygoteSpec:
@@ -261,7 +263,8 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    spec = ZygoteSpec.from_json(args[0])
+    # Popped, so neither the app nor the workers see it in os.environ.
+    spec = ZygoteSpec.from_json(args[0] if args else os.environ.pop(SPEC_VARIABLE))
     logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file)
     try:
         return run(spec, logs)

@@ -14,7 +14,7 @@ from typing import Any
 
 import forkserve
 from forkserve import messages
-from forkserve.zygote import ZygoteSpec
+from forkserve.zygote import SPEC_VARIABLE, ZygoteSpec
 
 
 @dataclass
@@ -62,10 +62,14 @@ def _python_path_env() -> dict[str, str]:
 def start_exec(spec: ZygoteSpec, zygote_end: socket.socket) -> subprocess.Popen[bytes]:
     """A fresh interpreter: new code on every generation, sharing nothing but inherited fds."""
     pass_fds = [*spec.listener_fds, spec.scoreboard_fd, zygote_end.fileno(), spec.alive_fd]
+    env = _python_path_env()
+    # In the environment, not argv: the spec holds --keyfile-password and --env-file's variables,
+    # and any user can read a process's argv (ps), while only its owner can read its environment.
+    env[SPEC_VARIABLE] = spec.to_json()
     return subprocess.Popen(
-        [sys.executable, "-m", "forkserve._zygote_entry", spec.to_json()],
+        [sys.executable, "-m", "forkserve._zygote_entry"],
         pass_fds=pass_fds,
-        env=_python_path_env(),
+        env=env,
         close_fds=True,
     )
 

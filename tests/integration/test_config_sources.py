@@ -71,6 +71,9 @@ def test_env_file_is_seen_at_import_and_in_workers_and_reread_on_hup(serve, tmp_
     env_file.write_text("GREETING=hello\n")
     server = serve("--env-file", str(env_file), "-w", "2", app="envapp:app", wait=2)
     assert server.get().text == "hello hello 1"
+    # The values are the app's secrets: never on a command line, where any user can read them.
+    for pid in server.processes():
+        assert "hello" not in " ".join(psutil.Process(pid).cmdline())
 
     env_file.write_text("# changed\nGREETING='bonjour'\n")
     server.signal(signal.SIGHUP)
