@@ -5,19 +5,41 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from forkserve.config import Config, Source, env_source, resolve
+from forkserve.configfile import discovered_source, file_source
 from forkserve.logs import LogSetup
 from forkserve.master import Master
 
 
 def build_config(
-    settings: Mapping[str, Any], *, environ: Mapping[str, str] | None = None, cli: bool = False
+    settings: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    cli: bool = False,
+    cwd: Path | None = None,
 ) -> tuple[Config, dict[str, str]]:
-    """defaults < FORKSERVE_* environment < the caller's settings (keyword arguments or flags)."""
-    env = env_source(os.environ if environ is None else environ)
-    return resolve([env, Source("cli" if cli else "kwargs", settings)])
+    """defaults < config file < FORKSERVE_* environment < the caller's settings (kwargs or flags).
+
+    The file is ``config`` (``-c``, ``FORKSERVE_CONFIG``, ``config=``); without one, the command
+    line (``cli=True``) reads the [tool.forkserve] table of CWD/pyproject.toml if there is one.
+    """
+    environ = os.environ if environ is None else environ
+    env = env_source(environ)
+    caller = Source("cli" if cli else "kwargs", settings)
+    named = settings.get("config") or environ.get("FORKSERVE_CONFIG")
+    if isinstance(named, os.PathLike):
+        named = os.fspath(named)
+    sources = [env, caller]
+    if isinstance(named, str) and named:
+        sources.insert(0, file_source(named))
+    elif cli and not named:
+        found = discovered_source(cwd or Path.cwd())
+        if found is not None:
+            sources.insert(0, found)
+    return resolve(sources)
 
 
 class Server:

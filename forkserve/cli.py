@@ -9,13 +9,14 @@ exit code; never a traceback for a user's mistake.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
 from forkserve import __version__
 from forkserve.api import build_config
-from forkserve.config import SETTINGS, Setting
+from forkserve.config import SETTINGS, Config, Setting
 from forkserve.errors import ForkserveError
 from forkserve.logs import LogSetup
 from forkserve.master import Master
@@ -43,7 +44,40 @@ def fail(error: ForkserveError) -> None:
     sys.exit(error.exit_code)
 
 
-def serve(app: str | None, **values: Any) -> None:
+SECRET_SETTINGS = frozenset({"keyfile_password"})
+
+
+def effective_settings(config: Config, origins: Mapping[str, str]) -> str:
+    """--print-config: every setting, its effective value and where that value came from."""
+    rows = []
+    for spec in SETTINGS:
+        value = getattr(config, spec.name)
+        if value is None:
+            shown = "(not set)"
+        elif spec.name in SECRET_SETTINGS:
+            shown = "(hidden)"
+        elif isinstance(value, bool):
+            shown = "on" if value else "off"
+        elif isinstance(value, tuple):
+            shown = ", ".join(str(item) for item in value) or "(none)"
+        else:
+            shown = str(value)
+        rows.append((spec.name.replace("_", "-"), shown, origins.get(spec.name, "default")))
+    name_width = max(len(row[0]) for row in rows)
+    value_width = min(40, max(len(row[1]) for row in rows))
+    lines = [f"{'setting':<{name_width}}  {'value':<{value_width}}  from"]
+    lines += [f"{name:<{name_width}}  {shown:<{value_width}}  {origin}" for name, shown, origin in rows]
+    return "\n".join(lines)
+
+
+def serve(app: str | None, print_config: bool = False, **values: Any) -> None:
+    if print_config:
+        try:
+            config, origins = build_config(values, cli=True)
+        except ForkserveError as error:
+            fail(error)
+        click.echo(effective_settings(config, origins))
+        sys.exit(0)
     if not app:
         click.echo(
             "forkserve: error: missing APP; name your ASGI app as module:attribute, "
@@ -83,6 +117,13 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 command.params.append(
     click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
                  help="Show the version and exit.")
+)  # fmt: skip
+
+
+command.params.append(
+    click.Option(["--print-config"], is_flag=True, default=False,
+                 help="Print every setting's effective value and where it came from (default, file, "
+                 "environment variable or flag), then exit.")
 )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class Setting:
     # Shown in the docs instead of repr(default) where the default is computed or wordy.
     default_text: str = ""
     group: str = "Server"
+    # For a repeatable setting: how one environment variable separates several values (docs only;
+    # the parser splits).
+    list_separator: str = "commas or spaces"
 
 
 def setting(
@@ -61,6 +65,7 @@ def setting(
     multiple: bool = False,
     default_text: str = "",
     group: str = "Server",
+    list_separator: str = "commas or spaces",
 ) -> Any:
     meta = {
         "flags": flags,
@@ -72,6 +77,7 @@ def setting(
         "multiple": multiple,
         "default_text": default_text,
         "group": group,
+        "list_separator": list_separator,
     }
     return field(default=default, metadata={"forkserve": meta})
 
@@ -153,6 +159,13 @@ def parse_optional_str(raw: Any) -> str | None:
     return parse_str(raw) or None
 
 
+def parse_optional_path(raw: Any) -> str | None:
+    """A file or directory name (a str or an os.PathLike such as pathlib.Path), or None."""
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    return parse_optional_str(raw)
+
+
 def parse_optional_workers(raw: Any) -> int | None:
     """A worker count, or None (unset: follow -w)."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
@@ -227,6 +240,87 @@ def parse_ip_list(raw: Any) -> str:
                 f"{host!r} is not an IP address or network; expected e.g. 10.0.0.0/8,127.0.0.1 or *"
             ) from None
     return ",".join(hosts)
+
+
+def parse_optional_int(minimum: int = 0) -> Parser:
+    """A whole number, or None (unset) for None or an empty string."""
+
+    def parse(raw: Any) -> int | None:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        return parse_int(minimum)(raw)  # type: ignore[no-any-return]
+
+    return parse
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+
+
+def parse_size(raw: Any) -> int:
+    """A number of bytes: 1048576, 512k, 10M or 1GB (binary units); 0 means no limit."""
+    if isinstance(raw, bool):
+        raise ValueError("expected a size in bytes, e.g. 1048576, 512k or 10M")
+    match = re.fullmatch(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*", str(raw))
+    unit = match[2].lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError("expected a size in bytes, e.g. 1048576, 512k or 10M")
+    return int(match[1]) * _SIZE_UNITS[unit]
+
+
+def _items(raw: Any, split: str) -> list[str]:
+    """The values of a repeatable setting: a list (CLI, TOML, kwargs) or one string to split (env)."""
+    if isinstance(raw, Mapping):
+        return [f"{key}={value}" for key, value in raw.items()]
+    if isinstance(raw, str):
+        return [part.strip() for part in re.split(split, raw) if part.strip()]
+    items = list(raw)
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError("expected a list of strings")
+    return [item.strip() for item in items if item.strip()]
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def parse_header_overrides(raw: Any) -> tuple[str, ...]:
+    """NAME=VALUE pairs (an empty VALUE removes that header), kept as canonical text."""
+    pairs = []
+    for item in _items(raw, r"[\r\n]+"):
+        name, equals, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not equals or not _TOKEN.fullmatch(name):
+            raise ValueError(f"{item!r} is not NAME=VALUE; expected e.g. X-Frame-Options=DENY")
+        if any(ord(char) < 32 and char != "\t" for char in value):
+            raise ValueError(f"the value of {name} holds a control character")
+        pairs.append(f"{name}={value}")
+    return tuple(pairs)
+
+
+def parse_static(raw: Any) -> tuple[str, ...]:
+    """/PREFIX=DIR mounts, kept as canonical text; the directories are checked at start."""
+    mounts = []
+    for item in _items(raw, r"[,\s]+"):
+        prefix, equals, directory = item.partition("=")
+        prefix = prefix.strip().rstrip("/")
+        if not equals or not prefix.startswith("/") or not directory.strip():
+            raise ValueError(f"{item!r} is not /PREFIX=DIR; expected e.g. /static=./static")
+        mounts.append(f"{prefix}={directory.strip()}")
+    prefixes = [mount.partition("=")[0] for mount in mounts]
+    for prefix in prefixes:
+        if prefixes.count(prefix) > 1:
+            raise ValueError(f"{prefix} is mounted twice; give each prefix once")
+    return tuple(mounts)
+
+
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+
+
+def parse_tls_version(raw: Any) -> str:
+    text = str(raw).strip()
+    for version in TLS_VERSIONS:
+        if text.lower() == version.lower():
+            return version
+    raise ValueError("expected the lowest TLS version to accept: " + " or ".join(TLS_VERSIONS))
 
 
 @dataclass(frozen=True)
@@ -493,6 +587,82 @@ class Config:
         metavar="auto|none|websockets|websockets-sansio|wsproto", group="Protocol",
         help="WebSocket implementation; 'none' refuses upgrades.",
     )  # fmt: skip
+    # -- Configuration sources, security and limits (docs/configuration-sources.md, docs/security.md)
+    config: str | None = setting(
+        None, "-c", "--config", parse=parse_optional_path, metavar="FILE", group="Configuration",
+        default_text="[tool.forkserve] in ./pyproject.toml, if any",
+        help="Read settings from this TOML file (keys are the setting names). Without it, the command "
+        "line reads the [tool.forkserve] table of ./pyproject.toml. The environment and flags override it.",
+    )  # fmt: skip
+    env_file: str | None = setting(
+        None, "--env-file", parse=parse_optional_path, metavar="FILE", group="Configuration",
+        help="A .env file (python-dotenv syntax) whose variables the app sees, at import and in every "
+        "worker; re-read on HUP. Variables already set in forkserve's environment win.",
+    )  # fmt: skip
+    certfile: str | None = setting(
+        None, "--certfile", parse=parse_optional_path, metavar="FILE", group="TLS",
+        help="Serve HTTPS with this PEM certificate chain (it may hold the key too).",
+    )  # fmt: skip
+    keyfile: str | None = setting(
+        None, "--keyfile", parse=parse_optional_path, metavar="FILE", group="TLS",
+        help="The PEM private key of --certfile.",
+    )  # fmt: skip
+    keyfile_password: str | None = setting(
+        None, "--keyfile-password", parse=parse_optional_str, metavar="PASSWORD", group="TLS",
+        help="Password of an encrypted --keyfile (prefer the environment variable to the flag).",
+    )  # fmt: skip
+    ca_certs: str | None = setting(
+        None, "--ca-certs", parse=parse_optional_path, metavar="FILE", group="TLS",
+        help="PEM CA certificates to verify client certificates against (with --cert-reqs).",
+    )  # fmt: skip
+    cert_reqs: str = setting(
+        "none", "--cert-reqs", parse=parse_choice("none", "optional", "required"),
+        metavar="none|optional|required", group="TLS",
+        help="Whether clients must present a certificate signed by --ca-certs (mutual TLS).",
+    )  # fmt: skip
+    ssl_version: str = setting(
+        "TLSv1.2", "--ssl-version", parse=parse_tls_version, metavar="|".join(TLS_VERSIONS), group="TLS",
+        help="The lowest TLS version accepted.",
+    )  # fmt: skip
+    ciphers: str | None = setting(
+        None, "--ciphers", parse=parse_optional_str, metavar="OPENSSL-CIPHERS", group="TLS",
+        default_text="Python's ssl defaults",
+        help="OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are not configurable this way).",
+    )  # fmt: skip
+    limit_concurrency: int | None = setting(
+        None, "--limit-concurrency", parse=parse_optional_int(1), metavar="N", group="Limits",
+        default_text="no limit",
+        help="Answer 503 to a request arriving while its worker already has this many other connections "
+        "or requests in flight.",
+    )  # fmt: skip
+    limit_max_request_size: int = setting(
+        0, "--limit-max-request-size", parse=parse_size, metavar="BYTES", group="Limits",
+        default_text="0 (no limit)",
+        help="Answer 413 to a request whose body is larger: at once from Content-Length, or as a chunked "
+        "body streams past it. Accepts 512k, 10M, 1G. 0: no limit.",
+    )  # fmt: skip
+    max_header_count: int = setting(
+        100, "--max-header-count", parse=parse_int(1), metavar="N", group="Limits",
+        help="Answer 431 to a request with more header fields than this.",
+    )  # fmt: skip
+    secure_headers: bool = setting(
+        False, "--secure-headers", parse=parse_bool, is_flag=True, group="Security",
+        help="Add the browser security headers helmet adds (X-Content-Type-Options, X-Frame-Options, "
+        "Referrer-Policy, Cross-Origin-Opener-Policy, and Strict-Transport-Security over https) to every "
+        "response that does not set them itself.",
+    )  # fmt: skip
+    secure_header: tuple[str, ...] = setting(
+        (), "--secure-header", parse=parse_header_overrides, metavar="NAME=VALUE", group="Security",
+        multiple=True, list_separator="newlines", default_text="none",
+        help="Override one --secure-headers header, or add one; an empty VALUE removes it. Repeat for "
+        "several.",
+    )  # fmt: skip
+    static: tuple[str, ...] = setting(
+        (), "--static", parse=parse_static, metavar="/PREFIX=DIR", group="Security", multiple=True,
+        default_text="none",
+        help="Serve the files under DIR at /PREFIX from the workers, before the app. For small deployments; "
+        "see docs/security.md for the nginx recipe. Repeat for several.",
+    )  # fmt: skip
 
     @staticmethod
     def settings() -> list[Setting]:
@@ -540,7 +710,7 @@ def _origin(source: Source, spec: Setting, key: str) -> str:
     if source.kind == "env":
         return key
     if source.kind == "file":
-        return f"{source.label}: {spec.name}"
+        return f"{source.label}: {key} ="
     return f"{spec.name}="
 
 
@@ -577,6 +747,36 @@ def _bad_item(spec: Setting, raw: Any) -> Any:
     return raw
 
 
+def _setting_named(source: Source, key: str) -> Setting:
+    """The setting a key of a file, keyword-argument or CLI source names, or a ConfigError."""
+    # A file may spell names as flags do (graceful-timeout) or as Python does (graceful_timeout).
+    name = key.replace("-", "_") if source.kind == "file" else key
+    spec = SETTINGS_BY_NAME.get(name)
+    where = f"{source.label}: " if source.label else ""
+    if spec is None:
+        candidates = list(SETTINGS_BY_NAME)
+        if source.kind == "file" and "-" in key:
+            candidates = [candidate.replace("_", "-") for candidate in candidates]
+        suggestion = _suggest(key, candidates)
+        raise ConfigError(
+            f"{where}unknown setting {key!r}{suggestion}; see docs/configuration.md for the list"
+        )
+    if source.kind == "file" and spec.name == "config":
+        raise ConfigError(f"{where}{key!r} cannot be set inside a config file; pass -c on the command line")
+    return spec
+
+
+def _origin_label(source: Source, spec: Setting, key: str) -> str:
+    """Where a value came from, as --print-config shows it."""
+    if source.kind == "env":
+        return f"env {key}"
+    if source.label:
+        return source.label
+    if source.kind == "cli":
+        return f"flag {spec.flags[-1]}"
+    return source.kind
+
+
 def resolve(sources: Sequence[Source]) -> tuple[Config, dict[str, str]]:
     """Merge raw sources, later ones winning, into a validated Config and each value's origin.
 
@@ -593,23 +793,16 @@ def resolve(sources: Sequence[Source]) -> tuple[Config, dict[str, str]]:
                 if spec is None:
                     continue
             else:
-                found = SETTINGS_BY_NAME.get(key)
-                if found is None:
-                    where = f"{source.label}: " if source.label else ""
-                    raise ConfigError(
-                        f"{where}unknown setting {key!r}{_suggest(key, SETTINGS_BY_NAME)}; "
-                        "see docs/configuration.md for the list"
-                    )
-                spec = found
+                spec = _setting_named(source, key)
             if raw is None or (spec.multiple and source.kind == "cli" and raw == ()):
                 continue
-            if spec.multiple and not isinstance(raw, str | BindSpec):
+            if spec.multiple and not isinstance(raw, str | BindSpec | Mapping):
                 raw = tuple(raw)  # a generator must survive being read twice
             try:
                 values[spec.name] = spec.parse(raw)
             except ValueError as exc:
                 raise ConfigError(f"{_origin(source, spec, key)} {_bad_item(spec, raw)!r}: {exc}") from None
-            origins[spec.name] = source.label or (f"env {key}" if source.kind == "env" else source.kind)
+            origins[spec.name] = _origin_label(source, spec, key)
     config = Config(**values)
     _check_consistency(config)
     return config, origins

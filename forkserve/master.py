@@ -28,11 +28,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from forkserve import events, messages, privileges, sockets, systemd, upgrade, zygotes
+from forkserve import events, messages, privileges, sockets, systemd, tls, upgrade, zygotes
 from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.config import DEFAULTS, Config
 from forkserve.devreload import SourceWatcher
+from forkserve.envfile import read_env_file
 from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
 from forkserve.exits import describe_status, signal_name
 from forkserve.generations import Generations, ZygoteExit
@@ -51,6 +52,7 @@ from forkserve.registry import WorkerRegistry, waitpid
 from forkserve.scoreboard import Scoreboard, StopMode
 from forkserve.services import Service, build_services
 from forkserve.sizing import cpu_budget
+from forkserve.static import check_mounts
 from forkserve.zygote import ZygoteSpec
 from forkserve.zygote import run as run_zygote
 
@@ -100,6 +102,7 @@ class Master:
         self.identity: privileges.Identity | None = None
         self.events = events.EventLog()
         self.services: list[Service] = []
+        self.app_environ: dict[str, str] = {}  # --env-file's variables for the next generation
         self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
         self.alive_r = self.alive_w = -1
         self._wake_r, self._wake_w = socket.socketpair()
@@ -154,6 +157,11 @@ class Master:
             if self.config.chdir:
                 # Once, here: zygotes and workers inherit the directory (and the relative --app-dir).
                 prepare_chdir(self.config.chdir)
+            if self.config.env_file:
+                self.app_environ = read_env_file(self.config.env_file)
+            # Checked here, before binding, so a bad file is a config error (exit 2), not a boot failure.
+            tls.server_context(self.config)
+            check_mounts(self.config.static)
             self.desired = self._resolve_workers()
             if self.config.umask is not None:
                 os.umask(self.config.umask)
@@ -183,7 +191,9 @@ class Master:
                 "forkserve %s starting (master pid %d) for %s", _version(), os.getpid(), self.app_name
             )
             for listener in self.listeners:
-                scheme = "unix" if listener.spec.kind == "unix" else "http"
+                scheme = (
+                    "unix" if listener.spec.kind == "unix" else "https" if self.config.certfile else "http"
+                )
                 logger.info(
                     "Listening at: %s://%s%s", scheme, listener.address.removeprefix("unix:"),
                     " (socket activation)" if listener in self.listeners[: len(activated)] else "",
@@ -387,10 +397,20 @@ class Master:
         generation = self.generations.next_number()
         self.reloading = (generation, time.monotonic())
         self.events.emit(events.RELOAD_STARTED, f"reload to generation {generation}", generation=generation)
+        if self.config.env_file:
+            try:
+                self.app_environ = read_env_file(self.config.env_file)
+            except ConfigError as error:
+                logger.error("reload aborted: %s; the running generation keeps serving", error)
+                self._reload_ended(generation, aborted=str(error))
+                return
         if not self.exec_mode:
             # An app object cannot be re-imported: new workers come from the same zygote.
             logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
             self.generations.share_zygote(generation)
+            if self.config.env_file:
+                # Too late for the app's import; each new worker sets these before it serves.
+                self.generations.zygotes[-1].environ = self.app_environ
             return
         logger.info("reloading: starting generation %d", generation)
         self._start_zygote(generation)
@@ -409,6 +429,7 @@ class Master:
             scoreboard_capacity=self.scoreboard.capacity,
             channel_fd=zygote_end.fileno(),
             alive_fd=self.alive_r,
+            environ=self.app_environ,
         )
         proc = None
         if self.exec_mode:

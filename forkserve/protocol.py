@@ -23,6 +23,12 @@ Two limits against hostile or broken clients, which uvicorn lacks on the httptoo
   A slowloris client trickling one byte at a time is closed; so is a connection that never speaks.
 * ``--max-header-size``: a head that grows past this many bytes gets 431 and a close, before the
   parser has buffered it all.
+* ``--max-header-count`` (431) and ``--limit-max-request-size`` (413), checked once per request at
+  the moment uvicorn picks the ASGI app to run it (``app`` below is a property for that reason):
+  the head is parsed, no body byte has reached the app. A Content-Length over the limit is refused
+  at once; a chunked body gets a per-request wrapper that counts it as it streams. Both answers
+  carry ``Connection: close``, and the unread body is read and dropped by the lingering close, so
+  the client sees the answer rather than a reset, and the worker goes on serving.
 
 uvicorn's server waits for the connections to go, up to ``--graceful-timeout``. The classes below
 are uvicorn's own with this one behaviour changed, so everything else (websocket upgrades, TLS,
@@ -41,6 +47,72 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 DRAIN_IDLE_CHECK = 0.1
 LINGER = 2.0
 _HEAD_END = b"\r\n\r\n"
+_HEADERS_TOO_MANY = b"Too many request header fields\n"
+_BODY_TOO_LARGE = b"Request body too large\n"
+
+
+async def _reject(send: Any, status: int, body: bytes) -> None:
+    headers = [
+        (b"content-type", b"text/plain"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def too_many_headers(scope: Any, receive: Any, send: Any) -> None:
+    await _reject(send, 431, _HEADERS_TOO_MANY)
+
+
+async def body_too_large(scope: Any, receive: Any, send: Any) -> None:
+    await _reject(send, 413, _BODY_TOO_LARGE)
+
+
+class BodyLimit:
+    """One chunked request: count its body as the app reads it; past the limit, stop it.
+
+    Before the app has started its response the client gets 413; after, there is no way to say so
+    in HTTP/1.1, so the connection is closed. Either way the app is told the client disconnected,
+    and whatever it sends afterwards is dropped.
+    """
+
+    def __init__(self, app: Any, limit: int, close: Any) -> None:
+        self.app = app
+        self.limit = limit
+        self.close = close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        received = 0
+        started = over = False
+
+        async def counting_receive() -> Any:
+            nonlocal received, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    over = True
+                    if started:
+                        self.close()
+                    else:
+                        await _reject(send, 413, _BODY_TOO_LARGE)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal started
+            if over:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+
 _TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
     b"content-length: 32\r\nconnection: close\r\n\r\nRequest header fields too large\n"
@@ -117,12 +189,38 @@ class DrainingMixin:
     # request is part-way in.
     header_deadline: float | None = None
     header_bytes = 0
+    max_header_count = 100
+    max_request_size = 0  # 0: no limit
+    _app: Any = None
     # Provided by the uvicorn protocol this is mixed into.
+    scope: Any
     cycle: Any
     transport: Any
     loop: Any
     timeout_keep_alive: int
     timeout_keep_alive_task: Any
+
+    @property
+    def app(self) -> Any:
+        """The ASGI app for the request whose head was just parsed (uvicorn reads it once per request)."""
+        headers = self.scope["headers"]
+        if len(headers) > self.max_header_count:
+            return too_many_headers
+        limit = self.max_request_size
+        if limit:
+            for name, value in headers:
+                if name == b"content-length":
+                    try:
+                        return body_too_large if int(value) > limit else self._app
+                    except ValueError:
+                        return self._app  # the parser has refused it already
+                if name == b"transfer-encoding" and b"chunked" in value.lower():
+                    return BodyLimit(self._app, limit, self.transport.close)
+        return self._app
+
+    @app.setter
+    def app(self, app: Any) -> None:
+        self._app = app
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[misc]
@@ -206,7 +304,12 @@ else:
 
 
 def http_protocol_class(
-    name: str, *, header_timeout: float = 10.0, max_header_size: int = 65536
+    name: str,
+    *,
+    header_timeout: float = 10.0,
+    max_header_size: int = 65536,
+    max_header_count: int = 100,
+    max_request_size: int = 0,
 ) -> type[Any]:
     """The draining protocol class for --http (auto = httptools where it is installed)."""
     base = (
@@ -215,6 +318,10 @@ def http_protocol_class(
         else DrainingHttpToolsProtocol
     )
     # A subclass per configuration, so the limits are class attributes the hot path reads directly.
-    return type(
-        base.__name__, (base,), {"header_timeout": header_timeout, "max_header_size": max_header_size}
-    )
+    limits = {
+        "header_timeout": header_timeout,
+        "max_header_size": max_header_size,
+        "max_header_count": max_header_count,
+        "max_request_size": max_request_size,
+    }
+    return type(base.__name__, (base,), limits)

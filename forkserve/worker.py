@@ -59,7 +59,11 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
         app,
         loop=config.loop,
         http=http_protocol_class(
-            config.http, header_timeout=config.header_timeout, max_header_size=config.max_header_size
+            config.http,
+            header_timeout=config.header_timeout,
+            max_header_size=config.max_header_size,
+            max_header_count=config.max_header_count,
+            max_request_size=config.limit_max_request_size,
         ),
         ws=config.ws,
         lifespan=config.lifespan,  # type: ignore[arg-type]  # validated by the settings table
@@ -71,6 +75,8 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
         root_path=config.root_path,
         backlog=config.backlog,
         timeout_keep_alive=config.keep_alive,
+        # uvicorn counts the connection asking too (N lets N - 1 others in); forkserve's N means N.
+        limit_concurrency=config.limit_concurrency + 1 if config.limit_concurrency else None,
         timeout_graceful_shutdown=max(1, int(config.graceful_timeout)),
     )
 

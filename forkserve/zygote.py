@@ -28,14 +28,17 @@ import selectors
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from forkserve import messages, privileges
 from forkserve.config import Config, Source, resolve
+from forkserve.envfile import apply_env
 from forkserve.errors import ConfigError, ForkserveError
 from forkserve.logs import LogSetup, short_traceback
 from forkserve.scoreboard import Scoreboard
+
+SPEC_VARIABLE = "FORKSERVE_ZYGOTE_SPEC"
 
 
 @dataclass
@@ -51,6 +54,8 @@ class ZygoteSpec:
     scoreboard_capacity: int
     channel_fd: int
     alive_fd: int
+    # --env-file's variables, read by the master for this generation; set before the app is imported.
+    environ: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         assert isinstance(self.app, str), "only an import string can cross exec"
@@ -66,6 +71,7 @@ class ZygoteSpec:
             "scoreboard_capacity": self.scoreboard_capacity,
             "channel_fd": self.channel_fd,
             "alive_fd": self.alive_fd,
+            "environ": self.environ,
         }
         return json.dumps(data)
 
@@ -115,21 +121,29 @@ class Zygote:
         self.listeners = [socket.socket(fileno=fd) for fd in spec.listener_fds]
         self.scoreboard = Scoreboard(spec.scoreboard_fd, spec.scoreboard_capacity)
         self.uv_config: Any = None
+        # The environment before --env-file's variables: a fork-mode worker of a later generation
+        # starts from it, so a variable removed from the file is gone.
+        self.base_environ: dict[str, str] = dict(os.environ)
 
     def load(self) -> bool:
         """Import the app and load uvicorn's config; report the outcome to the master."""
         # Imported here, not at the top: the master imports this module for ZygoteSpec and must stay
         # free of uvicorn and the app's stack (it never serves; every MB there is per server).
-        from forkserve import worker
+        from forkserve import appwrap, tls, worker
         from forkserve.appload import load_app, prepare_path
 
+        apply_env(self.spec.environ, os.environ)
         try:
+            # Built per generation, so a HUP after renewing the certificate serves the new one; and
+            # before dropping privileges, so the key file may stay readable by root alone.
+            ssl_context = tls.server_context(self.spec.config)
             # Before the app's first line runs, and for good: workers inherit the identity.
             become_configured_user(self.spec.config)
             prepare_path(self.spec.config.app_dir)
             app = load_app(self.spec.app, factory=self.spec.config.factory)
-            self.uv_config = worker.uvicorn_config(self.spec.config, app)
+            self.uv_config = worker.uvicorn_config(self.spec.config, appwrap.wrap(app, self.spec.config))
             self.uv_config.load()
+            self.uv_config.ssl = ssl_context
         except ForkserveError as exc:
             messages.send(
                 self.channel,
@@ -168,10 +182,21 @@ class Zygote:
                     return 0
                 if message.get("op") == "spawn":
                     self.spawn(
-                        selector, int(message["worker_id"]), int(message["slot"]), int(message["generation"])
+                        selector,
+                        int(message["worker_id"]),
+                        int(message["slot"]),
+                        int(message["generation"]),
+                        message.get("environ"),
                     )
 
-    def spawn(self, selector: selectors.BaseSelector, worker_id: int, slot: int, generation: int) -> None:
+    def spawn(
+        self,
+        selector: selectors.BaseSelector,
+        worker_id: int,
+        slot: int,
+        generation: int,
+        environ: dict[str, str] | None = None,
+    ) -> None:
         pid_r, pid_w = os.pipe()
         intermediate = os.fork()
         if intermediate == 0:
@@ -182,6 +207,10 @@ class Zygote:
                 if pid == 0:
                     os.close(pid_w)
                     selector.close()
+                    if environ is not None:
+                        os.environ.clear()
+                        os.environ.update(self.base_environ)
+                        apply_env(environ, os.environ)
                     code = self.run_worker(worker_id, slot, generation)
                 else:
                     os.write(pid_w, str(pid).encode())
@@ -247,7 +276,8 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    spec = ZygoteSpec.from_json(args[0])
+    # Popped, so neither the app nor the workers see it in os.environ.
+    spec = ZygoteSpec.from_json(args[0] if args else os.environ.pop(SPEC_VARIABLE))
     logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file)
     try:
         return run(spec, logs)

@@ -14,7 +14,7 @@ from typing import Any
 
 import forkserve
 from forkserve import messages
-from forkserve.zygote import ZygoteSpec
+from forkserve.zygote import SPEC_VARIABLE, ZygoteSpec
 
 
 @dataclass
@@ -31,12 +31,20 @@ class ZygoteHandle:
     exited: bool = False
     # Fork mode reuses one zygote for every generation (it cannot re-import an object).
     generations: set[int] = field(default_factory=set)
+    # Fork mode: --env-file's variables as re-read on the last HUP, for the workers spawned since.
+    environ: dict[str, str] | None = None
 
     def spawn(self, worker_id: int, slot: int, generation: int) -> bool:
+        message: dict[str, object] = {
+            "op": "spawn",
+            "worker_id": worker_id,
+            "slot": slot,
+            "generation": generation,
+        }
+        if self.environ is not None:
+            message["environ"] = self.environ
         try:
-            messages.send(
-                self.channel, {"op": "spawn", "worker_id": worker_id, "slot": slot, "generation": generation}
-            )
+            messages.send(self.channel, message)
         except OSError:
             return False
         return True
@@ -54,10 +62,14 @@ def _python_path_env() -> dict[str, str]:
 def start_exec(spec: ZygoteSpec, zygote_end: socket.socket) -> subprocess.Popen[bytes]:
     """A fresh interpreter: new code on every generation, sharing nothing but inherited fds."""
     pass_fds = [*spec.listener_fds, spec.scoreboard_fd, zygote_end.fileno(), spec.alive_fd]
+    env = _python_path_env()
+    # In the environment, not argv: the spec holds --keyfile-password and --env-file's variables,
+    # and any user can read a process's argv (ps), while only its owner can read its environment.
+    env[SPEC_VARIABLE] = spec.to_json()
     return subprocess.Popen(
-        [sys.executable, "-m", "forkserve._zygote_entry", spec.to_json()],
+        [sys.executable, "-m", "forkserve._zygote_entry"],
         pass_fds=pass_fds,
-        env=_python_path_env(),
+        env=env,
         close_fds=True,
     )
 

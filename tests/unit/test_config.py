@@ -410,7 +410,7 @@ def test_env_source_picks_known_variables(environ: dict[str, str], expected: dic
             3,
             "env FORKSERVE_WORKERS",
         ),
-        ({"FORKSERVE_WORKERS": "3"}, "cli", {"workers": "7"}, "workers", 7, "cli"),
+        ({"FORKSERVE_WORKERS": "3"}, "cli", {"workers": "7"}, "workers", 7, "flag --workers"),
         ({"FORKSERVE_WORKERS": "3"}, "kwargs", {"workers": 7}, "workers", 7, "kwargs"),
         ({"FORKSERVE_WORKERS": "3"}, "kwargs", {"workers": "auto"}, "workers", "auto", "kwargs"),
         # None from the command line (an option not given) leaves the environment in force.
@@ -419,7 +419,14 @@ def test_env_source_picks_known_variables(environ: dict[str, str], expected: dic
         ({}, "cli", {"workers": None}, "workers", 1, "default"),
         # --no-access-log (False) is given, unlike None: it beats the environment.
         ({"FORKSERVE_ACCESS_LOG": "yes"}, "cli", {}, "access_log", True, "env FORKSERVE_ACCESS_LOG"),
-        ({"FORKSERVE_ACCESS_LOG": "yes"}, "cli", {"access_log": False}, "access_log", False, "cli"),
+        (
+            {"FORKSERVE_ACCESS_LOG": "yes"},
+            "cli",
+            {"access_log": False},
+            "access_log",
+            False,
+            "flag --access-log",
+        ),
         ({"FORKSERVE_TIMEOUT": "2.5"}, "cli", {}, "timeout", 2.5, "env FORKSERVE_TIMEOUT"),
         ({"FORKSERVE_TIMEOUT": "2.5"}, "kwargs", {"timeout": 0}, "timeout", 0.0, "kwargs"),
         ({"FORWARDED_ALLOW_IPS": "*"}, "cli", {}, "forwarded_allow_ips", "*", "env FORWARDED_ALLOW_IPS"),
@@ -444,7 +451,7 @@ def test_precedence_default_then_env_then_caller(
             {},
             {"bind": ("0.0.0.0:80", "unix:/tmp/x.sock")},
             (tcp("0.0.0.0", 80), BindSpec("unix", path="/tmp/x.sock")),
-            "cli",
+            "flag --bind",
         ),
         (
             {"FORKSERVE_BIND": "[::1]:81,fd://3"},
@@ -452,7 +459,12 @@ def test_precedence_default_then_env_then_caller(
             (tcp("::1", 81), BindSpec("fd", fd=3)),
             "env FORKSERVE_BIND",
         ),
-        ({"FORKSERVE_BIND": "[::1]:81,fd://3"}, {"bind": ("fd://5",)}, (BindSpec("fd", fd=5),), "cli"),
+        (
+            {"FORKSERVE_BIND": "[::1]:81,fd://3"},
+            {"bind": ("fd://5",)},
+            (BindSpec("fd", fd=5),),
+            "flag --bind",
+        ),
         ({"FORKSERVE_BIND": "[::1]:81"}, {"bind": ()}, (tcp("::1", 81),), "env FORKSERVE_BIND"),
     ],
 )
@@ -470,7 +482,7 @@ def test_origins_report_every_setting() -> None:
     )
     assert set(origins) == {spec.name for spec in SETTINGS}
     assert origins["timeout"] == "env FORKSERVE_TIMEOUT"
-    assert origins["workers"] == "cli"
+    assert origins["workers"] == "flag --workers"
     # Not given (None) is not an origin.
     assert origins["pid"] == "default"
     assert {name for name, origin in origins.items() if origin != "default"} == {"timeout", "workers"}
@@ -512,7 +524,7 @@ def test_unknown_environment_variables_are_ignored() -> None:
         (Source("cli", {"workers": "0"}), f"--workers '0': {WORKERS_EXPECTED}"),
         (
             Source("file", {"workers": "many"}, label="forkserve.toml"),
-            f"forkserve.toml: workers 'many': {WORKERS_EXPECTED}",
+            f"forkserve.toml: workers = 'many': {WORKERS_EXPECTED}",
         ),
         (
             Source("cli", {"timeout": "soon"}),
