@@ -31,6 +31,7 @@ def forkserve_config(argv: list[str], environ: dict[str, str]) -> tuple[str, Con
     context = command.make_context("forkserve", list(argv[1:]))
     values = dict(context.params)
     app = values.pop("app")
+    values.pop("print_config", None)
     config, _ = build_config(values, environ=environ, cli=True)
     return app, config
 
