@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from forkserve.errors import ConfigError
+from forkserve.hooks import Hook, parse_hook
 
 Workers = int | Literal["auto"]
 Parser = Callable[[Any], Any]
@@ -460,6 +461,31 @@ class Config:
         "auto", "--ws", parse=parse_choice("auto", "none", "websockets", "websockets-sansio", "wsproto"),
         metavar="auto|none|websockets|websockets-sansio|wsproto", group="Protocol",
         help="WebSocket implementation; 'none' refuses upgrades.",
+    )  # fmt: skip
+    on_starting: str | Hook | None = setting(
+        None, "--on-starting", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this in the master once the sockets are bound, before the app loads, with a ServerInfo. "
+        "If it raises, forkserve exits 3. See docs/cluster.md.",
+    )  # fmt: skip
+    on_reload: str | Hook | None = setting(
+        None, "--on-reload", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this in the master on each reload (HUP), before the new generation loads, with a "
+        "ServerInfo.",
+    )  # fmt: skip
+    post_fork: str | Hook | None = setting(
+        None, "--post-fork", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this in each worker right after the fork, before lifespan startup, with a WorkerInfo. "
+        "If it raises, the worker fails to boot.",
+    )  # fmt: skip
+    worker_ready: str | Hook | None = setting(
+        None, "--worker-ready", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this (or await it) in each worker after lifespan startup, before it serves, with a "
+        "WorkerInfo. If it raises, the worker fails to boot.",
+    )  # fmt: skip
+    worker_exit: str | Hook | None = setting(
+        None, "--worker-exit", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this (or await it) in each worker after it drained and ran lifespan shutdown, with a "
+        "WorkerInfo. Not called on QUIT.",
     )  # fmt: skip
 
     @staticmethod

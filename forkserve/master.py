@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from forkserve import events, messages, sockets, upgrade, zygotes
+from forkserve import events, hooks, messages, sockets, upgrade, zygotes
 from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.config import Config
@@ -173,6 +173,8 @@ class Master:
             self.services = build_services(self.config)
             for service in self.services:
                 service.start(self)
+            self._publish_fleet_size()
+            hooks.run_master_hook("on_starting", self.config, self._server_info(1))
             self._start_zygote(self.generations.next_number())
             if self.config.reload:
                 self.watcher = SourceWatcher([self.config.app_dir], self.reload)
@@ -364,6 +366,7 @@ class Master:
         generation = self.generations.next_number()
         self.reloading = (generation, time.monotonic())
         self.events.emit(events.RELOAD_STARTED, f"reload to generation {generation}", generation=generation)
+        hooks.run_master_hook("on_reload", self.config, self._server_info(generation))
         if not self.exec_mode:
             # An app object cannot be re-imported: new workers come from the same zygote.
             logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
@@ -531,7 +534,17 @@ class Master:
 
     # ------------------------------------------------------------------ workers
 
+    def _server_info(self, generation: int) -> hooks.ServerInfo:
+        return hooks.ServerInfo(os.getpid(), self.desired, generation, self.config)
+
+    def _publish_fleet_size(self) -> None:
+        """What ``forkserve.worker_info()`` reads in the workers: how many there are, and may be."""
+        header = self.scoreboard.header
+        header.workers = self.desired
+        header.max_workers = max(self.desired, self.scaling.settings.max_workers)
+
     def _reconcile(self, now: float) -> None:
+        self._publish_fleet_size()
         zygote = self.generations.current_zygote()
         if zygote is None:
             return
@@ -650,7 +663,8 @@ class Master:
         if verdict is Verdict.STOP_SERVER:
             if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
                 reason = (
-                    f"the app's lifespan startup failed in worker {record.worker_id} (its error is above)"
+                    f"the app's lifespan startup (or a worker hook) failed in worker {record.worker_id} "
+                    "(its error is above)"
                 )
             else:
                 reason = f"worker {record.worker_id} {words} before it served"

@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from forkserve import messages
+from forkserve import hooks, messages, workerinfo
 from forkserve.config import Config, Source, resolve
 from forkserve.errors import ForkserveError
 from forkserve.logs import LogSetup, short_traceback
@@ -56,6 +56,9 @@ class ZygoteSpec:
         assert isinstance(self.app, str), "only an import string can cross exec"
         settings = {name: getattr(self.config, name) for name in self.config.__dataclass_fields__}
         settings["bind"] = [str(spec) for spec in self.config.bind]
+        for name in hooks.WORKER_HOOKS + hooks.MASTER_HOOKS:
+            if settings[name] is not None:
+                settings[name] = hooks.reference(settings[name])
         data = {
             "app": self.app,
             "app_name": self.app_name,
@@ -106,6 +109,7 @@ class Zygote:
         self.listeners = [socket.socket(fileno=fd) for fd in spec.listener_fds]
         self.scoreboard = Scoreboard(spec.scoreboard_fd, spec.scoreboard_capacity)
         self.uv_config: Any = None
+        self.hooks = hooks.WorkerHooks()
 
     def load(self) -> bool:
         """Import the app and load uvicorn's config; report the outcome to the master."""
@@ -119,6 +123,7 @@ class Zygote:
             app = load_app(self.spec.app, factory=self.spec.config.factory)
             self.uv_config = worker.uvicorn_config(self.spec.config, app)
             self.uv_config.load()
+            self.hooks = hooks.WorkerHooks.from_config(self.spec.config)
         except ForkserveError as exc:
             messages.send(
                 self.channel,
@@ -197,8 +202,7 @@ class Zygote:
 
         gc.enable()
         # The app can size per-worker resources (a pool of budget // workers) from these.
-        os.environ["FORKSERVE_WORKER_ID"] = str(worker_id)
-        os.environ["FORKSERVE_GENERATION"] = str(generation)
+        workerinfo.bind(self.scoreboard, slot, worker_id, generation)
         title = f"forkserve: worker {worker_id} [{self.spec.app_name}] gen {generation}"
         ctx = worker.WorkerContext(
             worker_id=worker_id,
@@ -212,6 +216,7 @@ class Zygote:
             alive_fd=self.spec.alive_fd,
             logs=self.logs,
             config=self.spec.config,
+            hooks=self.hooks,
         )
         try:
             return worker.run(ctx)
