@@ -65,16 +65,16 @@ def parse_hook(raw: Any) -> str | Hook | None:
     return raw.strip()
 
 
-def reference(hook: str | Hook) -> str:
+def reference(setting: str, hook: str | Hook) -> str:
     """The import string that finds HOOK again in a fresh interpreter (a zygote started by exec)."""
     if isinstance(hook, str):
         return hook
     module = getattr(hook, "__module__", None)
-    name = getattr(hook, "__qualname__", "")
+    name = getattr(hook, "__qualname__", "") or repr(hook)
     if not module or module == "__main__" or "<" in name:
         raise ConfigError(
-            f"hook {name or hook!r} cannot be found by a new interpreter (it is defined in __main__ or "
-            "inside a function); define it at the top level of a module, or pass 'module:function'"
+            f"the {setting} hook {name} is defined in __main__ or inside a function, where a new "
+            "interpreter cannot find it; define it at the top level of a module, or pass 'module:function'"
         )
     return f"{module}:{name}"
 

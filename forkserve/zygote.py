@@ -56,9 +56,12 @@ class ZygoteSpec:
         assert isinstance(self.app, str), "only an import string can cross exec"
         settings = {name: getattr(self.config, name) for name in self.config.__dataclass_fields__}
         settings["bind"] = [str(spec) for spec in self.config.bind]
-        for name in hooks.WORKER_HOOKS + hooks.MASTER_HOOKS:
+        # The master's hooks run in the master only; the workers' must be found again after exec.
+        for name in hooks.MASTER_HOOKS:
+            settings[name] = None
+        for name in hooks.WORKER_HOOKS:
             if settings[name] is not None:
-                settings[name] = hooks.reference(settings[name])
+                settings[name] = hooks.reference(name, settings[name])
         data = {
             "app": self.app,
             "app_name": self.app_name,

@@ -160,3 +160,34 @@ def test_callable_hooks_from_the_library_cross_into_the_exec_zygote(serve, tmp_p
     server.wait_workers(2)
     wait_until(lambda: len(calls(log, "worker_ready")) == 2, 10, "worker_ready x2", server.tail)
     assert len(calls(log, "on_starting")) == 1 and len(calls(log, "post_fork")) == 2
+
+
+def test_a_worker_hook_defined_in_main_is_refused_with_the_fix(tmp_path):
+    import os
+
+    script = tmp_path / "main_hooks.py"
+    script.write_text(
+        "import sys, forkserve\n"
+        "def starting(info):\n"
+        "    print('on_starting ran in', info.pid, flush=True)\n"
+        "def forked(info):\n"
+        "    pass\n"
+        "try:\n"
+        f"    forkserve.run('hooked:app', bind='127.0.0.1:{free_port()}', app_dir={str(APPS)!r},\n"
+        "                  on_starting=starting, post_fork=forked)\n"
+        "except forkserve.ConfigError as error:\n"
+        "    print('error:', error, flush=True)\n"
+        "    sys.exit(error.exit_code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env=os.environ,
+    )
+    assert result.returncode == 2, result
+    # A master hook may live in __main__: it runs in the master. A worker hook must cross exec.
+    assert "on_starting ran in" in result.stdout
+    assert "error: the post_fork hook forked is defined in __main__ or inside a function" in result.stdout

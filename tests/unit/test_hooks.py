@@ -43,14 +43,16 @@ def test_a_bad_hook_setting_names_its_flag_or_variable():
 
 
 def test_a_callable_hook_becomes_an_import_string_for_a_fresh_interpreter():
-    assert hooks.reference(top_level_hook) == "tests.unit.test_hooks:top_level_hook"
-    assert hooks.reference("m:f") == "m:f"
+    assert hooks.reference("post_fork", top_level_hook) == "tests.unit.test_hooks:top_level_hook"
+    assert hooks.reference("post_fork", "m:f") == "m:f"
 
     def local(info: object) -> None:
         pass
 
-    with pytest.raises(ConfigError, match="defined in __main__ or inside a function"):
-        hooks.reference(local)
+    with pytest.raises(
+        ConfigError, match=r"^the worker_exit hook .*local is defined in __main__ or inside a"
+    ):
+        hooks.reference("worker_exit", local)
 
 
 def test_loading_a_hook():
