@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -15,7 +17,13 @@ def serve_example(
     serve: Callable[..., Any], target: str, *args: str, env: dict[str, str], workers: int
 ) -> Any:
     server = serve(target, "--app-dir", str(REPO), "-w", str(workers), *args, app=None, env=env)
-    server.wait_workers(workers, timeout=30)
+
+    def serving() -> bool:
+        if server.proc.poll() is not None:  # a bad flag or a broken example: say so now, not in 30 s
+            raise AssertionError(f"forkserve exited with {server.proc.returncode}\n{server.tail()}")
+        return len(server.ready_workers()) >= workers and len(server.workers()) == workers
+
+    wait_until(serving, 30, f"{workers} ready workers", server.tail)
     return server
 
 
