@@ -84,16 +84,18 @@ def _start(name: str, argv: list[str], directory: Path, port: int, **popen: obje
     return Component(name, proc, log_path, directory, port)
 
 
-def start_redis() -> Component:
+def start_redis(bind: tuple[str, ...] = ("127.0.0.1",)) -> Component:
     binary = require("redis-server", "redis-server")
     directory = Path(tempfile.mkdtemp(prefix="forkserve-redis-"))
     port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    # Bound to the addresses given and no others, so other "hosts" may connect without a password.
+    argv = [binary, "--port", str(port), "--bind", *bind, "--protected-mode", "no"]
+    argv += ["--save", "", "--appendonly", "no"]
     argv += ["--dir", str(directory), "--daemonize", "no"]
     redis = _start("redis-server", argv, directory, port)
 
     def pong() -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        with contextlib.suppress(OSError), socket.create_connection((bind[0], port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
         return False
@@ -103,7 +105,7 @@ def start_redis() -> Component:
     except BaseException:
         redis.stop()
         raise
-    redis.extra["url"] = f"redis://127.0.0.1:{port}/0"
+    redis.extra["url"] = f"redis://{bind[0]}:{port}/0"
     return redis
 
 

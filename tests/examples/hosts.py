@@ -21,6 +21,7 @@ class Host:
     name: str
     address: str  # where nginx reaches it
     namespace: str | None  # None: a loopback address in this namespace
+    gateway: str = "127.0.0.1"  # where it reaches services of this machine (Redis), ours of the pair
 
     def command(self, argv: list[str]) -> list[str]:
         """ARGV run on this host (``ip netns exec`` execs it: the pid is the command's own)."""
@@ -63,7 +64,7 @@ class Hosts:
                 name = f"fs{tag}h{i}"
                 outside, inside = f"fso{tag}h{i}", f"fsi{tag}h{i}"
                 _ip("netns", "add", name)
-                self.hosts.append(Host(name, f"10.{first}.{i}.2", name))
+                self.hosts.append(Host(name, f"10.{first}.{i}.2", name, f"10.{first}.{i}.1"))
                 _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
                 _ip("link", "set", inside, "netns", name)
                 _ip("addr", "add", f"10.{first}.{i}.1/24", "dev", outside)

@@ -2,22 +2,28 @@
 
 Reloading one host under load through nginx fails no request; killing one host outright (master
 and workers, SIGKILL) makes nginx route around it, also without a failed request; ip_hash keeps a
-client on one host; nginx serves the static files itself.
+client on one host; nginx serves the static files itself; examples/chat on both hosts, sharing one
+Redis, passes a message sent through nginx to a client of one host to the clients of both.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.conftest import APPS, free_port, wait_until
-from tests.examples.components import Component, start_nginx
-from tests.examples.helpers import fresh_client
+from tests.examples.components import Component, start_nginx, start_redis
+from tests.examples.helpers import REPO, fresh_client
 from tests.examples.hosts import Host, Hosts
 from tests.integration.load import Load
 
@@ -43,25 +49,39 @@ def nginx_http_block(hosts: list[Host], port: int, sticky_port: int, static: str
         "            proxy_next_upstream error timeout http_502 http_503 http_504;\n"
         "            proxy_next_upstream_tries 3;\n"
     )
+    websocket = (
+        "            proxy_http_version 1.1;\n"
+        "            proxy_set_header Upgrade $http_upgrade;\n"
+        '            proxy_set_header Connection "upgrade";\n'
+        "            proxy_read_timeout 1h;\n"
+    )
     return (
         upstream("app", "least_conn")
         + upstream("app_sticky", "ip_hash")
         + f"    server {{\n        listen 127.0.0.1:{port};\n"
         f"        location /static/ {{\n            alias {static}/;\n        }}\n"
-        f"        location / {{\n            proxy_pass http://app;\n{proxy}        }}\n    }}\n"
+        f"        location / {{\n            proxy_pass http://app;\n{proxy}        }}\n"
+        f"        location /ws {{\n            proxy_pass http://app;\n{websocket}        }}\n    }}\n"
         f"    server {{\n        listen 127.0.0.1:{sticky_port};\n"
         f"        location / {{\n            proxy_pass http://app_sticky;\n{proxy}        }}\n    }}\n"
     )
 
 
 class Cluster:
-    def __init__(self, serve, hosts: list[Host]) -> None:
+    def __init__(
+        self,
+        serve,
+        hosts: list[Host],
+        app: str = "hello:app",
+        app_dir: Path = APPS,
+        env: Callable[[Host], dict[str, str]] | None = None,
+    ) -> None:
         self.hosts = hosts
         self.servers = []
         for host in hosts:
-            argv = [sys.executable, "-m", "forkserve", "hello:app", "--app-dir", str(APPS), "-w", "2"]
+            argv = [sys.executable, "-m", "forkserve", app, "--app-dir", str(app_dir), "-w", "2"]
             argv += ["-b", f"{host.address}:{HOST_PORT}", "--health-path", "/healthz"]
-            server = serve(command=host.command(argv))
+            server = serve(command=host.command(argv), env=env(host) if env else None)
             self.servers.append(server)
         for server in self.servers:
             server.wait_workers(2, timeout=30)
@@ -90,17 +110,18 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(serve) -> Iterator[Cluster]:
-    hosts = Hosts(2)
-    try:
-        built = Cluster(serve, hosts.hosts)
-        try:
-            yield built
-        finally:
-            built.nginx.stop(signal.SIGQUIT)
-    finally:
-        # The serve fixture kills the hosts' processes; a namespace outlives its deletion until they are gone.
-        hosts.remove()
+def hosts() -> Iterator[Hosts]:
+    made = Hosts(2)
+    # The serve fixture kills the hosts' processes; a namespace outlives its deletion until they are gone.
+    yield made
+    made.remove()
+
+
+@pytest.fixture
+def cluster(serve, hosts) -> Iterator[Cluster]:
+    built = Cluster(serve, hosts.hosts)
+    yield built
+    built.nginx.stop(signal.SIGQUIT)
 
 
 def only_generation(server, generation: int) -> bool:
@@ -147,3 +168,38 @@ def test_ip_hash_keeps_each_client_on_one_host_and_nginx_serves_static_files(clu
     response = httpx.get(cluster.url + "/static/hello.txt", timeout=10)
     assert (response.status_code, response.text) == (200, "served by nginx\n")
     assert response.headers["server"].startswith("nginx")
+
+
+def test_a_chat_message_reaches_clients_on_both_hosts_through_nginx(serve, hosts):
+    redis = start_redis(bind=tuple(dict.fromkeys(host.gateway for host in hosts.hosts)))
+    try:
+        cluster = Cluster(
+            serve, hosts.hosts, "examples.chat.app:app", REPO,
+            env=lambda host: {"REDIS_URL": redis.extra["url"].replace(hosts.hosts[0].gateway, host.gateway)},
+        )  # fmt: skip
+        try:
+            check_chat(cluster)
+        finally:
+            cluster.nginx.stop(signal.SIGQUIT)
+    finally:
+        redis.stop()
+
+
+def check_chat(cluster: Cluster) -> None:
+    url = f"ws://127.0.0.1:{cluster.port}/ws"
+    with ExitStack() as stack:
+        clients: list[tuple[Any, int]] = []
+
+        def connect_one() -> bool:
+            websocket = stack.enter_context(connect(url, open_timeout=10))
+            hello = json.loads(websocket.recv(timeout=10))
+            clients.append((websocket, cluster.host_of(str(hello["worker"]))))
+            return {host for _, host in clients} == {0, 1}
+
+        wait_until(connect_one, 20, "clients on both hosts", cluster.tail)
+        for sender_host in (0, 1):
+            sender = next(ws for ws, host in clients if host == sender_host)
+            sender.send(f"from host {sender_host}")
+            for websocket, host in clients:
+                received = json.loads(websocket.recv(timeout=10))
+                assert received["text"] == f"from host {sender_host}", (host, received)
