@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 import redis
 
 from tests.conftest import free_port
-from tests.examples.components import port_open, start_nginx
+from tests.examples.components import port_open, require, start_nginx
 
 
 def test_redis_and_postgres_answer(redis_server, postgres_server):
@@ -26,3 +27,11 @@ def test_nginx_starts_and_stops():
         nginx.stop()
     assert nginx.proc.returncode is not None
     assert not port_open("127.0.0.1", port)
+
+
+def test_a_missing_component_fails_with_what_to_install():
+    with pytest.raises(
+        pytest.fail.Exception,
+        match=r"^no-such-server not found: install no-such-pkg \(apt-get install -y no-such-pkg\)",
+    ):
+        require("no-such-server", "no-such-pkg", ("/nonexistent/*/bin/no-such-server",))
