@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,20 @@ REPO = Path(__file__).resolve().parents[2]
 def serve_example(
     serve: Callable[..., Any], target: str, *args: str, env: dict[str, str], workers: int
 ) -> Any:
-    server = serve(target, "--app-dir", str(REPO), "-w", str(workers), *args, app=None, env=env)
+    # At debug level the master logs each worker it counts as ready; a balancer that hashes over
+    # the ready workers (--balance ip-hash) sends a client elsewhere until they all are.
+    argv = [target, "--app-dir", str(REPO), "-w", str(workers), "--log-level", "debug", *args]
+    server = serve(*argv, app=None, env=env)
 
     def serving() -> bool:
         if server.proc.poll() is not None:  # a bad flag or a broken example: say so now, not in 30 s
             raise AssertionError(f"forkserve exited with {server.proc.returncode}\n{server.tail()}")
-        return len(server.ready_workers()) >= workers and len(server.workers()) == workers
+        ready = {
+            int(pid)
+            for pid in re.findall(r"\[master\] \[DEBUG\] worker \d+ \(pid (\d+)\) ready", server.log())
+        }
+        alive = set(server.workers())
+        return len(alive) == workers and alive <= ready
 
     wait_until(serving, 30, f"{workers} ready workers", server.tail)
     return server
