@@ -10,7 +10,9 @@ from forkserve.errors import (
     ForkserveError,
     WorkerBootError,
 )
+from forkserve.hooks import ServerInfo
 from forkserve.master import Master
+from forkserve.workerinfo import WorkerInfo, worker_info
 
 __version__ = "0.1.0"
 
@@ -23,7 +25,10 @@ __all__ = [
     "ForkserveError",
     "Master",
     "Server",
+    "ServerInfo",
     "WorkerBootError",
+    "WorkerInfo",
     "__version__",
     "run",
+    "worker_info",
 ]

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from forkserve import privileges
 from forkserve.errors import ConfigError
+from forkserve.hooks import Hook, parse_hook
 
 Workers = int | Literal["auto"]
 Parser = Callable[[Any], Any]
@@ -662,6 +663,31 @@ class Config:
         default_text="none",
         help="Serve the files under DIR at /PREFIX from the workers, before the app. For small deployments; "
         "see docs/security.md for the nginx recipe. Repeat for several.",
+    )  # fmt: skip
+    on_starting: str | Hook | None = setting(
+        None, "--on-starting", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this in the master once the sockets are bound, before the app loads, with a ServerInfo. "
+        "If it raises, forkserve exits 3. See docs/cluster.md.",
+    )  # fmt: skip
+    on_reload: str | Hook | None = setting(
+        None, "--on-reload", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this in the master on each reload (HUP), before the new generation loads, with a "
+        "ServerInfo.",
+    )  # fmt: skip
+    post_fork: str | Hook | None = setting(
+        None, "--post-fork", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this in each worker right after the fork, before lifespan startup, with a WorkerInfo. "
+        "If it raises, the worker fails to boot.",
+    )  # fmt: skip
+    worker_ready: str | Hook | None = setting(
+        None, "--worker-ready", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this (or await it) in each worker after lifespan startup, before it serves, with a "
+        "WorkerInfo. If it raises, the worker fails to boot.",
+    )  # fmt: skip
+    worker_exit: str | Hook | None = setting(
+        None, "--worker-exit", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this (or await it) in each worker after it drained and ran lifespan shutdown, with a "
+        "WorkerInfo. Not called on QUIT.",
     )  # fmt: skip
 
     @staticmethod

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from forkserve import events, messages, privileges, sockets, systemd, tls, upgrade, zygotes
+from forkserve import events, hooks, messages, privileges, sockets, systemd, tls, upgrade, zygotes
 from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.config import DEFAULTS, Config
@@ -201,6 +201,8 @@ class Master:
             self.services = build_services(self.config)
             for service in self.services:
                 service.start(self)
+            self._publish_fleet_size()
+            hooks.run_master_hook("on_starting", self.config, self._server_info(1))
             self._start_zygote(self.generations.next_number())
             if self.config.reload:
                 self.watcher = SourceWatcher([self.config.app_dir], self.reload)
@@ -404,6 +406,7 @@ class Master:
                 logger.error("reload aborted: %s; the running generation keeps serving", error)
                 self._reload_ended(generation, aborted=str(error))
                 return
+        hooks.run_master_hook("on_reload", self.config, self._server_info(generation))
         if not self.exec_mode:
             # An app object cannot be re-imported: new workers come from the same zygote.
             logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
@@ -575,7 +578,17 @@ class Master:
 
     # ------------------------------------------------------------------ workers
 
+    def _server_info(self, generation: int) -> hooks.ServerInfo:
+        return hooks.ServerInfo(os.getpid(), self.desired, generation, self.config)
+
+    def _publish_fleet_size(self) -> None:
+        """What ``forkserve.worker_info()`` reads in the workers: how many there are, and may be."""
+        header = self.scoreboard.header
+        header.workers = self.desired
+        header.max_workers = max(self.desired, self.scaling.settings.max_workers)
+
     def _reconcile(self, now: float) -> None:
+        self._publish_fleet_size()
         zygote = self.generations.current_zygote()
         if zygote is None:
             return
@@ -694,7 +707,8 @@ class Master:
         if verdict is Verdict.STOP_SERVER:
             if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
                 reason = (
-                    f"the app's lifespan startup failed in worker {record.worker_id} (its error is above)"
+                    f"the app's lifespan startup (or a worker hook) failed in worker {record.worker_id} "
+                    "(its error is above)"
                 )
             else:
                 reason = f"worker {record.worker_id} {words} before it served"

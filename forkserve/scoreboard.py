@@ -6,7 +6,8 @@ each process maps it. A slot belongs to one worker from the moment the master as
 master has reaped that worker. Workers write only their own slot, from inside their event loop, so
 a blocked loop shows up as a stale heartbeat; the master writes a slot only while no worker owns
 it, except ``stop_mode``, which the master sets just before it signals the worker to stop, and
-``rebalance``, which it bumps after adding a worker (see ``WorkerServer._rebalance``). Fields
+``rebalance``, which it bumps after adding a worker (see ``WorkerServer._rebalance``), and the
+``Header`` after the slots, which only the master writes. Fields
 are plain machine words: a reader may see a counter one tick old, never a torn value
 that matters (each field is written whole and read whole).
 
@@ -58,20 +59,36 @@ class Slot(ctypes.Structure):
     ]
 
 
+class Header(ctypes.Structure):
+    """Fleet-wide words the master writes and every worker may read (``forkserve.worker_info()``).
+
+    It sits after the slots, so adding it moved no slot's offset.
+    """
+
+    _fields_ = [
+        ("workers", ctypes.c_uint32),  # the number of workers the master wants now
+        ("max_workers", ctypes.c_uint32),  # the most it may want: the autoscaler's ceiling, or -w
+        ("_reserved", ctypes.c_uint8 * 56),
+    ]
+
+
 SLOT_SIZE = ctypes.sizeof(Slot)
+HEADER_SIZE = ctypes.sizeof(Header)
 
 
 class Scoreboard:
     def __init__(self, fd: int, capacity: int) -> None:
         self.fd = fd
         self.capacity = capacity
-        self._map = mmap.mmap(fd, capacity * SLOT_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        size = capacity * SLOT_SIZE + HEADER_SIZE
+        self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._slots = (Slot * capacity).from_buffer(self._map)
+        self.header = Header.from_buffer(self._map, capacity * SLOT_SIZE)
 
     @classmethod
     def create(cls, capacity: int) -> Scoreboard:
         fd = os.memfd_create("forkserve-scoreboard", os.MFD_CLOEXEC)
-        os.ftruncate(fd, capacity * SLOT_SIZE)
+        os.ftruncate(fd, capacity * SLOT_SIZE + HEADER_SIZE)
         return cls(fd, capacity)
 
     def __getitem__(self, index: int) -> Slot:
@@ -87,6 +104,7 @@ class Scoreboard:
     def close(self) -> None:
         # The ctypes array exports the mmap's buffer; it must go before the mmap can close.
         del self._slots
+        del self.header
         try:
             self._map.close()
         finally:

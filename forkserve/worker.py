@@ -31,19 +31,20 @@ import socket
 import sys
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from uvicorn._compat import asyncio_run
 
-from forkserve import messages
+from forkserve import hooks, messages
 from forkserve.config import Config
 from forkserve.logs import LogSetup
 from forkserve.protocol import http_protocol_class
 from forkserve.scoreboard import Scoreboard, SlotState, StopMode
 from forkserve.sockets import accept_queue
+from forkserve.workerinfo import worker_info
 
 logger = logging.getLogger("forkserve")
 
@@ -113,6 +114,7 @@ class WorkerContext:
     alive_fd: int
     logs: LogSetup
     config: Config
+    hooks: hooks.WorkerHooks = field(default_factory=hooks.WorkerHooks)
 
 
 class WorkerServer(uvicorn.Server):
@@ -137,6 +139,7 @@ class WorkerServer(uvicorn.Server):
         self._wall_mark = time.monotonic()
         self._ticks = 0
         self._rebalance_seen = 0
+        self.hook_failed = False
         if ctx.config.health_path:
             ctx.uv_config.loaded_app = HealthCheck(ctx.uv_config.loaded_app, ctx.config.health_path, self)
 
@@ -250,6 +253,9 @@ class WorkerServer(uvicorn.Server):
         await super().startup(sockets=sockets)
         if self.should_exit:
             return
+        if not await hooks.run_worker_hook("worker_ready", self.ctx.hooks.worker_ready, worker_info()):
+            self.hook_failed = self.should_exit = True
+            return
         self.slot.state = SlotState.READY
         self.ctx.logs.boot_finished()
         with contextlib.suppress(OSError):
@@ -261,6 +267,7 @@ class WorkerServer(uvicorn.Server):
         if self.slot.stop_mode == StopMode.SHUTDOWN and not self.force_exit:
             await self._empty_accept_queues(sockets or [])
         await super().shutdown(sockets=sockets)
+        await hooks.run_worker_hook("worker_exit", self.ctx.hooks.worker_exit, worker_info())
 
     async def _empty_accept_queues(self, sockets: list[socket.socket]) -> None:
         """Keep accepting while connections wait in the queue: closing now would reset them.
@@ -322,6 +329,8 @@ def run(ctx: WorkerContext) -> int:
     slot.generation = ctx.generation
     slot.boot_time = slot.heartbeat = time.monotonic()
     slot.state = SlotState.BOOTING
+    if not hooks.run_post_fork(ctx.hooks.post_fork, worker_info()):
+        return 3
 
     server = WorkerServer(ctx)
     try:
@@ -329,4 +338,4 @@ def run(ctx: WorkerContext) -> int:
     except SystemExit as exc:
         # uvicorn exits 3 (STARTUP_FAILURE) when lifespan startup fails; it logged why already.
         return exc.code if isinstance(exc.code, int) else 1
-    return 0
+    return 3 if server.hook_failed else 0

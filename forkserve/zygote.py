@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkserve import messages, privileges
+from forkserve import hooks, messages, privileges, workerinfo
 from forkserve.config import Config, Source, resolve
 from forkserve.envfile import apply_env
 from forkserve.errors import ConfigError, ForkserveError
@@ -61,6 +61,12 @@ class ZygoteSpec:
         assert isinstance(self.app, str), "only an import string can cross exec"
         settings = {name: getattr(self.config, name) for name in self.config.__dataclass_fields__}
         settings["bind"] = [str(spec) for spec in self.config.bind]
+        # The master's hooks run in the master only; the workers' must be found again after exec.
+        for name in hooks.MASTER_HOOKS:
+            settings[name] = None
+        for name in hooks.WORKER_HOOKS:
+            if settings[name] is not None:
+                settings[name] = hooks.reference(name, settings[name])
         data = {
             "app": self.app,
             "app_name": self.app_name,
@@ -124,6 +130,7 @@ class Zygote:
         # The environment before --env-file's variables: a fork-mode worker of a later generation
         # starts from it, so a variable removed from the file is gone.
         self.base_environ: dict[str, str] = dict(os.environ)
+        self.hooks = hooks.WorkerHooks()
 
     def load(self) -> bool:
         """Import the app and load uvicorn's config; report the outcome to the master."""
@@ -144,6 +151,7 @@ class Zygote:
             self.uv_config = worker.uvicorn_config(self.spec.config, appwrap.wrap(app, self.spec.config))
             self.uv_config.load()
             self.uv_config.ssl = ssl_context
+            self.hooks = hooks.WorkerHooks.from_config(self.spec.config)
         except ForkserveError as exc:
             messages.send(
                 self.channel,
@@ -237,8 +245,7 @@ class Zygote:
 
         gc.enable()
         # The app can size per-worker resources (a pool of budget // workers) from these.
-        os.environ["FORKSERVE_WORKER_ID"] = str(worker_id)
-        os.environ["FORKSERVE_GENERATION"] = str(generation)
+        workerinfo.bind(self.scoreboard, slot, worker_id, generation)
         title = f"forkserve: worker {worker_id} [{self.spec.app_name}] gen {generation}"
         ctx = worker.WorkerContext(
             worker_id=worker_id,
@@ -252,6 +259,7 @@ class Zygote:
             alive_fd=self.spec.alive_fd,
             logs=self.logs,
             config=self.spec.config,
+            hooks=self.hooks,
         )
         try:
             return worker.run(ctx)
