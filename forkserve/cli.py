@@ -87,4 +87,11 @@ command.params.append(
 
 
 def main(argv: list[str] | None = None) -> None:
-    command.main(args=argv, prog_name="forkserve")
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["ctl"]:
+        # A separate command group, so `forkserve APP` keeps its flags and an app may be named "ctl.py".
+        from forkserve import ctl
+
+        ctl.main(args[1:])
+        return
+    command.main(args=args, prog_name="forkserve")

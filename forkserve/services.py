@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from forkserve.config import Config
 
+DISABLED_SOCKET = ("none", "off")
+
 if TYPE_CHECKING:
     from forkserve.master import Master
 
@@ -28,4 +30,8 @@ class Service(Protocol):
 def build_services(config: Config) -> list[Service]:
     """The services this configuration asks for, in the order they start."""
     services: list[Service] = []
+    if (config.control_socket or "").lower() not in DISABLED_SOCKET:
+        from forkserve.control import ControlService
+
+        services.append(ControlService(config.control_socket))
     return services
