@@ -291,8 +291,9 @@ class ControlService:
             if not accepted:
                 if before.stopping:
                     raise ActionFailed("the server is stopping", "refused")
+                limit = master.worker_limit
                 raise ActionFailed(
-                    f"cannot run {target} workers: the number must be from 1 to {master.worker_limit}", "refused",
+                    f"cannot run {target} workers: the number must be from 1 to {limit}", "refused",
                     desired=before.desired,
                 )  # fmt: skip
             deadline = time.monotonic() + wait
@@ -311,7 +312,7 @@ class ControlService:
                 if time.monotonic() >= deadline:
                     ready = sum(1 for w in now.workers if w.state == "ready")
                     raise ActionFailed(
-                        f"{ready} of {target} workers ready after {wait:g} s (see the log for why)", "timeout",
+                        f"{ready} of {target} workers ready after {wait:g} s (the log says why)", "timeout",
                         desired=target,
                     )  # fmt: skip
                 # Woken by the next worker event, or re-checked after a moment.
