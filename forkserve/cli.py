@@ -53,7 +53,7 @@ def serve(app: str | None, **values: Any) -> None:
         sys.exit(2)
     try:
         config, _origins = build_config(values, cli=True)
-        logs = LogSetup(config.log_level, "master", config.log_file)
+        logs = LogSetup(config.log_level, "master", config.log_file, log_format=config.log_format)
         master = Master(app, config, logs=logs, owns_process=True, argv=sys.argv[1:])
         from setproctitle import setproctitle
 

@@ -81,7 +81,9 @@ class Master:
         self.app_name: str = app_name or (
             app if isinstance(app, str) else str(getattr(app, "__qualname__", "app"))
         )
-        self.logs = logs or LogSetup(config.log_level, "master", config.log_file)
+        self.logs = logs or LogSetup(
+            config.log_level, "master", config.log_file, log_format=config.log_format
+        )
         self.handle_signals = handle_signals
         self.owns_process = owns_process
         self.handover = upgrade.Handover(argv, config.pid)

@@ -29,7 +29,9 @@ class Service(Protocol):
 
 def build_services(config: Config) -> list[Service]:
     """The services this configuration asks for, in the order they start."""
-    services: list[Service] = []
+    from forkserve.eventlines import EventLines
+
+    services: list[Service] = [EventLines(config.log_format)]
     if (config.control_socket or "").lower() not in DISABLED_SOCKET:
         from forkserve.control import ControlService
 

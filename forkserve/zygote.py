@@ -34,7 +34,7 @@ from typing import Any
 from forkserve import messages
 from forkserve.config import Config, Source, resolve
 from forkserve.errors import ForkserveError
-from forkserve.logs import LogSetup, short_traceback
+from forkserve.logs import LogSetup, line_buffered_stdio, short_traceback
 from forkserve.scoreboard import Scoreboard
 
 
@@ -224,7 +224,8 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
     from setproctitle import setproctitle
 
     setproctitle(f"forkserve: zygote [{spec.app_name}] gen {spec.generation}")
-    logs.set_role("zygote")
+    logs.set_role("zygote", generation=spec.generation)
+    line_buffered_stdio()
     _ignore_stray_signals(logs)
     # Nothing the import allocates should be collected and rewritten before the fork freezes it.
     gc.disable()
@@ -237,7 +238,7 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec = ZygoteSpec.from_json(args[0])
-    logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file)
+    logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file, log_format=spec.config.log_format)
     try:
         return run(spec, logs)
     except KeyboardInterrupt:
