@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import APPS, wait_until
 
 NOBODY = 65534
 
@@ -309,3 +309,20 @@ def test_top_draws_the_workers_and_quits_on_q(serve, tmp_path):
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def test_reload_of_broken_code_says_it_was_aborted(serve, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    home = tmp_path / "srv"
+    home.mkdir()
+    (home / "mutable.py").write_text((APPS / "hello.py").read_text())
+    server = serve(
+        "-w", "1", "--app-dir", str(home), "--control-socket", str(sock), app="mutable:app", wait=1
+    )
+    (home / "mutable.py").write_text("def broken(:\n")
+    done = ctl(sock, "reload")
+    assert done.returncode == 1
+    assert re.match(r"forkserve ctl: error: reload to generation 2 aborted: failed to load: ", done.stderr)
+    snapshot = status(sock)
+    assert [(w["generation"], w["state"]) for w in snapshot["workers"]] == [(1, "ready")]
+    assert server.get("/").status_code == 200
