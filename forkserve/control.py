@@ -105,9 +105,15 @@ class ControlService:
         sock.listen(16)
         self._sock = sock
         master.events.subscribe(self._on_event)
+        if master.exec_mode:
+            self._start_thread()
+        # else: the master forks the zygote from itself, and forking a process that runs threads
+        # can deadlock the child; clients wait in the listen queue until the first worker serves.
+        logger.info("Control socket: %s (forkserve ctl status)", self.path)
+
+    def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._serve, name="forkserve-control", daemon=True)
         self._thread.start()
-        logger.info("Control socket: %s (forkserve ctl status)", self.path)
 
     def _choose_path(self) -> Path:
         if self.requested:
@@ -140,6 +146,8 @@ class ControlService:
 
     def _on_event(self, event: FleetEvent) -> None:
         # On the master's thread: hand the event over, nothing more.
+        if self._thread is None and event.kind in (events.SERVING, events.STOPPING):
+            self._start_thread()
         with self._lock:
             feeds = list(self._feeds)
         for feed in feeds:
