@@ -95,7 +95,7 @@ class ControlService:
         except OSError as error:
             sock.close()
             raise ConfigError(
-                f"cannot create the control socket {self.path}: {error.strerror}; "
+                f"cannot create the control socket {self.path}: {error.strerror or error}; "
                 "pass another --control-socket PATH, or --control-socket none"
             ) from None
         finally:

@@ -43,13 +43,17 @@ def fail(message: str, code: int) -> None:
 
 
 class Client:
-    def __init__(self, path: Path, timeout: float) -> None:
-        self.path = path
+    def __init__(self, control_socket: str | None, pidfile: str | None, timeout: float) -> None:
+        self.control_socket = control_socket
+        self.pidfile = pidfile
+        self.path = Path(control_socket or "")
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._stream: Any = None
 
     def connect(self) -> None:
+        # Found only now, so that `forkserve ctl status --help` works with no server running.
+        self.path = _locate(self.control_socket, self.pidfile)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(str(self.path))
@@ -58,7 +62,10 @@ class Client:
             fail(f"permission denied on {self.path}: it belongs to another user", EXIT_FORBIDDEN)
         except OSError as error:
             sock.close()
-            fail(f"no forkserve answers at {self.path} ({error.strerror}); is it running?", EXIT_NO_SERVER)
+            fail(
+                f"no forkserve answers at {self.path} ({error.strerror or error}); is it running?",
+                EXIT_NO_SERVER,
+            )
         # The server answers when the action is done: wait a little longer than it will.
         sock.settimeout(self.timeout + 10)
         self._sock = sock
@@ -74,7 +81,7 @@ class Client:
         except TimeoutError:
             fail(f"no answer from {self.path} within {self.timeout + 10:g} s", EXIT_TIMEOUT)
         except OSError as error:
-            fail(f"lost the connection to {self.path}: {error.strerror}", EXIT_NO_SERVER)
+            fail(f"lost the connection to {self.path}: {error.strerror or error}", EXIT_NO_SERVER)
         if not line:
             fail(f"the server at {self.path} closed the connection without answering", EXIT_NO_SERVER)
         answer: dict[str, Any] = json.loads(line)
@@ -121,8 +128,7 @@ def _locate(control_socket: str | None, pidfile: str | None) -> Path:
 )  # fmt: skip
 @click.pass_context
 def group(ctx: click.Context, control_socket: str | None, pidfile: str | None, timeout: float) -> None:
-    path = _locate(control_socket, pidfile)
-    client = Client(path, timeout)
+    client = Client(control_socket, pidfile, timeout)
     ctx.obj = client
     ctx.call_on_close(client.close)
 

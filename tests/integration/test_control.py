@@ -144,6 +144,10 @@ def test_no_server_is_one_line_and_exit_6(tmp_path):
     done = ctl(None, "status", env={"XDG_RUNTIME_DIR": str(empty)})
     assert done.returncode == 6
     assert "no running forkserve found in" in done.stderr
+    # Help needs no server.
+    helped = ctl(None, "scale", "--help", env={"XDG_RUNTIME_DIR": str(empty)})
+    assert helped.returncode == 0
+    assert "N|+K|-K" in helped.stdout or "TARGET" in helped.stdout
 
 
 def test_default_socket_is_found_without_flags_and_by_pid_file(serve, tmp_path):
