@@ -86,24 +86,16 @@ class ControlService:
 
     def start(self, master: Master) -> None:
         self.master = master
-        self.path = self._choose_path()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # The umask keeps the socket private from the moment it exists, not just after chmod.
-        old_umask = os.umask(0o177)
         try:
-            sock.bind(str(self.path))
-        except OSError as error:
-            sock.close()
-            raise ConfigError(
-                f"cannot create the control socket {self.path}: {error.strerror or error}; "
-                "pass another --control-socket PATH, or --control-socket none"
-            ) from None
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        self._inode = self.path.stat().st_ino
-        sock.listen(16)
-        self._sock = sock
+            self.path = self._choose_path()
+            self._sock = self._bind(self.path)
+        except ConfigError as error:
+            if self.requested:
+                raise
+            # The default place is a convenience: a read-only /run or /tmp must not stop a server.
+            logger.warning("serving without a control socket: %s", error)
+            self.path = None
+            return
         master.events.subscribe(self._on_event)
         if master.exec_mode:
             self._start_thread()
@@ -114,6 +106,25 @@ class ControlService:
     def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._serve, name="forkserve-control", daemon=True)
         self._thread.start()
+
+    def _bind(self, path: Path) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The umask keeps the socket private from the moment it exists, not just after chmod.
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, 0o600)
+            self._inode = path.stat().st_ino
+            sock.listen(16)
+        except OSError as error:
+            sock.close()
+            raise ConfigError(
+                f"cannot create the control socket {path}: {error.strerror or error}; "
+                "pass another --control-socket PATH, or --control-socket none"
+            ) from None
+        finally:
+            os.umask(old_umask)
+        return sock
 
     def _choose_path(self) -> Path:
         if self.requested:

@@ -330,3 +330,22 @@ def test_reload_of_broken_code_says_it_was_aborted(serve, tmp_path):
     snapshot = status(sock)
     assert [(w["generation"], w["state"]) for w in snapshot["workers"]] == [(1, "ready")]
     assert server.get("/").status_code == 200
+
+
+def test_an_unusable_default_directory_only_costs_the_control_socket(serve, tmp_path):
+    not_a_dir = tmp_path / "runtime"
+    not_a_dir.write_text("")
+    server = serve("-w", "1", env={"XDG_RUNTIME_DIR": str(not_a_dir)}, wait=1)
+    server.wait_log(
+        r"\[WARNING\] serving without a control socket: cannot create the control socket directory "
+    )
+    assert server.get("/").status_code == 200
+    assert "Control socket:" not in server.log()
+
+
+def test_control_socket_none_turns_it_off(serve, tmp_path):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    server = serve("-w", "1", "--control-socket", "none", env={"XDG_RUNTIME_DIR": str(runtime)}, wait=1)
+    assert "Control socket" not in server.log()
+    assert not (runtime / "forkserve").exists()
