@@ -30,6 +30,8 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,10 +248,7 @@ class ControlService:
 
     def _on_master(self, action: Callable[[], Any]) -> Any:
         assert self.master is not None
-        try:
-            return self.master.call(action).result(MASTER_ANSWER)
-        except TimeoutError:
-            raise ActionFailed(f"the master did not answer within {MASTER_ANSWER:g} s", "timeout") from None
+        return _answer_of(self.master.call(action))
 
     def _snapshot(self) -> FleetStatus:
         master = self.master
@@ -297,16 +296,12 @@ class ControlService:
         assert master is not None
         wait = float(request.get("timeout") or DEFAULT_WAIT)
         before = self._snapshot()
-        target = (
-            int(request["to"]) if request.get("to") is not None else before.desired + int(request["delta"])
-        )
+        try:
+            target = int(request["to"]) if "to" in request else before.desired + int(request["delta"])
+        except (KeyError, TypeError, ValueError):
+            raise ActionFailed('scale takes "to": N or "delta": K (whole numbers)', "bad-request") from None
         with self._watch() as feed:
-            try:
-                accepted = master.set_workers(target, reason="control").result(MASTER_ANSWER)
-            except TimeoutError:
-                raise ActionFailed(
-                    f"the master did not answer within {MASTER_ANSWER:g} s", "timeout"
-                ) from None
+            accepted = _answer_of(master.set_workers(target, reason="control"))
             if not accepted:
                 if before.stopping:
                     raise ActionFailed("the server is stopping", "refused")
@@ -354,6 +349,13 @@ class ControlService:
         if stopped is None:
             raise ActionFailed(f"the server is still stopping after {wait:g} s", "timeout")
         return {"message": "stopped", **stopped.fields}
+
+
+def _answer_of(future: Future[Any]) -> Any:
+    try:
+        return future.result(MASTER_ANSWER)
+    except FutureTimeout:  # not yet the builtin TimeoutError on Python 3.10
+        raise ActionFailed(f"the master did not answer within {MASTER_ANSWER:g} s", "timeout") from None
 
 
 def _wait_for(
