@@ -9,6 +9,7 @@ import pytest
 
 from forkserve import controlpath, statusview
 from forkserve.control import may_steer
+from forkserve.ctl import Client
 from forkserve.status import settled
 
 
@@ -105,3 +106,21 @@ def test_render_draws_a_row_per_worker_and_the_reasons() -> None:
     assert lines[5].split()[0] == "total"
     assert "listening: 127.0.0.1:8000" in lines
     assert lines[-1].endswith("scaled          workers: 2 -> 1 (autoscaler)")
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ({"ok": False, "code": "forbidden", "error": "uid 5 may not control this server"}, 7),
+        ({"ok": False, "code": "timeout", "error": "still rolling"}, 8),
+        ({"ok": False, "code": "refused", "error": "cannot run 0 workers"}, 1),
+        ({"ok": False, "code": "failed", "error": "reload aborted"}, 1),
+    ],
+)
+def test_a_refusal_becomes_one_line_and_its_exit_code(
+    answer: dict[str, Any], code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        Client(None, None, 1.0).check(answer)
+    assert exited.value.code == code
+    assert capsys.readouterr().err == f"forkserve ctl: error: {answer['error']}\n"
