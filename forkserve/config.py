@@ -407,7 +407,7 @@ class Config:
         default_text="$XDG_RUNTIME_DIR/forkserve/<pid>.sock",
         help="Serve 'forkserve ctl' on this unix socket (mode 0600, only this user or root may use it); "
         "'none' turns it off. By default under $XDG_RUNTIME_DIR/forkserve, else /run/forkserve for root, "
-        "else /tmp/forkserve-<uid>.",
+        "else /tmp/forkserve-<uid> (see docs/control.md).",
     )  # fmt: skip
     factory: bool = setting(
         False, "--factory", parse=parse_bool, is_flag=True, group="Application",
@@ -442,7 +442,7 @@ class Config:
     log_format: str = setting(
         "text", "--log-format", parse=parse_choice("text", "json"), metavar="text|json", group="Logging",
         help="'json' writes one JSON object per line (time, level, role, pid, worker, generation, message, "
-        "and the fields of lifecycle events and access lines).",
+        "and the fields of lifecycle events and access lines; see docs/logging.md).",
     )  # fmt: skip
     access_log: bool = setting(
         False, "--access-log", parse=parse_bool, is_flag=True, group="Logging",
