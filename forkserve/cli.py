@@ -87,7 +87,7 @@ def serve(app: str | None, print_config: bool = False, **values: Any) -> None:
         sys.exit(2)
     try:
         config, _origins = build_config(values, cli=True)
-        logs = LogSetup(config.log_level, "master", config.log_file)
+        logs = LogSetup(config.log_level, "master", config.log_file, log_format=config.log_format)
         master = Master(app, config, logs=logs, owns_process=True, argv=sys.argv[1:])
         from setproctitle import setproctitle
 
@@ -128,4 +128,11 @@ command.params.append(
 
 
 def main(argv: list[str] | None = None) -> None:
-    command.main(args=argv, prog_name="forkserve")
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["ctl"]:
+        # A separate command group, so `forkserve APP` keeps its flags and an app may be named "ctl.py".
+        from forkserve import ctl
+
+        ctl.main(args[1:])
+        return
+    command.main(args=args, prog_name="forkserve")

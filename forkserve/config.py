@@ -529,6 +529,13 @@ class Config:
         help="File mode mask (octal, e.g. 027) for every process: unix socket files, the pid and log files, "
         "files the app creates.",
     )  # fmt: skip
+    control_socket: str | None = setting(
+        None, "--control-socket", parse=parse_optional_str, metavar="PATH|none", group="Control",
+        default_text="$XDG_RUNTIME_DIR/forkserve/<pid>.sock",
+        help="Serve 'forkserve ctl' on this unix socket (mode 0600, only this user or root may use it); "
+        "'none' turns it off. By default under $XDG_RUNTIME_DIR/forkserve, else /run/forkserve for root, "
+        "else /tmp/forkserve-<uid> (see docs/control.md).",
+    )  # fmt: skip
     factory: bool = setting(
         False, "--factory", parse=parse_bool, is_flag=True, group="Application",
         help="APP names a function that returns the ASGI app (module:create_app).",
@@ -558,6 +565,11 @@ class Config:
     log_file: str | None = setting(
         None, "--log-file", parse=parse_optional_str, metavar="FILE", group="Logging",
         help="Append the log to this file instead of stderr; reopened on USR1 (for logrotate).",
+    )  # fmt: skip
+    log_format: str = setting(
+        "text", "--log-format", parse=parse_choice("text", "json"), metavar="text|json", group="Logging",
+        help="'json' writes one JSON object per line (time, level, role, pid, worker, generation, message, "
+        "and the fields of lifecycle events and access lines; see docs/logging.md).",
     )  # fmt: skip
     access_log: bool = setting(
         False, "--access-log", parse=parse_bool, is_flag=True, group="Logging",

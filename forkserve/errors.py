@@ -10,6 +10,9 @@ one line that names the problem and the fix, so a user's mistake never shows a t
      +-- BindError                 exit 4  the address is in use
      |    +-- BindPermissionError  exit 5  the address needs privileges this process lacks
      +-- WorkerBootError           exit 3  a worker of a fresh server died before it served
+
+``forkserve ctl`` (a client, see ``forkserve.ctl``) adds: 6 no server answers, 7 this user may not
+steer it, 8 the action did not complete in time.
 """
 
 from __future__ import annotations

@@ -1,9 +1,17 @@
 """One log stream for every process: the same format, each line tagged with its process's role.
 
 Every process (master, zygote, workers) writes whole lines to the same inherited stderr, or appends
-to the same ``--log-file`` (``O_APPEND``), so lines interleave but never tear. Only forkserve's and
-uvicorn's loggers are configured, never the root logger, so an application that embeds forkserve
-keeps its own logging.
+to the same ``--log-file`` (``O_APPEND``), so lines interleave but never tear: each record is one
+``write()``. The app's own ``print()`` output goes to the inherited stdout, which workers make
+line-buffered (``line_buffered_stdio``) for the same reason; block buffering would flush 8 KiB
+chunks that cut lines in the middle, with another worker's output in between. Only forkserve's
+and uvicorn's loggers are configured, never the root logger, so an application that embeds
+forkserve keeps its own logging.
+
+Each line names the process that wrote it: its role, pid, and for a worker its number and
+generation (``[worker 2 gen 3]``). ``--log-format json`` writes the same as one JSON object per
+line; a record may carry structured ``fields`` (a lifecycle event, an access line) which the JSON
+form adds as keys and the text form leaves to the message.
 
 While an app boots, an exception is logged as its last frame and message (at most six lines) unless
 the level is debug: a user who mistyped an import wants the one line that says so, not forty lines
@@ -13,9 +21,12 @@ of importlib.
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import logging
 import re
 import sys
+import time
 import traceback
 from types import TracebackType
 from typing import TextIO
@@ -73,22 +84,86 @@ class Formatter(logging.Formatter):
     def __init__(self, role: str) -> None:
         super().__init__(FORMAT, DATE_FORMAT)
         self.role = role
+        # A worker's number and generation, a zygote's generation; None where they do not apply.
+        self.worker: int | None = None
+        self.generation: int | None = None
         self.short_tracebacks = False
 
-    def format(self, record: logging.LogRecord) -> str:
-        record.role = self.role
+    @property
+    def tag(self) -> str:
+        parts = [self.role]
+        if self.worker is not None:
+            parts.append(str(self.worker))
+        if self.generation is not None:
+            parts.append(f"gen {self.generation}")
+        return " ".join(parts)
+
+    def _shortened(self, record: logging.LogRecord) -> logging.LogRecord:
         if self.short_tracebacks and isinstance(record.msg, str) and record.msg.startswith("Traceback ("):
             # A copy: other handlers of the same record keep the full text.
             record = logging.makeLogRecord(record.__dict__)
             record.msg = (
                 shorten_traceback_text(record.msg) + "\n(the full traceback is shown with --log-level debug)"
             )
-        return super().format(record)
+        return record
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.role = self.tag
+        return super().format(self._shortened(record))
 
     def formatException(self, ei: ExcInfo | tuple[None, None, None]) -> str:
         if self.short_tracebacks and ei[1] is not None:
             return short_traceback(ei[1]) + "\n(the full traceback is shown with --log-level debug)"
         return super().formatException(ei)
+
+
+class JsonFormatter(Formatter):
+    """One JSON object per line, with the same facts as the text form, as keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = self._shortened(record)
+        line: dict[str, object] = {
+            "time": self._time(record),
+            "level": record.levelname,
+            "role": self.role,
+            "pid": record.process,
+            "worker": self.worker,
+            "generation": self.generation,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                # An event's generation fills the master's empty one; the writer's pid stays.
+                if line.get(key) is None:
+                    line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, default=str)
+
+    @staticmethod
+    def _time(record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+        zone = time.strftime("%z", time.localtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}{zone[:3]}:{zone[3:]}"
+
+
+def line_buffered_stdio() -> None:
+    """Make stdout and stderr write each line whole, in one write() at its newline.
+
+    Block buffering (the default for a file or pipe) cuts lines at 8 KiB boundaries; unbuffered
+    output (``PYTHONUNBUFFERED``, ``-u``) is worse: ``print()`` writes the text and its newline
+    in two calls, and another process's line lands between them.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(Exception):
+                stream.reconfigure(line_buffering=True, write_through=False)
 
 
 class ReopenableFileHandler(logging.FileHandler):
@@ -119,10 +194,21 @@ class ReopenableFileHandler(logging.FileHandler):
             self.stream = self._open()
 
 
+FORMATS = ("text", "json")
+
+
 class LogSetup:
-    def __init__(self, level: str, role: str, log_file: str | None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        level: str,
+        role: str,
+        log_file: str | None,
+        stream: TextIO | None = None,
+        log_format: str = "text",
+    ) -> None:
         self.level = LEVELS[level]
-        self.formatter = Formatter(role)
+        self.log_format = log_format
+        self.formatter = JsonFormatter(role) if log_format == "json" else Formatter(role)
         self.formatter.short_tracebacks = self.level > logging.DEBUG
         self.handler: logging.Handler
         if log_file:
@@ -142,8 +228,10 @@ class LogSetup:
             else:
                 target.propagate = True
 
-    def set_role(self, role: str) -> None:
+    def set_role(self, role: str, *, worker: int | None = None, generation: int | None = None) -> None:
         self.formatter.role = role
+        self.formatter.worker = worker
+        self.formatter.generation = generation
 
     def boot_finished(self) -> None:
         """Once the app serves, its errors get their full tracebacks again."""

@@ -83,7 +83,9 @@ class Master:
         self.app_name: str = app_name or (
             app if isinstance(app, str) else str(getattr(app, "__qualname__", "app"))
         )
-        self.logs = logs or LogSetup(config.log_level, "master", config.log_file)
+        self.logs = logs or LogSetup(
+            config.log_level, "master", config.log_file, log_format=config.log_format
+        )
         self.handle_signals = handle_signals
         self.owns_process = owns_process
         self.handover = upgrade.Handover(argv, config.pid)
@@ -119,6 +121,21 @@ class Master:
 
     def scale(self, delta: int, reason: str = "api") -> None:
         self._request(lambda: self._set_desired(self.desired + delta, reason))
+
+    def set_workers(self, count: int | None = None, *, delta: int = 0, reason: str = "api") -> Future[bool]:
+        """Set the number of workers to COUNT (or the current number + DELTA); the Future says
+        whether it was accepted (False when out of range, see ``worker_limit``, or stopping)."""
+        return self.call(
+            lambda: (
+                not self.stopping
+                and self._set_desired(self.desired + delta if count is None else count, reason)
+            )
+        )
+
+    @property
+    def worker_limit(self) -> int:
+        """The most workers the scoreboard holds (half its slots: the rest are for reloads)."""
+        return self.scoreboard.capacity // 2
 
     def call(self, action: Callable[[], Any]) -> Future[Any]:
         """Run ACTION on the master's thread; its result (or exception) arrives through the Future."""
@@ -357,7 +374,7 @@ class Master:
 
     def _set_desired(self, count: int, reason: str) -> bool:
         """Set the number of workers; False (and a warning) when COUNT is out of range."""
-        capacity = self.scoreboard.capacity // 2
+        capacity = self.worker_limit
         if count < 1 or count > capacity:
             logger.warning("keeping %d workers: the number must be from 1 to %d", self.desired, capacity)
             return False

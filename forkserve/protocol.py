@@ -30,6 +30,11 @@ Two limits against hostile or broken clients, which uvicorn lacks on the httptoo
   carry ``Connection: close``, and the unread body is read and dropped by the lingering close, so
   the client sees the answer rather than a reset, and the worker goes on serving.
 
+With ``--access-log``, a request's line is written when its response has been sent, and says how
+long that took: uvicorn logs at the response's start and has no latency, so each connection gets an
+``AccessLine`` that stands in for uvicorn's access logger, keeps the facts uvicorn hands it, and
+writes them with the time from the request's head to the response's end.
+
 uvicorn's server waits for the connections to go, up to ``--graceful-timeout``. The classes below
 are uvicorn's own with this one behaviour changed, so everything else (websocket upgrades, TLS,
 flow control) is uvicorn's.
@@ -39,7 +44,9 @@ from __future__ import annotations
 
 import array
 import fcntl
+import logging
 import termios
+import time
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -166,6 +173,36 @@ class LingeringTransport:
         self._transport.close()
 
 
+class AccessLine:
+    """uvicorn's access logger, as far as one connection's requests see it."""
+
+    __slots__ = ("args", "logger", "started")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.started = 0.0
+        self.args: tuple[Any, ...] | None = None
+
+    def info(self, _format: str, *args: Any) -> None:
+        # Called by uvicorn as the response starts: client, method, path, HTTP version, status.
+        self.args = args
+
+    def write(self, now: float, complete: bool = True) -> None:
+        args, self.args = self.args, None
+        if args is None or len(args) != 5:
+            return
+        client, method, path, version, status = args
+        ms = (now - self.started) * 1000
+        self.logger.info(
+            '%s - "%s %s HTTP/%s" %d %.2fms%s', client, method, path, version, status, ms,
+            "" if complete else " (client gone before the response ended)",
+            extra={"fields": {
+                "client": client, "method": method, "path": path, "http_version": version,
+                "status": status, "latency_ms": round(ms, 3), "complete": complete,
+            }},
+        )  # fmt: skip
+
+
 def _pending_bytes(transport: Any) -> int:
     sock = transport.get_extra_info("socket")
     if sock is None:
@@ -193,7 +230,11 @@ class DrainingMixin:
     max_request_size = 0  # 0: no limit
     _app: Any = None
     # Provided by the uvicorn protocol this is mixed into.
+    access_line: AccessLine | None = None
+    # Provided by the uvicorn protocol this is mixed into.
     scope: Any
+    access_log: bool
+    access_logger: Any
     cycle: Any
     transport: Any
     loop: Any
@@ -225,6 +266,19 @@ class DrainingMixin:
     def connection_made(self, transport: Any) -> None:
         super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[misc]
         self.header_deadline = self.loop.time() + self.header_timeout
+        if self.access_log:
+            # Each request cycle takes the protocol's access logger when it is created.
+            self.access_line = self.access_logger = AccessLine(self.access_logger)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.access_line is not None and self.access_line.args is not None:
+            self.access_line.write(time.perf_counter(), complete=False)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        if self.access_line is not None:
+            self.access_line.write(time.perf_counter())
+        super().on_response_complete()  # type: ignore[misc]
 
     def header_overdue(self, now: float) -> bool:
         """Called by the worker's sweep: close the connection if its request head is late."""
@@ -271,6 +325,9 @@ class DrainingMixin:
         super().data_received(data)  # type: ignore[misc]
         if self.cycle is not cycle:
             self.header_deadline = None  # a new request's head is complete
+            if self.access_line is not None:
+                # perf_counter: uvloop's loop.time() moves in whole milliseconds.
+                self.access_line.started = time.perf_counter()
         if self.draining and self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 from forkserve.config import Config
 from forkserve.systemd import SystemdService
 
+DISABLED_SOCKET = ("none", "off")
+
 if TYPE_CHECKING:
     from forkserve.master import Master
 
@@ -28,9 +30,15 @@ class Service(Protocol):
 
 def build_services(config: Config) -> list[Service]:
     """The services this configuration asks for, in the order they start."""
-    services: list[Service] = []
+    from forkserve.eventlines import EventLines
+
+    services: list[Service] = [EventLines(config.log_format)]
     # systemd's environment, not a setting: under a Type=notify unit it is always wanted.
     notify = SystemdService.from_environ()
     if notify is not None:
         services.append(notify)
+    if (config.control_socket or "").lower() not in DISABLED_SOCKET:
+        from forkserve.control import ControlService
+
+        services.append(ControlService(config.control_socket))
     return services

@@ -320,7 +320,7 @@ def run(ctx: WorkerContext) -> int:
     from setproctitle import setproctitle
 
     setproctitle(ctx.title)
-    ctx.logs.set_role(f"worker {ctx.worker_id}")
+    ctx.logs.set_role("worker", worker=ctx.worker_id, generation=ctx.generation)
     _reset_signals()
     faulthandler.register(signal.SIGUSR2, file=_stack_dump_file(ctx.logs), all_threads=True)
     slot = ctx.scoreboard[ctx.slot]

@@ -35,7 +35,7 @@ from forkserve import hooks, messages, privileges, workerinfo
 from forkserve.config import Config, Source, resolve
 from forkserve.envfile import apply_env
 from forkserve.errors import ConfigError, ForkserveError
-from forkserve.logs import LogSetup, short_traceback
+from forkserve.logs import LogSetup, line_buffered_stdio, short_traceback
 from forkserve.scoreboard import Scoreboard
 
 SPEC_VARIABLE = "FORKSERVE_ZYGOTE_SPEC"
@@ -272,7 +272,8 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
     from setproctitle import setproctitle
 
     setproctitle(f"forkserve: zygote [{spec.app_name}] gen {spec.generation}")
-    logs.set_role("zygote")
+    logs.set_role("zygote", generation=spec.generation)
+    line_buffered_stdio()
     _ignore_stray_signals(logs)
     # Nothing the import allocates should be collected and rewritten before the fork freezes it.
     gc.disable()
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     # Popped, so neither the app nor the workers see it in os.environ.
     spec = ZygoteSpec.from_json(args[0] if args else os.environ.pop(SPEC_VARIABLE))
-    logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file)
+    logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file, log_format=spec.config.log_format)
     try:
         return run(spec, logs)
     except KeyboardInterrupt:

@@ -107,7 +107,9 @@ class Server:
         log = self.log()
         started = {
             int(pid)
-            for pid in re.findall(r"\[(\d+)\] \[worker \d+\] \[INFO\] Application startup complete", log)
+            for pid in re.findall(
+                r"\[(\d+)\] \[worker \d+ gen \d+\] \[INFO\] Application startup complete", log
+            )
         }
         return {pid for pid in self.workers() if pid in started}
 

@@ -12,7 +12,7 @@ from tests.conftest import APPS, wait_until
 def test_every_process_logs_one_tagged_stream(serve):
     server = serve("-w", "2", wait=2)
     roles = set(re.findall(r"^\S+ \S+ \S+ \[\d+\] \[([a-z0-9 ]+)\] \[[A-Z]+\] ", server.log(), re.M))
-    assert {"master", "worker 1", "worker 2"} <= roles, server.tail()
+    assert {"master", "worker 1 gen 1", "worker 2 gen 1"} <= roles, server.tail()
 
 
 def test_log_file_is_reopened_on_usr1(serve, tmp_path):
@@ -68,7 +68,9 @@ def test_workers_forked_after_a_rotation_write_to_the_new_file(serve, tmp_path):
     os.kill(victim, signal.SIGKILL)
     # The replacement is forked from the zygote, which reopened the file too.
     wait_until(
-        lambda: "[worker 1] [INFO] Application startup complete" in log_file.read_text(), 10, "new worker"
+        lambda: "[worker 1 gen 1] [INFO] Application startup complete" in log_file.read_text(),
+        10,
+        "new worker",
     )
 
 
