@@ -84,7 +84,7 @@ def test_root_binds_port_80_range_then_workers_run_as_nobody(serve, shared_dir):
     server.signal(signal.SIGUSR1)
     wait_until(lambda: log_file.exists(), 10.0, "the reopened log file")
     server.signal(signal.SIGTTIN)  # a new worker logs its boot into the new file, as nobody
-    server.wait_log(r"\[worker 3\] \[INFO\] Application startup complete", timeout=20)
+    server.wait_log(r"\[worker 3 gen 1\] \[INFO\] Application startup complete", timeout=20)
     assert log_file.stat().st_uid == NOBODY.pw_uid
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
