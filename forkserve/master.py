@@ -98,6 +98,7 @@ class Master:
         self.listeners: list[sockets.Listener] = []
         self.events = events.EventLog()
         self.services: list[Service] = []
+        self.metrics_dir: str | None = None  # set by the metrics service, handed to every zygote
         self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
         self.alive_r = self.alive_w = -1
         self._wake_r, self._wake_w = socket.socketpair()
@@ -386,6 +387,7 @@ class Master:
             scoreboard_capacity=self.scoreboard.capacity,
             channel_fd=zygote_end.fileno(),
             alive_fd=self.alive_r,
+            metrics_dir=self.metrics_dir,
         )
         proc = None
         if self.exec_mode:

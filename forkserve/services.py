@@ -28,4 +28,8 @@ class Service(Protocol):
 def build_services(config: Config) -> list[Service]:
     """The services this configuration asks for, in the order they start."""
     services: list[Service] = []
+    if config.metrics_bind:
+        from forkserve.monitor import MonitorService
+
+        services.append(MonitorService(config))
     return services

@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from forkserve import messages
+from forkserve import messages, promdir
 from forkserve.config import Config, Source, resolve
 from forkserve.errors import ForkserveError
 from forkserve.logs import LogSetup, short_traceback
@@ -51,6 +51,8 @@ class ZygoteSpec:
     scoreboard_capacity: int
     channel_fd: int
     alive_fd: int
+    # The private prometheus-client directory (--metrics-bind), exported before the app's import.
+    metrics_dir: str | None = None
 
     def to_json(self) -> str:
         assert isinstance(self.app, str), "only an import string can cross exec"
@@ -66,6 +68,7 @@ class ZygoteSpec:
             "scoreboard_capacity": self.scoreboard_capacity,
             "channel_fd": self.channel_fd,
             "alive_fd": self.alive_fd,
+            "metrics_dir": self.metrics_dir,
         }
         return json.dumps(data)
 
@@ -228,6 +231,8 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
     _ignore_stray_signals(logs)
     # Nothing the import allocates should be collected and rewritten before the fork freezes it.
     gc.disable()
+    if spec.metrics_dir:
+        promdir.adopt(spec.metrics_dir)
     zygote = Zygote(spec, logs)
     if not zygote.load():
         return 3
