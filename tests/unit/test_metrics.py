@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ from forkserve.fleetmetrics import (
     request_totals,
 )
 from forkserve.promdir import DbFile, MultiprocDir, fold, parse_db_name, plan_sweep, stale_dirs
-from forkserve.reqstats import BUCKETS, STATUS_CLASSES, RequestStats, bucket_index, status_class
+from forkserve.reqstats import (
+    BUCKETS,
+    DURATION,
+    REQUESTS,
+    STATUS_CLASSES,
+    RequestStats,
+    bucket_index,
+    status_class,
+)
 
 
 @pytest.mark.parametrize(
@@ -265,3 +274,14 @@ def test_metrics_bind_accepts(raw: str, expected: str | None) -> None:
 def test_metrics_bind_rejects(settings: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve([Source("kwargs", settings)])
+
+
+def test_the_docs_list_every_metric_forkserve_exports() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(forkserve_[a-z_]+)` \|", page, re.M))
+    snapshot = FleetSnapshot(1, 1, None, (), (), ())
+    exported = {
+        family.name + ("_total" if family.kind == "counter" else "") for family in fleet_families(snapshot)
+    }
+    exported |= {REQUESTS + "_total", DURATION}
+    assert documented == exported
