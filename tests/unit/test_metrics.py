@@ -49,7 +49,7 @@ def test_status_class(status: int, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "expected"),
-    [(0.0, 0), (0.005, 0), (0.0051, 1), (0.3, 7), (10.0, len(BUCKETS) - 1), (11.0, len(BUCKETS))],
+    [(0.0, 0), (0.001, 0), (0.005, 2), (0.0051, 3), (0.3, 8), (10.0, len(BUCKETS) - 1), (11.0, len(BUCKETS))],
 )
 def test_bucket_index_matches_prometheus_le(seconds: float, expected: int) -> None:
     assert bucket_index(BUCKETS, seconds) == expected
