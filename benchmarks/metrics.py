@@ -193,9 +193,9 @@ def screenshot(path: Path) -> None:
                 page.goto(f"http://{HOST}:{metrics_port}/dashboard")
                 for client in clients:
                     client.start()
-                time.sleep(6)
+                time.sleep(12)
                 os.kill(proc.pid, signal.SIGHUP)  # a rolling reload, for the event list
-                time.sleep(9)
+                time.sleep(13)
                 page.screenshot(path=str(path), full_page=True)
                 browser.close()
             stop.set()

@@ -36,12 +36,15 @@ logger = logging.getLogger("forkserve")
 
 SNAPSHOT_TIMEOUT = 2.0
 RECENT_EVENTS = 50
-CLIENT_TIMEOUT = 10.0
+CLIENT_TIMEOUT = 3.0
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = True  # stop() waits for the handlers: none may read a closed scoreboard
+    # stop() waits for the handler threads (non-daemon, so they are tracked): none may still read
+    # the scoreboard when the master unmaps it. One request per connection (HTTP/1.0) and a short
+    # socket timeout keep that wait short: no handler idles on a kept-alive connection.
+    daemon_threads = False
+    block_on_close = True
     monitor: MonitorService
 
     def service_actions(self) -> None:
@@ -51,7 +54,6 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = CLIENT_TIMEOUT
-    protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
         self._answer(head=False)
