@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("forkserve")
 
+INHERITED_FD = "FORKSERVE_INHERITED_METRICS_FD"
 SNAPSHOT_TIMEOUT = 2.0
 RECENT_EVENTS = 50
 CLIENT_TIMEOUT = 3.0
@@ -98,7 +101,7 @@ class MonitorService:
         self.master = master
         self.directory = MultiprocDir.create()
         master.metrics_dir = self.directory.path
-        listener = sockets.bind_one(parse_bind_one(self.address), 64, flag="--metrics-bind")
+        listener = self._listen(master)
         server = _Server(listener.sock.getsockname()[:2], _Handler, bind_and_activate=False)
         server.socket.close()
         server.socket = listener.sock
@@ -107,6 +110,27 @@ class MonitorService:
         master.events.subscribe(self._on_event)
         master.call(self._start_thread)
         logger.info("Metrics at: http://%s/metrics (dashboard: /dashboard)", listener.address)
+
+    def _listen(self, master: Master) -> sockets.Listener:
+        """Bind the address, or adopt the socket a predecessor handed down (USR2).
+
+        The old master still holds the port while its successor starts, so binding anew would
+        fail: the socket is handed over like the --bind ones, and both masters answer on it until
+        the old one is told to stop.
+        """
+        spec = parse_bind_one(self.address)
+        inherited = os.environ.pop(INHERITED_FD, "")
+        listener = None
+        if inherited.isdigit():
+            sock = socket.socket(fileno=int(inherited))
+            if sock.getsockname()[:2] == (spec.host, spec.port):
+                listener = sockets.Listener(spec, sock)
+            else:
+                sock.close()  # --metrics-bind changed between the two command lines
+        if listener is None:
+            listener = sockets.bind_one(spec, 64, flag="--metrics-bind")
+        master.handover.extra_fds[INHERITED_FD] = listener.sock.fileno()
+        return listener
 
     def _start_thread(self) -> None:
         if self.server is None or self.thread is not None:

@@ -218,3 +218,33 @@ def test_worker_health_path_turns_503_while_that_worker_drains(serve):
     assert slow["r"].status_code == 200
     # The new worker says 200.
     assert server.get("/healthz").status_code == 200
+
+
+def test_usr2_hands_the_metrics_address_to_the_new_master(serve, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    server = start(serve, "--pid", str(pidfile))
+    old_workers = set(server.workers())
+    server.signal(signal.SIGUSR2)
+
+    def new_master() -> int:
+        text = pidfile.read_text().strip() if pidfile.exists() else ""
+        return int(text) if text.isdigit() and int(text) != server.pid else 0
+
+    successor = wait_until(new_master, 15, "the new master's pid file", server.tail)
+    server.seen.add(successor)
+    # It started (the port was handed over, not bound twice) and its workers serve.
+    wait_until(lambda: set(server.workers()) - old_workers, 15, "the new master's workers", server.tail)
+    assert "already in use" not in server.log()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(15) == 0
+
+    def new_workers_only() -> bool:
+        rows = status(server)["workers"]
+        return bool(rows) and all(row["pid"] not in old_workers and row["state"] == "ready" for row in rows)
+
+    wait_until(new_workers_only, 15, "/api/status from the new master", server.tail)
+    assert httpx.get(server.metrics_url + "/health").status_code == 200
+    get_each(server.url, ["/"] * 3)
+    wait_total(server, "forkserve_requests_total", 3)
+    os.kill(successor, signal.SIGTERM)
+    wait_until(lambda: not pidfile.exists(), 15, "the new master to stop", server.tail)
