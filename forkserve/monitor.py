@@ -169,9 +169,6 @@ class MonitorService:
         assert self.master is not None
         return fleetmetrics.ready_workers(self.master.scoreboard) > 0
 
-    def ready(self) -> bool:
-        return not self.stopping and self.health()
-
     def snapshot(self) -> fleetmetrics.FleetSnapshot:
         master = self.master
         assert master is not None
