@@ -197,7 +197,8 @@ def test_metrics_address_in_use_exits_4_with_one_line(serve):
 
 def test_worker_health_path_turns_503_while_that_worker_drains(serve):
     """A reload retires the old worker: its kept-alive clients are told 503 on the health path."""
-    server = serve("-w", "1", "--health-path", "/healthz", wait=1)
+    # A long keep-alive: however slowly the new worker boots, the kept connection stays open.
+    server = serve("-w", "1", "--health-path", "/healthz", "--keep-alive", "60", wait=1)
     [old] = server.wait_workers(1)
     with httpx.Client(base_url=server.url, timeout=10) as kept:
         assert kept.get("/healthz").status_code == 200
