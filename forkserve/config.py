@@ -397,6 +397,16 @@ def parse_binds(raw: Any) -> tuple[BindSpec, ...]:
     return tuple(specs)
 
 
+def parse_metrics_bind(raw: Any) -> str | None:
+    """A TCP HOST:PORT for the master's metrics server, kept as text (it crosses exec as JSON)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    spec = parse_bind_one(str(raw))
+    if spec.kind != "tcp":
+        raise ValueError("expected HOST:PORT or [IPv6]:PORT (the metrics server listens on TCP)")
+    return str(spec)
+
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -499,6 +509,11 @@ class Config:
     health_path: str | None = setting(
         None, "--health-path", parse=parse_optional_str, metavar="PATH", group="Application",
         help="Answer this path in each worker, before the app: 200 while serving, 503 while stopping.",
+    )  # fmt: skip
+    metrics_bind: str | None = setting(
+        None, "--metrics-bind", parse=parse_metrics_bind, metavar="HOST:PORT", group="Observability",
+        help="Serve /metrics (Prometheus), /health, /ready and /dashboard from the master at this address; "
+        "the app's own prometheus-client metrics are merged in. Off by default.",
     )  # fmt: skip
     header_timeout: float = setting(
         10.0, "--header-timeout", parse=parse_positive_seconds, metavar="SECONDS", group="Limits",
@@ -860,6 +875,10 @@ def _check_consistency(config: Config) -> None:
     if len(fds) != len(set(fds)):
         raise ConfigError("--bind names the same fd:// twice; give each inherited socket once")
     addresses = [str(spec) for spec in config.bind]
+    if config.metrics_bind is not None and config.metrics_bind in addresses:
+        raise ConfigError(
+            f"--metrics-bind {config.metrics_bind} is also a --bind address; give it its own port"
+        )
     for address in addresses:
         if addresses.count(address) > 1:
             raise ConfigError(f"--bind {address} is given twice; give each address once")

@@ -105,6 +105,7 @@ class Master:
         self.events = events.EventLog()
         self.services: list[Service] = []
         self.app_environ: dict[str, str] = {}  # --env-file's variables for the next generation
+        self.metrics_dir: str | None = None  # set by the metrics service, handed to every zygote
         self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
         self.alive_r = self.alive_w = -1
         self._wake_r, self._wake_w = socket.socketpair()
@@ -450,6 +451,7 @@ class Master:
             channel_fd=zygote_end.fileno(),
             alive_fd=self.alive_r,
             environ=self.app_environ,
+            metrics_dir=self.metrics_dir,
         )
         proc = None
         if self.exec_mode:

@@ -41,4 +41,8 @@ def build_services(config: Config) -> list[Service]:
         from forkserve.control import ControlService
 
         services.append(ControlService(config.control_socket))
+    if config.metrics_bind:
+        from forkserve.monitor import MonitorService
+
+        services.append(MonitorService(config))
     return services

@@ -121,7 +121,8 @@ def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
     return unacked, sacked
 
 
-def bind_one(spec: BindSpec, backlog: int) -> Listener:
+def bind_one(spec: BindSpec, backlog: int, flag: str = "--bind") -> Listener:
+    """Bind and listen; an OSError becomes a one-line BindError naming FLAG as the thing to change."""
     try:
         if spec.kind == "fd":
             return Listener(spec, _adopt_fd(spec))
@@ -131,7 +132,7 @@ def bind_one(spec: BindSpec, backlog: int) -> Listener:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise BindError(
-                f"{spec} is already in use; pick another --bind or stop the other server"
+                f"{spec} is already in use; pick another {flag} or stop the other server"
             ) from None
         if exc.errno in (errno.EACCES, errno.EPERM):
             hint = (
@@ -146,7 +147,7 @@ def bind_one(spec: BindSpec, backlog: int) -> Listener:
             ) from None
         if isinstance(exc, socket.gaierror):
             raise BindError(f"{spec}: cannot resolve host {spec.host!r}; use an IP address") from None
-        raise BindError(f"{spec}: cannot listen ({exc.strerror or exc}); pick another --bind") from None
+        raise BindError(f"{spec}: cannot listen ({exc.strerror or exc}); pick another {flag}") from None
 
 
 def bind_all(specs: Sequence[BindSpec], backlog: int, inherited: Sequence[int] = ()) -> list[Listener]:

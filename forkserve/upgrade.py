@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from forkserve.exits import describe_status
 from forkserve.sockets import Listener
@@ -37,7 +37,10 @@ def oldbin_path(pidfile: str) -> str:
 
 
 def start_successor(
-    argv: Sequence[str], listeners: Sequence[Listener], pidfile: str | None
+    argv: Sequence[str],
+    listeners: Sequence[Listener],
+    pidfile: str | None,
+    extra_fds: Mapping[str, int] | None = None,
 ) -> subprocess.Popen[bytes]:
     fds = [listener.sock.fileno() for listener in listeners]
     env = dict(os.environ)
@@ -45,6 +48,9 @@ def start_successor(
     # systemd's watchdog names this master's pid; the successor takes over the pings (and tells
     # systemd its pid with MAINPID=), so it must not read the variable as meant for someone else.
     env.pop("WATCHDOG_PID", None)
+    for variable, fd in (extra_fds or {}).items():
+        env[variable] = str(fd)
+        fds.append(fd)
     if pidfile and os.path.exists(pidfile):
         os.replace(pidfile, oldbin_path(pidfile))
     try:
@@ -66,6 +72,8 @@ class Handover:
         self.configured_pidfile = pidfile
         self.pidfile = pidfile
         self.successor: subprocess.Popen[bytes] | None = None
+        # Other sockets a service hands on too (the metrics server's), by the variable that names them.
+        self.extra_fds: dict[str, int] = {}
 
     def start(self, listeners: Sequence[Listener]) -> None:
         if self.argv is None:
@@ -74,7 +82,7 @@ class Handover:
         if self.successor is not None and self.successor.returncode is None:
             logger.warning("USR2 ignored: a new master (pid %d) is already running", self.successor.pid)
             return
-        self.successor = start_successor(self.argv, listeners, self.pidfile)
+        self.successor = start_successor(self.argv, listeners, self.pidfile, self.extra_fds)
         if self.pidfile:
             self.pidfile = oldbin_path(self.pidfile)
         for listener in listeners:

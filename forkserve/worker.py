@@ -42,6 +42,7 @@ from forkserve import hooks, messages
 from forkserve.config import Config
 from forkserve.logs import LogSetup
 from forkserve.protocol import http_protocol_class
+from forkserve.reqstats import RequestStats
 from forkserve.scoreboard import Scoreboard, SlotState, StopMode
 from forkserve.sockets import accept_queue
 from forkserve.workerinfo import worker_info
@@ -140,6 +141,10 @@ class WorkerServer(uvicorn.Server):
         self._ticks = 0
         self._rebalance_seen = 0
         self.hook_failed = False
+        self.request_stats: RequestStats | None = None
+        if ctx.config.metrics_bind:
+            self.request_stats = RequestStats(ctx.uv_config.loaded_app, ctx.worker_id)
+            ctx.uv_config.loaded_app = self.request_stats
         if ctx.config.health_path:
             ctx.uv_config.loaded_app = HealthCheck(ctx.uv_config.loaded_app, ctx.config.health_path, self)
 
@@ -190,6 +195,8 @@ class WorkerServer(uvicorn.Server):
             slot.rss = _rss_bytes()
             self._cpu_mark, self._wall_mark = cpu, now
             self._sweep_slow_heads()
+        if self.request_stats is not None:
+            self.request_stats.flush()
         if slot.rebalance != self._rebalance_seen:
             self._rebalance_seen = slot.rebalance
             self._rebalance()
@@ -267,6 +274,8 @@ class WorkerServer(uvicorn.Server):
         if self.slot.stop_mode == StopMode.SHUTDOWN and not self.force_exit:
             await self._empty_accept_queues(sockets or [])
         await super().shutdown(sockets=sockets)
+        if self.request_stats is not None:
+            self.request_stats.flush()
         await hooks.run_worker_hook("worker_exit", self.ctx.hooks.worker_exit, worker_info())
 
     async def _empty_accept_queues(self, sockets: list[socket.socket]) -> None:

@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkserve import hooks, messages, privileges, workerinfo
+from forkserve import hooks, messages, privileges, promdir, workerinfo
 from forkserve.config import Config, Source, resolve
 from forkserve.envfile import apply_env
 from forkserve.errors import ConfigError, ForkserveError
@@ -56,6 +56,8 @@ class ZygoteSpec:
     alive_fd: int
     # --env-file's variables, read by the master for this generation; set before the app is imported.
     environ: dict[str, str] = field(default_factory=dict)
+    # The private prometheus-client directory (--metrics-bind), exported before the app's import.
+    metrics_dir: str | None = None
 
     def to_json(self) -> str:
         assert isinstance(self.app, str), "only an import string can cross exec"
@@ -78,6 +80,7 @@ class ZygoteSpec:
             "channel_fd": self.channel_fd,
             "alive_fd": self.alive_fd,
             "environ": self.environ,
+            "metrics_dir": self.metrics_dir,
         }
         return json.dumps(data)
 
@@ -277,6 +280,8 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
     _ignore_stray_signals(logs)
     # Nothing the import allocates should be collected and rewritten before the fork freezes it.
     gc.disable()
+    if spec.metrics_dir:
+        promdir.adopt(spec.metrics_dir)
     zygote = Zygote(spec, logs)
     if not zygote.load():
         return 3
