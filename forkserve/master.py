@@ -31,6 +31,7 @@ from typing import Any
 from forkserve import events, messages, sockets, upgrade, zygotes
 from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
+from forkserve.balancer import Balancer
 from forkserve.config import Config
 from forkserve.devreload import SourceWatcher
 from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
@@ -98,6 +99,7 @@ class Master:
         self.listeners: list[sockets.Listener] = []
         self.events = events.EventLog()
         self.services: list[Service] = []
+        self.balancer: Balancer | None = None
         self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
         self.alive_r = self.alive_w = -1
         self._wake_r, self._wake_w = socket.socketpair()
@@ -153,7 +155,10 @@ class Master:
                 # Once, here: zygotes and workers inherit the directory (and the relative --app-dir).
                 prepare_chdir(self.config.chdir)
             self.desired = self._resolve_workers()
-            self.listeners = sockets.bind_all(self.config.bind, self.config.backlog, upgrade.inherited_fds())
+            self.listeners = sockets.bind_all(
+                self.config.bind, self.config.backlog, upgrade.inherited_fds(),
+                reuse_port=self.config.balance == "reuseport",
+            )  # fmt: skip
             set_child_subreaper(True)
             if self.config.pid:
                 write_pidfile(self.config.pid)
@@ -171,6 +176,7 @@ class Master:
                 scheme = "unix" if listener.spec.kind == "unix" else "http"
                 logger.info("Listening at: %s://%s", scheme, listener.address.removeprefix("unix:"))
             self.services = build_services(self.config)
+            self.balancer = next((s for s in self.services if isinstance(s, Balancer)), None)
             for service in self.services:
                 service.start(self)
             self._start_zygote(self.generations.next_number())
@@ -317,6 +323,10 @@ class Master:
             for pid in pids:
                 if pid:
                     signal_process(pid, signal.SIGUSR1)
+        elif number == signal.SIGUSR2 and self.config.balance == "reuseport":
+            logger.error(
+                "USR2 is not supported with --balance reuseport (its sockets are per master); use HUP"
+            )
         elif number == signal.SIGUSR2 and not self.stopping:
             self.handover.start(self.listeners)
 
@@ -381,7 +391,12 @@ class Master:
             app_name=self.app_name,
             generation=generation,
             config=self.config,
-            listener_fds=[listener.sock.fileno() for listener in self.listeners],
+            listener_fds=(
+                self.balancer.zygote_listener_fds(self.listeners)
+                if self.balancer is not None
+                else [listener.sock.fileno() for listener in self.listeners]
+            ),
+            balance_fds=self.balancer.zygote_fds() if self.balancer is not None else [],
             scoreboard_fd=self.scoreboard.fd,
             scoreboard_capacity=self.scoreboard.capacity,
             channel_fd=zygote_end.fileno(),
@@ -417,6 +432,8 @@ class Master:
         self._wake_w.close()
         self.generations.close_in_child()
         self.workers.close_in_child()
+        if self.balancer is not None:
+            self.balancer.close_in_child()
         return run_zygote(spec, self.logs)
 
     def _read_channel(self, handle: zygotes.ZygoteHandle) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from forkserve.balancer import for_config
 from forkserve.config import Config
 
 if TYPE_CHECKING:
@@ -28,4 +29,7 @@ class Service(Protocol):
 def build_services(config: Config) -> list[Service]:
     """The services this configuration asks for, in the order they start."""
     services: list[Service] = []
+    balancer = for_config(config)
+    if balancer is not None:
+        services.append(balancer)
     return services

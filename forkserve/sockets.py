@@ -53,11 +53,14 @@ def _stale_unix_socket(path: str) -> bool:
     return False
 
 
-def _bind_tcp(spec: BindSpec, backlog: int) -> socket.socket:
+def _bind_tcp(spec: BindSpec, backlog: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # --balance reuseport: the per-worker sockets (forkserve/reuseport.py) join this one.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # [::]:PORT should not also claim the IPv4 port: users bind 0.0.0.0 separately if they want it.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -121,13 +124,13 @@ def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
     return unacked, sacked
 
 
-def bind_one(spec: BindSpec, backlog: int) -> Listener:
+def bind_one(spec: BindSpec, backlog: int, reuse_port: bool = False) -> Listener:
     try:
         if spec.kind == "fd":
             return Listener(spec, _adopt_fd(spec))
         if spec.kind == "unix":
             return Listener(spec, _bind_unix(spec, backlog), owns_path=True)
-        return Listener(spec, _bind_tcp(spec, backlog))
+        return Listener(spec, _bind_tcp(spec, backlog, reuse_port))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise BindError(
@@ -149,7 +152,9 @@ def bind_one(spec: BindSpec, backlog: int) -> Listener:
         raise BindError(f"{spec}: cannot listen ({exc.strerror or exc}); pick another --bind") from None
 
 
-def bind_all(specs: Sequence[BindSpec], backlog: int, inherited: Sequence[int] = ()) -> list[Listener]:
+def bind_all(
+    specs: Sequence[BindSpec], backlog: int, inherited: Sequence[int] = (), *, reuse_port: bool = False
+) -> list[Listener]:
     """Bind every address; an fd in INHERITED (a predecessor's socket, in --bind order) is adopted."""
     listeners: list[Listener] = []
     try:
@@ -161,7 +166,7 @@ def bind_all(specs: Sequence[BindSpec], backlog: int, inherited: Sequence[int] =
                     Listener(spec, socket.socket(fileno=inherited[index]), owns_path=spec.kind == "unix")
                 )
                 continue
-            listeners.append(bind_one(spec, backlog))
+            listeners.append(bind_one(spec, backlog, reuse_port))
     except BaseException:
         close_all(listeners)
         raise

@@ -28,7 +28,7 @@ import selectors
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from forkserve import messages
@@ -51,6 +51,8 @@ class ZygoteSpec:
     scoreboard_capacity: int
     channel_fd: int
     alive_fd: int
+    # --balance: each slot's hand-off channel, or the per-worker reuseport sockets (forkserve/handoff.py).
+    balance_fds: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         assert isinstance(self.app, str), "only an import string can cross exec"
@@ -66,6 +68,7 @@ class ZygoteSpec:
             "scoreboard_capacity": self.scoreboard_capacity,
             "channel_fd": self.channel_fd,
             "alive_fd": self.alive_fd,
+            "balance_fds": self.balance_fds,
         }
         return json.dumps(data)
 
@@ -193,20 +196,24 @@ class Zygote:
             messages.send(self.channel, {"op": "spawn_failed", "slot": slot, "worker_id": worker_id})
 
     def run_worker(self, worker_id: int, slot: int, generation: int) -> int:
-        from forkserve import worker
+        from forkserve import handoff, worker
 
         gc.enable()
         # The app can size per-worker resources (a pool of budget // workers) from these.
         os.environ["FORKSERVE_WORKER_ID"] = str(worker_id)
         os.environ["FORKSERVE_GENERATION"] = str(generation)
         title = f"forkserve: worker {worker_id} [{self.spec.app_name}] gen {generation}"
+        listeners, channel = handoff.worker_sockets(
+            self.spec.config.balance, self.listeners, self.spec.balance_fds, worker_id=worker_id, slot=slot
+        )
         ctx = worker.WorkerContext(
             worker_id=worker_id,
             slot=slot,
             generation=generation,
             title=title,
             uv_config=self.uv_config,
-            listeners=self.listeners,
+            listeners=listeners,
+            handoff=channel,
             scoreboard=self.scoreboard,
             channel=self.channel,
             alive_fd=self.spec.alive_fd,

@@ -54,6 +54,7 @@ def _python_path_env() -> dict[str, str]:
 def start_exec(spec: ZygoteSpec, zygote_end: socket.socket) -> subprocess.Popen[bytes]:
     """A fresh interpreter: new code on every generation, sharing nothing but inherited fds."""
     pass_fds = [*spec.listener_fds, spec.scoreboard_fd, zygote_end.fileno(), spec.alive_fd]
+    pass_fds += [fd for fd in spec.balance_fds if fd >= 0]
     return subprocess.Popen(
         [sys.executable, "-m", "forkserve._zygote_entry", spec.to_json()],
         pass_fds=pass_fds,
