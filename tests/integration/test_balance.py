@@ -200,3 +200,21 @@ def test_balance_setting_is_validated_in_the_library_too():
 
     with pytest.raises(forkserve.ConfigError, match="expected one of kernel"):
         forkserve.run("hello:app", balance="random")
+
+
+def test_handoff_takes_back_what_a_hung_worker_never_picked_up(serve):
+    server = serve("-w", "2", "--balance", "round-robin", "--timeout", "2", wait=2)
+    first, second = worker_pid(server, 1), worker_pid(server, 2)
+    os.kill(second, signal.SIGSTOP)
+    # Round-robin hands every other connection to the stopped worker: they wait in its channel.
+    clients = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(10)]
+    for client in clients:
+        client.sendall(request("/"))
+    server.wait_log(rf"\(pid {second}\) is hung", timeout=8)
+    # Once it is detected it gets nothing new...
+    assert {ask(server.port) for _ in range(6)} <= {first} | server.ready_workers() - {second}
+    # ...and what it left in its channel is served by another worker: nothing is lost.
+    served = collections.Counter(read_pid(client) for client in clients)
+    for client in clients:
+        client.close()
+    assert second not in served and sum(served.values()) == 10, f"{served}\n{server.tail()}"
