@@ -9,7 +9,10 @@ Rules:
 
 * Only a READY worker whose heartbeat is fresh takes connections. A booting worker is not serving
   yet, a draining one is leaving, and a hung one (heartbeat older than ``--timeout``) would sit on
-  them until it is killed.
+  them until it is killed. Nor does a worker with ``MAX_PENDING`` connections handed to it and not
+  picked up: its loop is stuck (a long CPU-bound request, or a hang not yet detected), and more
+  would only wait behind it. When every worker is that far behind, the connections stay in the
+  kernel's accept queue, where the autoscaler sees them.
 * ``round-robin`` takes the eligible workers in slot order, one after the other.
 * ``least-conn`` takes the worker with the fewest open connections, counting those handed to it
   and not yet picked up (``pending``): a worker whose event loop is stuck in a CPU-bound request
@@ -40,6 +43,7 @@ HANDOFF_MODES = (ROUND_ROBIN, LEAST_CONN, IP_HASH)
 
 # Scoreboard slot states (forkserve.scoreboard.SlotState), as plain numbers.
 READY = 2
+MAX_PENDING = 64
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ def eligible(workers: Iterable[WorkerLoad], *, hung_after: float) -> list[Worker
         (
             worker
             for worker in workers
-            if worker.state == READY and (hung_after <= 0 or worker.heartbeat_age <= hung_after)
+            if worker.state == READY
+            and (hung_after <= 0 or worker.heartbeat_age <= hung_after)
+            and worker.pending < MAX_PENDING
         ),
         key=lambda worker: worker.slot,
     )

@@ -10,6 +10,7 @@ import pytest
 from forkserve.policy.balance import (
     IP_HASH,
     LEAST_CONN,
+    MAX_PENDING,
     READY,
     ROUND_ROBIN,
     WorkerLoad,
@@ -40,6 +41,9 @@ def w(slot: int, state: int = READY, *, age: float = 0.1, conns: int = 0, pendin
         ([w(0, age=30), w(1)], 30, [0, 1]),
         # --timeout 0 disables the hung check.
         ([w(0, age=3600)], 0, [0]),
+        # A worker that has not picked up MAX_PENDING handed connections is stuck: skip it.
+        ([w(0, pending=MAX_PENDING), w(1, pending=MAX_PENDING - 1)], 30, [1]),
+        ([w(0, pending=MAX_PENDING)], 30, []),
         # Slot order, whatever the input order.
         ([w(5), w(2), w(9)], 30, [2, 5, 9]),
         ([], 30, []),
