@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
+
 from benchmarks import harness
 from benchmarks.harness import HOST
 
@@ -72,6 +74,7 @@ class Run:
     shares: list[int] = field(default_factory=list)  # requests per worker, largest first
     burst: list[int] = field(default_factory=list)  # of 32 connections opened at once, per worker
     foreign_cpu: float = 0.0
+    master_cpu: float = 0.0  # share of one CPU the master process used during the run
     error: str | None = None
 
 
@@ -99,6 +102,11 @@ def wrk(port: int, scenario: str, duration: int, script: Path) -> harness.WrkRes
     if done.returncode != 0:
         raise harness.ServerError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
     return harness.parse_wrk(done.stdout)
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def burst(port: int, count: int = 32) -> list[int]:
@@ -138,7 +146,9 @@ def run_one(server: str, scenario: str, round_no: int, args: argparse.Namespace,
             record.burst = burst(port)
         wrk(port, scenario, 1, script)  # warm-up, not recorded
         before = harness.cpu_snapshot(proc.pid)
+        master_before = _cpu_seconds(proc.pid)
         result = wrk(port, scenario, args.duration, script)
+        record.master_cpu = (_cpu_seconds(proc.pid) - master_before) / (time.monotonic() - before.wall)
         record.foreign_cpu = harness.foreign_cpu_share(before, harness.cpu_snapshot(proc.pid, before.tree))
         record.requests_per_sec = result.requests_per_sec
         record.latency_ms = result.latency_ms
@@ -212,7 +222,7 @@ def _progress(run: Run) -> str:
     return (
         f"round {run.round} {run.server:22} {run.scenario:10} {run.requests_per_sec:9.0f} req/s "
         f"p99 {run.latency_ms.get('99', 0):7.1f} ms  shares {run.shares}  burst {run.burst}  "
-        f"errors {run.errors}  other cpu {run.foreign_cpu:.0%}"
+        f"errors {run.errors}  master cpu {run.master_cpu:.0%}  other cpu {run.foreign_cpu:.0%}"
     )
 
 
@@ -243,21 +253,22 @@ def render(runs: list[Run], meta: dict[str, object]) -> str:
             "mixed": "Mixed load: 1 request in 200 takes 100 ms of CPU (`-c16`, one connection per request)",
         }[scenario]
         lines += [f"#### {title}", ""]
-        header = "| server | req/s | vs kernel | p50 ms | p99 ms | requests per worker, % |"
+        header = "| server | req/s | vs kernel | p50 ms | p99 ms | master CPU | requests per worker, % |"
         if scenario == "keep-alive":
             header += " burst of 32 |"
         lines += [header, _separator(header)]
         for server in servers:
             mine = [r for r in ok if r.server == server and r.scenario == scenario]
             if not mine:
-                lines.append(f"| {server} | failed | | | | |" + (" |" if scenario == "keep-alive" else ""))
+                lines.append(f"| {server} | failed | | | | | |" + (" |" if scenario == "keep-alive" else ""))
                 continue
             rps = statistics.median(r.requests_per_sec or 0.0 for r in mine)
             p50 = statistics.median(r.latency_ms.get("50", 0.0) for r in mine)
             p99 = statistics.median(r.latency_ms.get("99", 0.0) for r in mine)
             ratio = f"{rps / base:.2f}x" if base else "-"
             shares = ", ".join(_share(r.shares) for r in mine)
-            row = f"| {server} | {rps:,.0f} | {ratio} | {p50:.1f} | {p99:.1f} | {shares} |"
+            master = statistics.median(r.master_cpu for r in mine)
+            row = f"| {server} | {rps:,.0f} | {ratio} | {p50:.1f} | {p99:.1f} | {master:.0%} | {shares} |"
             if scenario == "keep-alive":
                 row += " " + ", ".join("/".join(map(str, r.burst)) for r in mine) + " |"
             lines.append(row)
