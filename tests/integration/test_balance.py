@@ -218,3 +218,23 @@ def test_handoff_takes_back_what_a_hung_worker_never_picked_up(serve):
     for client in clients:
         client.close()
     assert second not in served and sum(served.values()) == 10, f"{served}\n{server.tail()}"
+
+
+def test_reuseport_worker_retired_for_good_serves_its_own_queue(serve):
+    server = serve("-w", "2", "--balance", "reuseport", wait=2)
+    server.wait_log(r"reuseport: new connections go to workers 1, 2$", timeout=3)
+    second = worker_pid(server, 2)
+    # Stopped (not yet hung): connections hashed to its socket queue up there.
+    os.kill(second, signal.SIGSTOP)
+    clients = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(16)]
+    for client in clients:
+        client.sendall(request("/"))
+    server.signal(signal.SIGTTOU)  # worker 2 goes, and no worker 2 replaces it
+    server.wait_log(rf"retiring worker 2 \(pid {second}\)", timeout=5)
+    os.kill(second, signal.SIGCONT)
+    served = collections.Counter(read_pid(client) for client in clients)
+    for client in clients:
+        client.close()
+    assert sum(served.values()) == 16 and served[second] > 0, f"{served}\n{server.tail()}"
+    server.wait_log(r"reuseport: new connections go to worker 1$", timeout=3)
+    wait_until(lambda: set(server.workers()) == {worker_pid(server, 1)}, 10, "worker 2 to leave", server.tail)
