@@ -21,6 +21,7 @@ to do, and a master that forks its zygote (an app object) must not have threads 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -35,12 +36,15 @@ from forkserve import events, handoff, reuseport
 from forkserve.config import Config
 from forkserve.policy.balance import (
     HANDOFF_MODES,
+    LEAST_CONN,
     READY,
     REUSEPORT,
+    STALL_AFTER,
     WorkerLoad,
     choose,
     eligible,
-    reuseport_targets,
+    serving_ids,
+    take_back_from,
 )
 from forkserve.scoreboard import Scoreboard, SlotState
 from forkserve.sockets import Listener
@@ -57,18 +61,44 @@ BATCH = 64
 RECLAIM_EVERY = 0.1
 
 
-def loads(
-    scoreboard: Scoreboard, slots: list[int], now: float, handed: dict[int, tuple[int, int]]
-) -> list[WorkerLoad]:
-    """A snapshot of SLOTS for the policy; HANDED is slot -> (pid, connections sent to that pid)."""
+class Sent:
+    """What the balancer handed to one slot's worker and that worker has not picked up yet.
+
+    The worker counts what it takes (``handoffs_taken``); both sides take from the front of the
+    channel (the worker reading, the balancer taking back), so the send times of the connections
+    still waiting are the newest ``len(times)`` ones.
+    """
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.taken = 0
+        self.times: collections.deque[float] = collections.deque()
+
+    def observe(self, pid: int, taken: int, now: float) -> tuple[int, float]:
+        """(connections waiting, seconds the oldest has waited) for PID, which has TAKEN so far."""
+        if pid != self.pid:
+            self.pid, self.taken = pid, taken
+            self.times.clear()
+        self.forget(taken - self.taken)
+        self.taken = taken
+        return len(self.times), (now - self.times[0] if self.times else 0.0)
+
+    def forget(self, count: int) -> None:
+        for _ in range(min(count, len(self.times))):
+            self.times.popleft()
+
+
+def loads(scoreboard: Scoreboard, slots: list[int], now: float, sent: dict[int, Sent]) -> list[WorkerLoad]:
+    """A snapshot of SLOTS for the policy, with what SENT says is waiting in each channel."""
     found = []
     for index in slots:
         slot = scoreboard[index]
         pid = slot.pid
         if not pid:
             continue
-        sent_pid, sent = handed.get(index, (0, 0))
-        pending = max(0, sent - slot.handoffs_taken) if sent_pid == pid else 0
+        pending, pending_age = (
+            sent[index].observe(pid, slot.handoffs_taken, now) if index in sent else (0, 0.0)
+        )
         found.append(
             WorkerLoad(
                 slot=index,
@@ -79,6 +109,7 @@ def loads(
                 connections=slot.connections,
                 pending=pending,
                 in_flight=slot.in_flight,
+                pending_age=pending_age,
             )
         )
     return found
@@ -177,11 +208,12 @@ class Dispatcher(Balancer):
         for sock in self.listeners:
             sock.setblocking(False)
         self.channels = handoff.channel_pairs(scoreboard.capacity)
-        self.handed: dict[int, tuple[int, int]] = {}
+        self.sent = {index: Sent() for index in range(scoreboard.capacity)}
         self.turn = 0
         self._stop_at: float | None = None
         self._graceful = True
         self.placed = 0
+        self.serving: list[int] = []
 
     def zygote_listener_fds(self, listeners: list[Listener]) -> list[int]:
         return []  # workers take connections from their channel only
@@ -227,15 +259,21 @@ class Dispatcher(Balancer):
             if now >= reclaim_at:
                 previous = self._reclaim(previous)
                 reclaim_at = now + RECLAIM_EVERY
+            candidates = self._candidates(occupied)
+            self._log_serving(occupied)
+            timeout = POLL
+            if self.mode == LEAST_CONN:
+                self._take_back_from_stalled(candidates)
+                timeout = self._next_stall_check(timeout)
             # Nobody to hand to: leave connections in the kernel's queue rather than accept them.
-            if bool(self._candidates(occupied)) != listening:
+            if bool(candidates) != listening:
                 listening = not listening
                 for sock in self.listeners:
                     if listening:
                         selector.register(sock, selectors.EVENT_READ)
                     else:
                         selector.unregister(sock)
-            for key, _ in selector.select(POLL):
+            for key, _ in selector.select(timeout):
                 if key.fileobj is self._wake_r:
                     self._drain_wake()
                     continue
@@ -245,8 +283,33 @@ class Dispatcher(Balancer):
         selector.close()
 
     def _candidates(self, occupied: list[int]) -> list[WorkerLoad]:
-        views = loads(self.scoreboard, occupied, time.monotonic(), self.handed)
+        views = loads(self.scoreboard, occupied, time.monotonic(), self.sent)
         return eligible(views, hung_after=self.config.timeout)
+
+    def _log_serving(self, occupied: list[int]) -> None:
+        views = loads(self.scoreboard, occupied, time.monotonic(), self.sent)
+        ids = serving_ids(views, hung_after=self.config.timeout)
+        if ids != self.serving:
+            self.serving = ids
+            logger.info("%s: new connections go to %s", self.mode, _workers(ids))
+
+    def _take_back_from_stalled(self, candidates: list[WorkerLoad]) -> None:
+        """least-conn: a worker stuck in a long request does not keep connections waiting."""
+        for slot in take_back_from(candidates):
+            fds = handoff.take_back(self.channels[slot][1])
+            self.sent[slot].forget(len(fds))
+            others = [c for c in candidates if c.slot != slot and not c.stalled]
+            for fd in fds:
+                others = self._place(fd, _peer_address(fd), others)
+                os.close(fd)
+
+    def _next_stall_check(self, timeout: float) -> float:
+        """Wake when the oldest connection waiting in any channel would count as stalled."""
+        now = time.monotonic()
+        for sent in self.sent.values():
+            if sent.times:
+                timeout = min(timeout, max(0.0005, sent.times[0] + STALL_AFTER - now))
+        return timeout
 
     def _accept_batch(self, listener: socket.socket, candidates: list[WorkerLoad]) -> None:
         for _ in range(BATCH):
@@ -283,9 +346,7 @@ class Dispatcher(Balancer):
             full.add(slot)
         self.turn += 1
         self.placed += 1
-        pid = self.scoreboard[slot].pid
-        sent_pid, sent = self.handed.get(slot, (0, 0))
-        self.handed[slot] = (pid, sent + 1 if sent_pid == pid else 1)
+        self.sent[slot].times.append(time.monotonic())
         return [replace(c, pending=c.pending + 1) if c.slot == slot else c for c in candidates]
 
     def _reclaim(self, previous: dict[int, int]) -> dict[int, int]:
@@ -293,7 +354,6 @@ class Dispatcher(Balancer):
         current = {index: self.scoreboard[index].pid for index in range(self.scoreboard.capacity)}
         for index, pid in previous.items():
             if pid and not current.get(index):
-                self.handed.pop(index, None)
                 self._rehand(handoff.take_back(self.channels[index][1]))
         return current
 
@@ -307,13 +367,7 @@ class Dispatcher(Balancer):
         )
         occupied = self._occupied()
         for fd in fds:
-            candidates = self._candidates(occupied)
-            try:
-                with socket.socket(fileno=os.dup(fd)) as probe:
-                    peer = probe.getpeername()
-            except OSError:
-                peer = ""
-            self._place(fd, peer[0] if isinstance(peer, tuple) else "", candidates)
+            self._place(fd, _peer_address(fd), self._candidates(occupied))
             os.close(fd)
 
     def _finish(self) -> None:
@@ -323,7 +377,7 @@ class Dispatcher(Balancer):
             # Draining workers still read their channel until END: they serve these.
             views = [
                 replace(load, state=READY) if load.state == SlotState.DRAINING else load
-                for load in loads(self.scoreboard, self._occupied(), now, self.handed)
+                for load in loads(self.scoreboard, self._occupied(), now, self.sent)
             ]
             candidates = eligible(views, hung_after=self.config.timeout)
             for sock in self.listeners:
@@ -336,6 +390,22 @@ class Dispatcher(Balancer):
         for master_end, _ in self.channels:
             with contextlib.suppress(OSError):
                 master_end.send(handoff.END)
+
+
+def _workers(ids: list[int]) -> str:
+    if not ids:
+        return "no worker (they wait in the accept queue)"
+    return ("worker " if len(ids) == 1 else "workers ") + ", ".join(map(str, ids))
+
+
+def _peer_address(fd: int) -> str:
+    """The client's IP address (ip-hash's key) of an accepted connection, "" if it has none."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as probe:
+            peer = probe.getpeername()
+    except OSError:
+        return ""
+    return str(peer[0]) if isinstance(peer, tuple) else ""
 
 
 class Steering(Balancer):
@@ -372,7 +442,7 @@ class Steering(Balancer):
         while not self._stop.is_set():
             now = time.monotonic()
             views = loads(self.scoreboard, self._occupied(), now, {})
-            self._steer(reuseport_targets(views, hung_after=self.config.timeout))
+            self._steer(serving_ids(views, hung_after=self.config.timeout))
             self._stop.wait(POLL)
         self.close()
 
@@ -384,8 +454,10 @@ class Steering(Balancer):
         for sock in self.tcp:
             reuseport.attach(sock, program)
         if self.targets is not None:
-            logger.info("reuseport: new connections go to worker%s %s", "" if len(worker_ids) == 1 else "s",
-                        ", ".join(map(str, worker_ids)) or "1 (none serving)")  # fmt: skip
+            logger.info(
+                "reuseport: new connections go to %s",
+                _workers(worker_ids) if worker_ids else "worker 1 (none serving)",
+            )
         self.targets = targets
 
 

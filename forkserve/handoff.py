@@ -107,12 +107,16 @@ class Inbox:
         protocol_factory: Callable[[], asyncio.Protocol],
         ssl: Any,
         on_connection: Callable[[asyncio.BaseProtocol], None],
+        per_wakeup: int = 64,
     ) -> None:
         self.channel = channel
         self.slot = slot
         self.protocol_factory = protocol_factory
         self.ssl = ssl
         self.on_connection = on_connection
+        # least-conn takes one connection per loop iteration: what is left in the channel while a
+        # request holds the loop is still the balancer's to give to another worker.
+        self.per_wakeup = per_wakeup
         self.ended = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -135,7 +139,7 @@ class Inbox:
         loop = self._loop
         if loop is None:
             return
-        while True:
+        for _ in range(self.per_wakeup):
             try:
                 message, fds, _, _ = socket.recv_fds(self.channel, 16, MAX_FDS)
             except BlockingIOError:

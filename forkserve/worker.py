@@ -260,6 +260,7 @@ class WorkerServer(uvicorn.Server):
                 handoff.protocol_factory(self),
                 self.config.ssl,
                 self._handed_over,
+                per_wakeup=1 if self.ctx.config.balance == "least-conn" else 64,
             )
             self.inbox.open()
         self.slot.state = SlotState.READY

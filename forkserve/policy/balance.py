@@ -15,9 +15,11 @@ Rules:
   kernel's accept queue, where the autoscaler sees them.
 * ``round-robin`` takes the eligible workers in slot order, one after the other.
 * ``least-conn`` takes the worker with the fewest open connections, counting those handed to it
-  and not yet picked up (``pending``): a worker whose event loop is stuck in a CPU-bound request
-  picks nothing up, so its count grows and the next connections go elsewhere. Ties go to the
-  fewest requests in flight, then in round-robin order, so an idle fleet still alternates.
+  and not yet picked up (``pending``). A worker that has left a connection unpicked for longer
+  than ``STALL_AFTER`` is *stalled*: its event loop is stuck (a CPU-bound request), so it comes
+  last whatever its count, and ``take_back_from`` names it so that the balancer hands what waits
+  in its channel to a worker that is not stuck. Ties go to the fewest requests in flight, then in
+  round-robin order, so an idle fleet still alternates.
 * ``ip-hash`` uses rendezvous hashing of the client address over worker ids: every worker id
   scores the address and the highest score wins. Adding or retiring a worker moves only the
   clients whose winner it is; a worker replaced in a reload keeps its id, so its clients follow it
@@ -44,6 +46,10 @@ HANDOFF_MODES = (ROUND_ROBIN, LEAST_CONN, IP_HASH)
 # Scoreboard slot states (forkserve.scoreboard.SlotState), as plain numbers.
 READY = 2
 MAX_PENDING = 64
+# A connection handed over and not picked up for this long means the worker's loop is stuck. A
+# loop that runs picks up within a fraction of a millisecond; 20 ms allow for a busy machine (a
+# worker waiting for a CPU) without flapping, and still spare most of a 100 ms request's wait.
+STALL_AFTER = 0.02
 
 
 @dataclass(frozen=True)
@@ -56,18 +62,22 @@ class WorkerLoad:
     connections: int = 0  # open connections, as the worker last wrote them
     pending: int = 0  # handed to it, not yet picked up from its channel
     in_flight: int = 0  # requests in progress, as of its last tick
+    pending_age: float = 0.0  # seconds the oldest pending connection has waited to be picked up
+
+    @property
+    def stalled(self) -> bool:
+        return self.pending_age > STALL_AFTER
+
+
+def serving(worker: WorkerLoad, *, hung_after: float) -> bool:
+    """Ready, and not hung (``hung_after`` 0: never hung)."""
+    return worker.state == READY and (hung_after <= 0 or worker.heartbeat_age <= hung_after)
 
 
 def eligible(workers: Iterable[WorkerLoad], *, hung_after: float) -> list[WorkerLoad]:
-    """The workers that may take new connections, in slot order. ``hung_after`` 0: never hung."""
+    """The workers that may take new connections now, in slot order."""
     return sorted(
-        (
-            worker
-            for worker in workers
-            if worker.state == READY
-            and (hung_after <= 0 or worker.heartbeat_age <= hung_after)
-            and worker.pending < MAX_PENDING
-        ),
+        (w for w in workers if serving(w, hung_after=hung_after) and w.pending < MAX_PENDING),
         key=lambda worker: worker.slot,
     )
 
@@ -83,10 +93,19 @@ def choose(mode: str, candidates: Sequence[WorkerLoad], *, turn: int, client: st
     start = turn % len(candidates)
     rotated = [*candidates[start:], *candidates[:start]]
     if mode == LEAST_CONN:
-        return min(rotated, key=lambda w: (w.connections + w.pending, w.in_flight)).slot
+        return min(rotated, key=lambda w: (w.stalled, w.connections + w.pending, w.in_flight)).slot
     if mode == IP_HASH and client:
         return rendezvous(candidates, client).slot
     return rotated[0].slot
+
+
+def take_back_from(candidates: Sequence[WorkerLoad]) -> list[int]:
+    """least-conn: the stalled workers whose waiting connections another worker should serve.
+
+    None while every worker is stalled: moving connections between stuck workers gains nothing.
+    """
+    stalled = [w.slot for w in candidates if w.stalled]
+    return stalled if len(stalled) < len(candidates) else []
 
 
 def rendezvous(candidates: Sequence[WorkerLoad], client: str) -> WorkerLoad:
@@ -98,6 +117,6 @@ def _score(worker_id: int, client: str) -> bytes:
     return hashlib.blake2b(f"{worker_id}|{client}".encode(), digest_size=8).digest()
 
 
-def reuseport_targets(workers: Iterable[WorkerLoad], *, hung_after: float) -> list[int]:
-    """The worker ids whose sockets may take new connections, ascending."""
-    return sorted({worker.worker_id for worker in eligible(workers, hung_after=hung_after)})
+def serving_ids(workers: Iterable[WorkerLoad], *, hung_after: float) -> list[int]:
+    """The ids of the workers that serve, ascending: for reuseport, whose sockets take connections."""
+    return sorted({w.worker_id for w in workers if serving(w, hung_after=hung_after)})

@@ -56,13 +56,22 @@ def burst(port: int, count: int, path: str) -> list[int]:
             client.close()
 
 
+def start(serve, mode: str, *args: str, workers: int = 2, **kwargs) -> object:
+    """A server in MODE whose balancer already routes to all WORKERS (the log says so)."""
+    server = serve("-w", str(workers), "--balance", mode, *args, wait=workers, **kwargs)
+    if mode != "kernel":
+        ids = ", ".join(str(i) for i in range(1, workers + 1))
+        server.wait_log(rf"{mode}: new connections go to workers? {ids}$", timeout=5)
+    return server
+
+
 def worker_pid(server, worker_id: int) -> int:
     return next(pid for pid, title in server.workers().items() if f"worker {worker_id} " in title)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_hup_under_load_fails_nothing(serve, mode):
-    server = serve("-w", "2", "--balance", mode, wait=2)
+    server = start(serve, mode)
     original = set(server.workers())
     with Load(server.url, keep_alive=8, fresh=4) as load:
         wait_until(lambda: load.ok > 50, 10, "load to start", server.tail)
@@ -82,7 +91,7 @@ def test_a_hup_under_load_fails_nothing(serve, mode):
 
 @pytest.mark.parametrize("mode", ["reuseport", *HANDOFF])
 def test_term_serves_every_connection_already_waiting(serve, mode):
-    server = serve("-w", "1", "--balance", mode, wait=1)
+    server = start(serve, mode, workers=1)
     with ThreadPoolExecutor(1) as pool:
         # The only worker is stuck in CPU for 2 s: new connections wait (in the accept queue, or in
         # its hand-off channel).
@@ -101,7 +110,7 @@ def test_term_serves_every_connection_already_waiting(serve, mode):
 
 
 def test_round_robin_alternates(serve):
-    server = serve("-w", "2", "--balance", "round-robin", wait=2)
+    server = start(serve, "round-robin")
     pids = [ask(server.port) for _ in range(12)]
     assert set(pids) == server.ready_workers()
     assert all(a != b for a, b in itertools.pairwise(pids)), pids
@@ -109,13 +118,13 @@ def test_round_robin_alternates(serve):
 
 @pytest.mark.parametrize("mode", ["round-robin", "least-conn"])
 def test_a_burst_of_32_connections_splits_evenly(serve, mode):
-    server = serve("-w", "2", "--balance", mode, wait=2)
+    server = start(serve, mode)
     shares = collections.Counter(burst(server.port, 32, "/slow?seconds=0.3"))
     assert sorted(shares.values()) in ([16, 16], [15, 17]), shares
 
 
 def test_least_conn_spreads_cpu_bound_requests(serve):
-    server = serve("-w", "2", "--balance", "least-conn", wait=2)
+    server = start(serve, "least-conn")
     deadline = time.monotonic() + 30
 
     def client(_: int) -> list[int]:
@@ -131,7 +140,7 @@ def test_least_conn_spreads_cpu_bound_requests(serve):
 
 
 def test_ip_hash_keeps_each_client_address_on_one_worker(serve):
-    server = serve("-w", "2", "--balance", "ip-hash", wait=2)
+    server = start(serve, "ip-hash")
     owners = {}
     for last in range(2, 10):
         source = f"127.0.0.{last}"
@@ -158,12 +167,10 @@ def _worker_id_of(server, pid: int) -> int:
 
 def test_reuseport_steers_away_from_a_hung_worker_and_its_queue_is_served(serve, tmp_path):
     flag = tmp_path / "slow-boot"
-    server = serve(
-        "-w", "2", "--balance", "reuseport", "--timeout", "2", app="slow_boot:app", wait=2,
-        env={"SLOW_BOOT_FLAG": str(flag)},
-    )  # fmt: skip
+    server = start(
+        serve, "reuseport", "--timeout", "2", app="slow_boot:app", env={"SLOW_BOOT_FLAG": str(flag)}
+    )
     first, second = worker_pid(server, 1), worker_pid(server, 2)
-    server.wait_log(r"reuseport: new connections go to workers 1, 2$", timeout=3)
     flag.touch()  # the replacement will boot for 3 s
     os.kill(second, signal.SIGSTOP)
     # Connections the kernel puts on worker 2's socket wait there, behind a stopped process.
@@ -203,7 +210,7 @@ def test_balance_setting_is_validated_in_the_library_too():
 
 
 def test_handoff_takes_back_what_a_hung_worker_never_picked_up(serve):
-    server = serve("-w", "2", "--balance", "round-robin", "--timeout", "2", wait=2)
+    server = start(serve, "round-robin", "--timeout", "2")
     first, second = worker_pid(server, 1), worker_pid(server, 2)
     os.kill(second, signal.SIGSTOP)
     # Round-robin hands every other connection to the stopped worker: they wait in its channel.
@@ -221,8 +228,7 @@ def test_handoff_takes_back_what_a_hung_worker_never_picked_up(serve):
 
 
 def test_reuseport_worker_retired_for_good_serves_its_own_queue(serve):
-    server = serve("-w", "2", "--balance", "reuseport", wait=2)
-    server.wait_log(r"reuseport: new connections go to workers 1, 2$", timeout=3)
+    server = start(serve, "reuseport")
     second = worker_pid(server, 2)
     # Stopped (not yet hung): connections hashed to its socket queue up there.
     os.kill(second, signal.SIGSTOP)

@@ -13,20 +13,23 @@ from forkserve.policy.balance import (
     MAX_PENDING,
     READY,
     ROUND_ROBIN,
+    STALL_AFTER,
     WorkerLoad,
     choose,
     eligible,
-    reuseport_targets,
+    serving_ids,
+    take_back_from,
 )
 
 BOOTING, DRAINING, FREE = 1, 3, 0
 
 
 def w(slot: int, state: int = READY, *, age: float = 0.1, conns: int = 0, pending: int = 0, inflight: int = 0,
-      worker_id: int | None = None, generation: int = 1) -> WorkerLoad:  # fmt: skip
+      worker_id: int | None = None, generation: int = 1, waited: float = 0.0) -> WorkerLoad:  # fmt: skip
     return WorkerLoad(
         slot=slot, worker_id=slot + 1 if worker_id is None else worker_id, generation=generation,
         state=state, heartbeat_age=age, connections=conns, pending=pending, in_flight=inflight,
+        pending_age=waited,
     )  # fmt: skip
 
 
@@ -70,6 +73,13 @@ def test_eligible(workers, hung_after, expected_slots):
         (LEAST_CONN, [w(0, conns=1), w(1, conns=0, pending=2)], 0, "", 0),
         # A worker stuck in a CPU-bound request picks nothing up: its pending count sends work away.
         (LEAST_CONN, [w(0, conns=1, pending=3), w(1, conns=2)], 0, "", 1),
+        # A worker that leaves a connection unpicked past STALL_AFTER is stuck: last, whatever its count.
+        (LEAST_CONN, [w(0, conns=0, pending=1, waited=STALL_AFTER * 2), w(1, conns=9)], 0, "", 1),
+        (LEAST_CONN, [w(0, conns=0, pending=1, waited=STALL_AFTER / 2), w(1, conns=9)], 0, "", 0),
+        # Every worker stuck: the count decides again.
+        (LEAST_CONN, [w(0, pending=5, waited=1), w(1, pending=2, waited=1)], 0, "", 1),
+        # Round-robin stays strict: it does not look at stalls.
+        (ROUND_ROBIN, [w(0, pending=1, waited=1), w(1)], 0, "", 0),
         # Ties: fewer requests in flight wins...
         (LEAST_CONN, [w(0, conns=2, inflight=2), w(1, conns=2, inflight=0)], 0, "", 1),
         # ...then round-robin order, so an idle fleet alternates.
@@ -152,5 +162,20 @@ def test_ip_hash_follows_a_worker_id_to_its_replacement():
         ([w(0, DRAINING)], []),
     ],
 )
-def test_reuseport_targets(workers, expected):
-    assert reuseport_targets(workers, hung_after=30) == expected
+def test_serving_ids(workers, expected):
+    assert serving_ids(workers, hung_after=30) == expected
+
+
+@pytest.mark.parametrize(
+    ("candidates", "expected"),
+    [
+        ([w(0), w(1)], []),
+        ([w(0, pending=3, waited=STALL_AFTER * 3), w(1)], [0]),
+        ([w(0, pending=3, waited=STALL_AFTER * 3), w(1, pending=1, waited=0.0001), w(2)], [0]),
+        # Every worker stuck: nowhere better to send them.
+        ([w(0, pending=3, waited=1), w(1, pending=1, waited=1)], []),
+        ([w(0, pending=3, waited=1)], []),
+    ],
+)
+def test_take_back_from(candidates, expected):
+    assert take_back_from(candidates) == expected
