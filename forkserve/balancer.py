@@ -126,7 +126,9 @@ class Balancer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
+        # Never block the master's thread: a full wake-up socket already means "wake up".
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self.master: Master | None = None
 
     # ---------------------------------------------------------------- the service's interface
@@ -182,9 +184,10 @@ class Balancer:
         try:
             self.run()
         except Exception:
-            logger.exception(
-                "the %s balancer failed; new connections wait until the server restarts", self.mode
-            )
+            # Without it nothing takes new connections: stop, so that a supervisor restarts us.
+            logger.exception("the %s balancer failed; stopping the server", self.mode)
+            if self.master is not None:
+                self.master.stop()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
