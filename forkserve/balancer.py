@@ -259,11 +259,11 @@ class Dispatcher(Balancer):
             if now >= occupied_at:
                 occupied = self._occupied()
                 occupied_at = now + POLL
+                self._log_serving(occupied)
             if now >= reclaim_at:
                 previous = self._reclaim(previous)
                 reclaim_at = now + RECLAIM_EVERY
             candidates = self._candidates(occupied)
-            self._log_serving(occupied)
             timeout = POLL
             if self.mode == LEAST_CONN:
                 self._take_back_from_stalled(candidates)
@@ -350,6 +350,8 @@ class Dispatcher(Balancer):
         self.turn += 1
         self.placed += 1
         self.sent[slot].times.append(time.monotonic())
+        if self.mode != LEAST_CONN:
+            return candidates  # only least-conn looks at what each worker has waiting
         return [replace(c, pending=c.pending + 1) if c.slot == slot else c for c in candidates]
 
     def _reclaim(self, previous: dict[int, int]) -> dict[int, int]:

@@ -91,12 +91,12 @@ def choose(mode: str, candidates: Sequence[WorkerLoad], *, turn: int, client: st
     if not candidates:
         return None
     start = turn % len(candidates)
-    rotated = [*candidates[start:], *candidates[:start]]
     if mode == LEAST_CONN:
+        rotated = [*candidates[start:], *candidates[:start]]
         return min(rotated, key=lambda w: (w.stalled, w.connections + w.pending, w.in_flight)).slot
     if mode == IP_HASH and client:
         return rendezvous(candidates, client).slot
-    return rotated[0].slot
+    return candidates[start].slot
 
 
 def take_back_from(candidates: Sequence[WorkerLoad]) -> list[int]:
