@@ -237,7 +237,9 @@ def render(runs: list[Run], meta: dict[str, object]) -> str:
     lines = [
         f"Measured {meta['date']}: {meta['rounds']} interleaved rounds, {meta['duration']} s of wrk per run "
         f"after a 1 s warm-up, {meta['workers']} workers, wrk on the same 2-CPU machine "
-        f"({meta['minutes']} minutes). Medians over the rounds; a server is restarted for every run.",
+        f"({meta['minutes']} minutes). Medians over the rounds; a server is restarted for every run. "
+        "Shares and bursts are listed per round; *other CPU* is the most that processes other than "
+        "the server, wrk and the runner used during any of the rounds (a disturbed run reads low).",
         "",
         "```",
         str(meta["command"]),
@@ -253,14 +255,19 @@ def render(runs: list[Run], meta: dict[str, object]) -> str:
             "mixed": "Mixed load: 1 request in 200 takes 100 ms of CPU (`-c16`, one connection per request)",
         }[scenario]
         lines += [f"#### {title}", ""]
-        header = "| server | req/s | vs kernel | p50 ms | p99 ms | master CPU | requests per worker, % |"
+        header = (
+            "| server | req/s | vs kernel | p50 ms | p99 ms | master CPU | other CPU "
+            "| requests per worker, % |"
+        )
         if scenario == "keep-alive":
             header += " burst of 32 |"
         lines += [header, _separator(header)]
         for server in servers:
             mine = [r for r in ok if r.server == server and r.scenario == scenario]
             if not mine:
-                lines.append(f"| {server} | failed | | | | | |" + (" |" if scenario == "keep-alive" else ""))
+                lines.append(
+                    f"| {server} | failed | | | | | | |" + (" |" if scenario == "keep-alive" else "")
+                )
                 continue
             rps = statistics.median(r.requests_per_sec or 0.0 for r in mine)
             p50 = statistics.median(r.latency_ms.get("50", 0.0) for r in mine)
@@ -268,7 +275,11 @@ def render(runs: list[Run], meta: dict[str, object]) -> str:
             ratio = f"{rps / base:.2f}x" if base else "-"
             shares = ", ".join(_share(r.shares) for r in mine)
             master = statistics.median(r.master_cpu for r in mine)
-            row = f"| {server} | {rps:,.0f} | {ratio} | {p50:.1f} | {p99:.1f} | {master:.0%} | {shares} |"
+            other = max(r.foreign_cpu for r in mine)
+            row = (
+                f"| {server} | {rps:,.0f} | {ratio} | {p50:.1f} | {p99:.1f} | {master:.0%} | {other:.0%} "
+                f"| {shares} |"
+            )
             if scenario == "keep-alive":
                 row += " " + ", ".join("/".join(map(str, r.burst)) for r in mine) + " |"
             lines.append(row)
