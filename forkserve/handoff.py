@@ -151,12 +151,19 @@ class Inbox:
                 self.close()  # every sender is gone: the master died
                 return
             for fd in fds:
-                self.slot.handoffs_taken += 1
                 loop.create_task(self._attach(loop, fd))
             if message == END:
                 self.ended.set()
 
     async def _attach(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        try:
+            await self._serve(loop, fd)
+        finally:
+            # Counted as taken only now that it is among the open connections (or gone): the
+            # balancer adds what is in transit to what is open, and must never see it in neither.
+            self.slot.handoffs_taken += 1
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         try:
             sock = socket.socket(fileno=fd)
         except OSError:
