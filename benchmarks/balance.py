@@ -45,8 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 APP = "benchmarks.apps_balance:app"
 MODES = ["kernel", "reuseport", "round-robin", "least-conn", "ip-hash"]
-CAPPED = "forkserve least-conn --worker-connections 1"
-SERVERS = [f"forkserve {mode}" for mode in MODES] + [CAPPED, "gunicorn-uvicorn"]
+SERVERS = [f"forkserve {mode}" for mode in MODES] + ["gunicorn-uvicorn"]
 SCENARIOS = ["keep-alive", "new-conn", "mixed"]
 BASELINE = "forkserve kernel"
 START_MARK = "<!-- balance-benchmark:start -->"
@@ -77,11 +76,6 @@ class Run:
     foreign_cpu: float = 0.0
     master_cpu: float = 0.0  # share of one CPU the master process used during the run
     error: str | None = None
-
-
-def runs_scenario(server: str, scenario: str) -> bool:
-    # A worker holding at most N connections would sit on N idle keep-alive ones for good.
-    return not (scenario == "keep-alive" and "--worker-connections" in server)
 
 
 def command(server: str, python: str, forkserve_python: str, port: int, workers: int) -> list[str]:
@@ -200,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
             shift = (round_no - 1) % len(servers)
             for server in servers[shift:] + servers[:shift]:
                 for scenario in SCENARIOS:
-                    if not runs_scenario(server, scenario):
-                        continue
                     harness.wait_for_quiet(0.15, 20)
                     run = run_one(server, scenario, round_no, args, script)
                     runs.append(run)
@@ -272,9 +264,6 @@ def render(runs: list[Run], meta: dict[str, object]) -> str:
         lines += [header, _separator(header)]
         for server in servers:
             mine = [r for r in ok if r.server == server and r.scenario == scenario]
-            if not runs_scenario(server, scenario):
-                lines.append(f"| {server} | not run: it would hold only N kept-alive clients | | | | | | |")
-                continue
             if not mine:
                 lines.append(
                     f"| {server} | failed | | | | | | |" + (" |" if scenario == "keep-alive" else "")

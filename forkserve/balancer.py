@@ -57,8 +57,8 @@ logger = logging.getLogger("forkserve")
 POLL = 0.05
 # Connections accepted per wake-up before the scoreboard is read again.
 BATCH = 64
-# With --worker-connections, while every worker is full: how often to look for room.
-FULL_POLL = 0.001
+# While a connection has nowhere to go (every worker far behind): how often to look again.
+ROOM_POLL = 0.001
 # A free slot's channel is checked for left-over connections this often.
 RECLAIM_EVERY = 0.1
 
@@ -267,9 +267,6 @@ class Dispatcher(Balancer):
                 reclaim_at = now + RECLAIM_EVERY
             candidates = self._candidates(occupied)
             timeout = POLL
-            if not candidates and self.config.worker_connections and self.serving:
-                # Every worker is full: look again soon, a connection closes any moment.
-                timeout = FULL_POLL
             if self.mode == LEAST_CONN:
                 self._take_back_from_stalled(candidates)
                 timeout = self._next_stall_check(timeout)
@@ -292,7 +289,7 @@ class Dispatcher(Balancer):
 
     def _candidates(self, occupied: list[int]) -> list[WorkerLoad]:
         views = loads(self.scoreboard, occupied, time.monotonic(), self.sent)
-        return eligible(views, hung_after=self.config.timeout, max_connections=self.config.worker_connections)
+        return eligible(views, hung_after=self.config.timeout)
 
     def _log_serving(self, occupied: list[int]) -> None:
         views = loads(self.scoreboard, occupied, time.monotonic(), self.sent)
@@ -346,12 +343,10 @@ class Dispatcher(Balancer):
                     logger.warning("stopping with nowhere to hand a connection: it is closed unanswered")
                     return candidates
                 if time.monotonic() > warn_at:
-                    logger.warning(
-                        "no worker has taken a connection for 5 s (all full or stuck); still waiting"
-                    )
+                    logger.warning("no worker has taken a connection for 5 s (all stuck); still waiting")
                     warn_at = time.monotonic() + 60.0
-                # Every worker is full or far behind: wait for room.
-                time.sleep(FULL_POLL)
+                # Every worker is far behind: wait for one to catch up.
+                time.sleep(ROOM_POLL)
                 full.clear()
                 candidates = self._candidates(self._occupied())
                 continue
@@ -361,11 +356,9 @@ class Dispatcher(Balancer):
         self.turn += 1
         self.placed += 1
         self.sent[slot].times.append(time.monotonic())
-        cap = self.config.worker_connections
-        if self.mode != LEAST_CONN and not cap:
-            return candidates  # nothing else looks at what each worker has waiting
-        updated = [replace(c, pending=c.pending + 1) if c.slot == slot else c for c in candidates]
-        return [c for c in updated if not cap or c.connections + c.pending < cap]
+        if self.mode != LEAST_CONN:
+            return candidates  # only least-conn looks at what each worker has waiting
+        return [replace(c, pending=c.pending + 1) if c.slot == slot else c for c in candidates]
 
     def _reclaim(self, previous: dict[int, int]) -> dict[int, int]:
         """Hand again what a gone worker left in its channel; returns slot -> pid as now."""

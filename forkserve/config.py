@@ -330,12 +330,6 @@ class Config:
         "'round-robin', 'least-conn', 'ip-hash': the master accepts and hands each connection to the "
         "chosen worker. See docs/balancing.md.",
     )  # fmt: skip
-    worker_connections: int = setting(
-        0, "--worker-connections", parse=parse_int(0), metavar="N", group="Balancing",
-        help="With a hand-off --balance mode: hand a worker no more than N open connections at once; "
-        "the rest wait in the accept queue for the first worker with room. 0: no limit. Small values "
-        "keep fast requests from queueing behind a CPU-bound one, at the cost of concurrency per worker.",
-    )  # fmt: skip
     min_workers: int | None = setting(
         None, "--min-workers", parse=parse_optional_workers, metavar="N", group="Autoscaling",
         default_text="-w",
@@ -610,11 +604,6 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(
             "--balance reuseport binds one socket per worker, which an inherited fd:// socket cannot be; "
             "bind HOST:PORT instead, or pick another --balance mode"
-        )
-    if config.worker_connections and config.balance not in ("round-robin", "least-conn", "ip-hash"):
-        raise ConfigError(
-            f"--worker-connections needs a hand-off --balance mode (round-robin, least-conn, ip-hash), "
-            f"where the master places connections; --balance is {config.balance}"
         )
     fds = [spec.fd for spec in config.bind if spec.kind == "fd"]
     if len(fds) != len(set(fds)):

@@ -74,22 +74,10 @@ def serving(worker: WorkerLoad, *, hung_after: float) -> bool:
     return worker.state == READY and (hung_after <= 0 or worker.heartbeat_age <= hung_after)
 
 
-def eligible(
-    workers: Iterable[WorkerLoad], *, hung_after: float, max_connections: int = 0
-) -> list[WorkerLoad]:
-    """The workers that may take new connections now, in slot order.
-
-    MAX_CONNECTIONS (``--worker-connections``, 0: none) is the most open connections, counting
-    those on their way, a worker may hold.
-    """
+def eligible(workers: Iterable[WorkerLoad], *, hung_after: float) -> list[WorkerLoad]:
+    """The workers that may take new connections now, in slot order."""
     return sorted(
-        (
-            w
-            for w in workers
-            if serving(w, hung_after=hung_after)
-            and w.pending < MAX_PENDING
-            and (max_connections <= 0 or w.connections + w.pending < max_connections)
-        ),
+        (w for w in workers if serving(w, hung_after=hung_after) and w.pending < MAX_PENDING),
         key=lambda worker: worker.slot,
     )
 

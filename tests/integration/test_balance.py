@@ -244,26 +244,3 @@ def test_reuseport_worker_retired_for_good_serves_its_own_queue(serve):
     assert sum(served.values()) == 16 and served[second] > 0, f"{served}\n{server.tail()}"
     server.wait_log(r"reuseport: new connections go to worker 1$", timeout=3)
     wait_until(lambda: set(server.workers()) == {worker_pid(server, 1)}, 10, "worker 2 to leave", server.tail)
-
-
-def test_worker_connections_caps_what_each_worker_holds(serve):
-    server = start(serve, "least-conn", "--worker-connections", "1")
-    with ThreadPoolExecutor(4) as pool:
-        started = time.monotonic()
-        slow = [pool.submit(ask, server.port, "/slow?seconds=1") for _ in range(4)]
-        # Two are served at once, one per worker; the other two wait in the master's accept queue.
-        wait_until(lambda: server.accepted() == 2, 5, "one connection per worker", server.tail)
-        held = []
-        while time.monotonic() - started < 0.8:
-            held.append(server.accepted())
-            time.sleep(0.05)
-        pids = [future.result(timeout=15) for future in slow]
-    assert max(held) == 2, held
-    assert set(pids) == server.ready_workers()
-    assert time.monotonic() - started >= 2.0  # the second pair waited for the first
-
-
-def test_worker_connections_needs_a_handoff_mode(serve):
-    server = serve("--worker-connections", "4")
-    assert server.wait_exit() == 2
-    assert "--worker-connections needs a hand-off --balance mode" in server.log()

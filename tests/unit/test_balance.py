@@ -179,19 +179,3 @@ def test_serving_ids(workers, expected):
 )
 def test_take_back_from(candidates, expected):
     assert take_back_from(candidates) == expected
-
-
-@pytest.mark.parametrize(
-    ("workers", "cap", "expected_slots"),
-    [
-        ([w(0, conns=1), w(1, conns=0)], 0, [0, 1]),
-        ([w(0, conns=1), w(1, conns=0)], 1, [1]),
-        # Connections on their way count too.
-        ([w(0, conns=0, pending=1), w(1, conns=1)], 2, [0, 1]),
-        ([w(0, conns=1, pending=1), w(1, conns=1)], 2, [1]),
-        # Everyone full: nobody, and the connection waits in the accept queue.
-        ([w(0, conns=2), w(1, conns=3)], 2, []),
-    ],
-)
-def test_eligible_respects_worker_connections(workers, cap, expected_slots):
-    assert [x.slot for x in eligible(workers, hung_after=30, max_connections=cap)] == expected_slots
