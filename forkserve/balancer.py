@@ -309,11 +309,15 @@ class Dispatcher(Balancer):
                 os.close(fd)
 
     def _next_stall_check(self, timeout: float) -> float:
-        """Wake when the oldest connection waiting in any channel would count as stalled."""
+        """Wake when the oldest connection waiting in a channel would come to count as stalled.
+
+        A worker already stalled was dealt with on this pass (or every worker is stalled): it is
+        looked at again with the next connection or poll, not in a busy loop.
+        """
         now = time.monotonic()
         for sent in self.sent.values():
-            if sent.times:
-                timeout = min(timeout, max(0.0005, sent.times[0] + STALL_AFTER - now))
+            if sent.times and sent.times[0] + STALL_AFTER > now:
+                timeout = min(timeout, sent.times[0] + STALL_AFTER - now + 0.0005)
         return timeout
 
     def _accept_batch(self, listener: socket.socket, candidates: list[WorkerLoad]) -> None:
