@@ -407,6 +407,7 @@ def parse_metrics_bind(raw: Any) -> str | None:
     return str(spec)
 
 
+BALANCE_MODES = ("kernel", "reuseport", "round-robin", "least-conn", "ip-hash")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -441,6 +442,14 @@ class Config:
     keep_alive: int = setting(
         5, "--keep-alive", parse=parse_int(0), metavar="SECONDS",
         help="Close keep-alive connections idle for this long.",
+    )  # fmt: skip
+    balance: str = setting(
+        "kernel", "--balance", parse=parse_choice(*BALANCE_MODES), metavar="|".join(BALANCE_MODES),
+        group="Balancing",
+        help="Which worker takes a new connection. 'kernel': every worker accepts on the shared socket; "
+        "'reuseport': a SO_REUSEPORT socket per worker, steered away from workers that are not serving; "
+        "'round-robin', 'least-conn', 'ip-hash': the master accepts and hands each connection to the "
+        "chosen worker. See docs/balancing.md.",
     )  # fmt: skip
     min_workers: int | None = setting(
         None, "--min-workers", parse=parse_optional_workers, metavar="N", group="Autoscaling",
@@ -871,6 +880,11 @@ def _check_consistency(config: Config) -> None:
             )
         if high < config.workers:
             raise ConfigError(f"--max-workers {high} is below -w {config.workers}; raise it, or lower -w")
+    if config.balance == "reuseport" and any(spec.kind == "fd" for spec in config.bind):
+        raise ConfigError(
+            "--balance reuseport binds one socket per worker, which an inherited fd:// socket cannot be; "
+            "bind HOST:PORT instead, or pick another --balance mode"
+        )
     fds = [spec.fd for spec in config.bind if spec.kind == "fd"]
     if len(fds) != len(set(fds)):
         raise ConfigError("--bind names the same fd:// twice; give each inherited socket once")

@@ -31,6 +31,7 @@ from typing import Any
 from forkserve import events, hooks, messages, privileges, sockets, systemd, tls, upgrade, zygotes
 from forkserve.appload import prepare_chdir
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
+from forkserve.balancer import Balancer
 from forkserve.config import DEFAULTS, Config
 from forkserve.devreload import SourceWatcher
 from forkserve.envfile import read_env_file
@@ -106,6 +107,7 @@ class Master:
         self.services: list[Service] = []
         self.app_environ: dict[str, str] = {}  # --env-file's variables for the next generation
         self.metrics_dir: str | None = None  # set by the metrics service, handed to every zygote
+        self.balancer: Balancer | None = None
         self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
         self.alive_r = self.alive_w = -1
         self._wake_r, self._wake_w = socket.socketpair()
@@ -190,6 +192,7 @@ class Master:
             self.listeners = sockets.open_listeners(
                 self.config.bind, self.config.backlog, inherited=upgrade.inherited_fds(), activated=activated,
                 binds_are_default=self.config.bind == DEFAULTS["bind"],
+                reuse_port=self.config.balance == "reuseport",
             )  # fmt: skip
             set_child_subreaper(True)
             if self.config.pid:
@@ -217,6 +220,7 @@ class Master:
                     " (socket activation)" if listener in self.listeners[: len(activated)] else "",
                 )  # fmt: skip
             self.services = build_services(self.config)
+            self.balancer = next((s for s in self.services if isinstance(s, Balancer)), None)
             for service in self.services:
                 service.start(self)
             self._publish_fleet_size()
@@ -370,6 +374,10 @@ class Master:
             logger.warning(
                 "USR2 ignored: systemd holds the sockets; restart the unit instead (no connection is lost)"
             )
+        elif number == signal.SIGUSR2 and self.config.balance == "reuseport":
+            logger.error(
+                "USR2 is not supported with --balance reuseport (its sockets are per master); use HUP"
+            )
         elif number == signal.SIGUSR2 and not self.stopping:
             self.handover.start(self.listeners)
 
@@ -445,7 +453,12 @@ class Master:
             app_name=self.app_name,
             generation=generation,
             config=self.config,
-            listener_fds=[listener.sock.fileno() for listener in self.listeners],
+            listener_fds=(
+                self.balancer.zygote_listener_fds(self.listeners)
+                if self.balancer is not None
+                else [listener.sock.fileno() for listener in self.listeners]
+            ),
+            balance_fds=self.balancer.zygote_fds() if self.balancer is not None else [],
             scoreboard_fd=self.scoreboard.fd,
             scoreboard_capacity=self.scoreboard.capacity,
             channel_fd=zygote_end.fileno(),
@@ -483,6 +496,8 @@ class Master:
         self._wake_w.close()
         self.generations.close_in_child()
         self.workers.close_in_child()
+        if self.balancer is not None:
+            self.balancer.close_in_child()
         return run_zygote(spec, self.logs)
 
     def _read_channel(self, handle: zygotes.ZygoteHandle) -> None:

@@ -54,8 +54,11 @@ class Slot(ctypes.Structure):
         # a counter it bumps to ask the worker to move some keep-alive clients elsewhere.
         ("stop_mode", ctypes.c_uint32),
         ("rebalance", ctypes.c_uint32),
+        # Connections this worker has taken from its hand-off channel (--balance round-robin,
+        # least-conn, ip-hash): the balancer counts what it sent, so the difference is in transit.
+        ("handoffs_taken", ctypes.c_uint64),
         # Room for the fields later features add, so the layout's size stays put.
-        ("_reserved", ctypes.c_uint8 * 48),
+        ("_reserved", ctypes.c_uint8 * 40),
     ]
 
 

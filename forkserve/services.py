@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from forkserve.balancer import for_config
 from forkserve.config import Config
 from forkserve.systemd import SystemdService
 
@@ -37,6 +38,9 @@ def build_services(config: Config) -> list[Service]:
     notify = SystemdService.from_environ()
     if notify is not None:
         services.append(notify)
+    balancer = for_config(config)
+    if balancer is not None:
+        services.append(balancer)
     if (config.control_socket or "").lower() not in DISABLED_SOCKET:
         from forkserve.control import ControlService
 

@@ -53,11 +53,14 @@ def _stale_unix_socket(path: str) -> bool:
     return False
 
 
-def _bind_tcp(spec: BindSpec, backlog: int) -> socket.socket:
+def _bind_tcp(spec: BindSpec, backlog: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # --balance reuseport: the per-worker sockets (forkserve/reuseport.py) join this one.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # [::]:PORT should not also claim the IPv4 port: users bind 0.0.0.0 separately if they want it.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -121,14 +124,14 @@ def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
     return unacked, sacked
 
 
-def bind_one(spec: BindSpec, backlog: int, flag: str = "--bind") -> Listener:
+def bind_one(spec: BindSpec, backlog: int, flag: str = "--bind", *, reuse_port: bool = False) -> Listener:
     """Bind and listen; an OSError becomes a one-line BindError naming FLAG as the thing to change."""
     try:
         if spec.kind == "fd":
             return Listener(spec, _adopt_fd(spec))
         if spec.kind == "unix":
             return Listener(spec, _bind_unix(spec, backlog), owns_path=True)
-        return Listener(spec, _bind_tcp(spec, backlog))
+        return Listener(spec, _bind_tcp(spec, backlog, reuse_port))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise BindError(
@@ -150,7 +153,9 @@ def bind_one(spec: BindSpec, backlog: int, flag: str = "--bind") -> Listener:
         raise BindError(f"{spec}: cannot listen ({exc.strerror or exc}); pick another {flag}") from None
 
 
-def bind_all(specs: Sequence[BindSpec], backlog: int, inherited: Sequence[int] = ()) -> list[Listener]:
+def bind_all(
+    specs: Sequence[BindSpec], backlog: int, inherited: Sequence[int] = (), *, reuse_port: bool = False
+) -> list[Listener]:
     """Bind every address; an fd in INHERITED (a predecessor's socket, in --bind order) is adopted."""
     listeners: list[Listener] = []
     try:
@@ -162,7 +167,7 @@ def bind_all(specs: Sequence[BindSpec], backlog: int, inherited: Sequence[int] =
                     Listener(spec, socket.socket(fileno=inherited[index]), owns_path=spec.kind == "unix")
                 )
                 continue
-            listeners.append(bind_one(spec, backlog))
+            listeners.append(bind_one(spec, backlog, reuse_port=reuse_port))
     except BaseException:
         close_all(listeners)
         raise
@@ -217,6 +222,7 @@ def open_listeners(
     inherited: Sequence[int] = (),
     activated: Sequence[socket.socket] = (),
     binds_are_default: bool = False,
+    reuse_port: bool = False,
 ) -> list[Listener]:
     """Activated sockets first (systemd's order), then whatever --bind still asks for."""
     adopted = [Listener(spec_of(sock), sock, owns_path=False) for sock in activated]
@@ -226,7 +232,10 @@ def open_listeners(
             with contextlib.suppress(OSError):
                 listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        rest = bind_all(binds_left(binds, [a.spec for a in adopted], binds_are_default), backlog, inherited)
+        rest = bind_all(
+            binds_left(binds, [a.spec for a in adopted], binds_are_default), backlog, inherited,
+            reuse_port=reuse_port,
+        )  # fmt: skip
     except BaseException:
         close_all(adopted, remove_paths=False)
         raise

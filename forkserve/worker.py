@@ -38,7 +38,7 @@ from typing import Any
 import uvicorn
 from uvicorn._compat import asyncio_run
 
-from forkserve import hooks, messages
+from forkserve import handoff, hooks, messages
 from forkserve.config import Config
 from forkserve.logs import LogSetup
 from forkserve.protocol import http_protocol_class
@@ -53,6 +53,8 @@ HEARTBEAT_INTERVAL = 0.25
 ORPHAN_GRACE = 1.0
 # On shutdown, how long a worker keeps accepting while connections wait in the accept queue.
 QUEUE_DRAIN_LIMIT = 2.0
+# reuseport: a retiring worker's queue must stay empty this long (several of the balancer's polls).
+REUSEPORT_SETTLE = 0.2
 
 
 def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
@@ -116,6 +118,8 @@ class WorkerContext:
     logs: LogSetup
     config: Config
     hooks: hooks.WorkerHooks = field(default_factory=hooks.WorkerHooks)
+    # --balance round-robin/least-conn/ip-hash: connections come from here, not from listeners.
+    handoff: socket.socket | None = None
 
 
 class WorkerServer(uvicorn.Server):
@@ -147,6 +151,9 @@ class WorkerServer(uvicorn.Server):
             ctx.uv_config.loaded_app = self.request_stats
         if ctx.config.health_path:
             ctx.uv_config.loaded_app = HealthCheck(ctx.uv_config.loaded_app, ctx.config.health_path, self)
+        self.inbox: handoff.Inbox | None = None
+        if ctx.handoff is not None:
+            self.server_state.connections = handoff.CountedConnections(self.slot)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -172,6 +179,8 @@ class WorkerServer(uvicorn.Server):
             self._exit_at = time.monotonic() + delay
         else:
             self.should_exit = True
+            # At once, not at the next tick: --balance stops sending this worker connections.
+            self.slot.state = SlotState.DRAINING
 
     def _immediate(self, number: int, frame: FrameType | None) -> None:
         # No logging here: the handler may have interrupted a write holding the log lock.
@@ -263,30 +272,61 @@ class WorkerServer(uvicorn.Server):
         if not await hooks.run_worker_hook("worker_ready", self.ctx.hooks.worker_ready, worker_info()):
             self.hook_failed = self.should_exit = True
             return
+        if self.ctx.handoff is not None:
+            self.inbox = handoff.Inbox(
+                self.ctx.handoff,
+                self.slot,
+                handoff.protocol_factory(self),
+                self.config.ssl,
+                self._handed_over,
+                per_wakeup=1 if self.ctx.config.balance == "least-conn" else 64,
+            )
+            self.inbox.open()
         self.slot.state = SlotState.READY
         self.ctx.logs.boot_finished()
         with contextlib.suppress(OSError):
             messages.send(self.ctx.channel, {"op": "ready", "slot": self.ctx.slot, "pid": os.getpid()})
 
+    def _handed_over(self, protocol: Any) -> None:
+        if self.stopping and hasattr(protocol, "shutdown"):
+            protocol.shutdown()  # arrived while draining: serve it, with Connection: close
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.slot.state = SlotState.DRAINING
         self.stopping = True
+        limit = min(QUEUE_DRAIN_LIMIT, self.ctx.config.graceful_timeout)
         if self.slot.stop_mode == StopMode.SHUTDOWN and not self.force_exit:
             await self._empty_accept_queues(sockets or [])
+            if self.inbox is not None:
+                # The balancer empties the accept queue into the channels, then says END.
+                await self.inbox.wait_end(limit)
+        elif self.ctx.config.balance == "reuseport" and not self.force_exit:
+            # This socket is this worker id's alone: once the master steers new connections
+            # away (within its poll), what already waits in its queue is served here.
+            await self._empty_accept_queues(sockets or [], settle=REUSEPORT_SETTLE)
         await super().shutdown(sockets=sockets)
+        if self.inbox is not None:
+            self.inbox.close()
         if self.request_stats is not None:
             self.request_stats.flush()
         await hooks.run_worker_hook("worker_exit", self.ctx.hooks.worker_exit, worker_info())
 
-    async def _empty_accept_queues(self, sockets: list[socket.socket]) -> None:
+    async def _empty_accept_queues(self, sockets: list[socket.socket], settle: float = 0.0) -> None:
         """Keep accepting while connections wait in the queue: closing now would reset them.
 
         The master closed its copies of the listening sockets when the shutdown began, so when
         the last worker closes its copy the socket is gone, and with it anything still queued.
+        With SETTLE, the queue must stay empty that long (new connections may still be arriving).
         """
         deadline = time.monotonic() + min(QUEUE_DRAIN_LIMIT, self.ctx.config.graceful_timeout)
+        empty_since: float | None = None
         while time.monotonic() < deadline:
-            if not any((accept_queue(sock) or (0, 0))[0] for sock in sockets):
+            now = time.monotonic()
+            if any((accept_queue(sock) or (0, 0))[0] for sock in sockets):
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            if empty_since is not None and now - empty_since >= settle:
                 return
             await asyncio.sleep(0.005)
 

@@ -58,6 +58,8 @@ class ZygoteSpec:
     environ: dict[str, str] = field(default_factory=dict)
     # The private prometheus-client directory (--metrics-bind), exported before the app's import.
     metrics_dir: str | None = None
+    # --balance: each slot's hand-off channel, or the per-worker reuseport sockets (forkserve/handoff.py).
+    balance_fds: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         assert isinstance(self.app, str), "only an import string can cross exec"
@@ -81,6 +83,7 @@ class ZygoteSpec:
             "alive_fd": self.alive_fd,
             "environ": self.environ,
             "metrics_dir": self.metrics_dir,
+            "balance_fds": self.balance_fds,
         }
         return json.dumps(data)
 
@@ -244,19 +247,23 @@ class Zygote:
             messages.send(self.channel, {"op": "spawn_failed", "slot": slot, "worker_id": worker_id})
 
     def run_worker(self, worker_id: int, slot: int, generation: int) -> int:
-        from forkserve import worker
+        from forkserve import handoff, worker
 
         gc.enable()
         # The app can size per-worker resources (a pool of budget // workers) from these.
         workerinfo.bind(self.scoreboard, slot, worker_id, generation)
         title = f"forkserve: worker {worker_id} [{self.spec.app_name}] gen {generation}"
+        listeners, channel = handoff.worker_sockets(
+            self.spec.config.balance, self.listeners, self.spec.balance_fds, worker_id=worker_id, slot=slot
+        )
         ctx = worker.WorkerContext(
             worker_id=worker_id,
             slot=slot,
             generation=generation,
             title=title,
             uv_config=self.uv_config,
-            listeners=self.listeners,
+            listeners=listeners,
+            handoff=channel,
             scoreboard=self.scoreboard,
             channel=self.channel,
             alive_fd=self.spec.alive_fd,

@@ -66,6 +66,7 @@ def start_exec(spec: ZygoteSpec, zygote_end: socket.socket) -> subprocess.Popen[
     # In the environment, not argv: the spec holds --keyfile-password and --env-file's variables,
     # and any user can read a process's argv (ps), while only its owner can read its environment.
     env[SPEC_VARIABLE] = spec.to_json()
+    pass_fds += [fd for fd in spec.balance_fds if fd >= 0]
     return subprocess.Popen(
         [sys.executable, "-m", "forkserve._zygote_entry"],
         pass_fds=pass_fds,
