@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -195,6 +196,24 @@ def parse_choice(*choices: str) -> Parser:
         return text
 
     return parse
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def parse_http(raw: Any) -> str:
+    value: str = parse_choice("auto", "fast", "httptools", "h11", "zttp")(raw)
+    if value in ("fast", "httptools") and not _importable("httptools"):
+        raise ValueError(
+            f"'{value}' needs httptools, which is not installed: pip install httptools, or use h11"
+        )
+    if value == "zttp" and not (_importable("zttp") and _importable("uvicorn.protocols.http.zttp_impl")):
+        raise ValueError("'zttp' needs the zttp package and uvicorn >= 0.54: pip install zttp, or use fast")
+    return value
 
 
 def parse_ip_list(raw: Any) -> str:
@@ -452,9 +471,9 @@ class Config:
         help="Event loop: 'auto' picks uvloop when installed.",
     )  # fmt: skip
     http: str = setting(
-        "auto", "--http", parse=parse_choice("auto", "httptools", "h11"), metavar="auto|httptools|h11",
-        group="Protocol",
-        help="HTTP/1.1 implementation: 'auto' picks httptools when installed.",
+        "auto", "--http", parse=parse_http, metavar="auto|fast|httptools|h11|zttp", group="Protocol",
+        help="HTTP/1.1 implementation: 'fast' is forkserve's own on httptools (docs/http.md); 'auto' "
+        "picks it when httptools is installed, else h11; 'zttp' needs the zttp package.",
     )  # fmt: skip
     ws: str = setting(
         "auto", "--ws", parse=parse_choice("auto", "none", "websockets", "websockets-sansio", "wsproto"),

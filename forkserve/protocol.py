@@ -34,6 +34,7 @@ from __future__ import annotations
 import array
 import fcntl
 import termios
+import time
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -61,28 +62,24 @@ class LingeringTransport:
     def __init__(self, transport: Any, loop: Any) -> None:
         self._transport = transport
         self._loop = loop
-        self._lingering = False
+        self.lingering = False
         self.write = transport.write
-        self.writelines = transport.writelines
         self.get_extra_info = transport.get_extra_info
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
-    @property
-    def lingering(self) -> bool:
-        return self._lingering
-
     def is_closing(self) -> bool:
-        return self._lingering or bool(self._transport.is_closing())
+        return self.lingering or bool(self._transport.is_closing())
 
     def close(self) -> None:
-        if self._lingering or self._transport.is_closing():
+        if self.lingering or self._transport.is_closing():
             return
-        if not self._transport.can_write_eof() or self._transport.get_extra_info("sslcontext") is not None:
+        can_write_eof = getattr(self._transport, "can_write_eof", None)
+        if can_write_eof is None or not can_write_eof() or self._transport.get_extra_info("sslcontext"):
             self._transport.close()
             return
-        self._lingering = True
+        self.lingering = True
         # Like a closing asyncio transport: later writes (an app still answering a request on a
         # connection the parser gave up on) are dropped, not an error that logs a traceback.
         self.write = self.writelines = _discard
@@ -126,7 +123,7 @@ class DrainingMixin:
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[misc]
-        self.header_deadline = self.loop.time() + self.header_timeout
+        self.header_deadline = time.monotonic() + self.header_timeout
 
     def header_overdue(self, now: float) -> bool:
         """Called by the worker's sweep: close the connection if its request head is late."""
@@ -161,7 +158,7 @@ class DrainingMixin:
         if cycle is None or cycle.response_complete:
             # These bytes begin (or continue) the head of the next request.
             if self.header_deadline is None:
-                self.header_deadline = self.loop.time() + self.header_timeout
+                self.header_deadline = time.monotonic() + self.header_timeout
                 self.header_bytes = 0
             end = data.find(_HEAD_END)
             # Only the head counts: a body may follow it in the same read.
@@ -205,15 +202,36 @@ else:
     DrainingHttpToolsProtocol = _DrainingHttpTools
 
 
+def _zttp_class() -> type[Any]:
+    from uvicorn.protocols.http.zttp_impl import ZttpProtocol
+
+    class DrainingZttpProtocol(DrainingMixin, ZttpProtocol):
+        pass
+
+    return DrainingZttpProtocol
+
+
+def protocol_base(name: str) -> type[Any]:
+    """The draining protocol class for an --http value (validated by the settings table)."""
+    if name == "h11" or (name == "auto" and DrainingHttpToolsProtocol is None):
+        return DrainingH11Protocol
+    if name == "zttp":
+        return _zttp_class()
+    if DrainingHttpToolsProtocol is None:
+        raise ImportError(f"--http {name} needs httptools, which is not installed")
+    if name == "httptools":
+        return DrainingHttpToolsProtocol
+    # The fast class builds on this module's mixin, so it is imported only when chosen.
+    from forkserve.http_fast import DrainingFastProtocol
+
+    return DrainingFastProtocol
+
+
 def http_protocol_class(
     name: str, *, header_timeout: float = 10.0, max_header_size: int = 65536
 ) -> type[Any]:
-    """The draining protocol class for --http (auto = httptools where it is installed)."""
-    base = (
-        DrainingH11Protocol
-        if name == "h11" or DrainingHttpToolsProtocol is None
-        else DrainingHttpToolsProtocol
-    )
+    """The draining protocol class for --http (auto = fast where httptools is installed, else h11)."""
+    base = protocol_base(name)
     # A subclass per configuration, so the limits are class attributes the hot path reads directly.
     return type(
         base.__name__, (base,), {"header_timeout": header_timeout, "max_header_size": max_header_size}

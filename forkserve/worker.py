@@ -220,11 +220,11 @@ class WorkerServer(uvicorn.Server):
         )  # fmt: skip
 
     def _sweep_slow_heads(self) -> None:
-        loop_now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         closed = 0
         for connection in list(self.server_state.connections):
             overdue = getattr(connection, "header_overdue", None)
-            if overdue is not None and overdue(loop_now):
+            if overdue is not None and overdue(now):
                 closed += 1
         if closed:
             logger.debug("closed %d connections whose request head was late (--header-timeout)", closed)
