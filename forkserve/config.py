@@ -205,14 +205,23 @@ def _importable(module: str) -> bool:
         return False
 
 
+HTTP_CHOICES = ("auto", "fast", "httptools", "h11", "zttp")
+
+
+def http_choice_problem(value: str, importable: Callable[[str], bool]) -> str | None:
+    """Why --http VALUE cannot run here (a module it needs is missing), or None if it can."""
+    if value in ("fast", "httptools") and not importable("httptools"):
+        return f"'{value}' needs httptools, which is not installed: pip install httptools, or use h11"
+    if value == "zttp" and not (importable("zttp") and importable("uvicorn.protocols.http.zttp_impl")):
+        return "'zttp' needs the zttp package and uvicorn >= 0.54: pip install zttp, or use fast"
+    return None
+
+
 def parse_http(raw: Any) -> str:
-    value: str = parse_choice("auto", "fast", "httptools", "h11", "zttp")(raw)
-    if value in ("fast", "httptools") and not _importable("httptools"):
-        raise ValueError(
-            f"'{value}' needs httptools, which is not installed: pip install httptools, or use h11"
-        )
-    if value == "zttp" and not (_importable("zttp") and _importable("uvicorn.protocols.http.zttp_impl")):
-        raise ValueError("'zttp' needs the zttp package and uvicorn >= 0.54: pip install zttp, or use fast")
+    value: str = parse_choice(*HTTP_CHOICES)(raw)
+    problem = http_choice_problem(value, _importable)
+    if problem:
+        raise ValueError(problem)
     return value
 
 

@@ -202,21 +202,39 @@ else:
     DrainingHttpToolsProtocol = _DrainingHttpTools
 
 
-def _zttp_class() -> type[Any]:
+def _zttp_class(limits: dict[str, Any]) -> type[Any]:
+    """HTTP/1.1 or HTTP/2 on uvicorn's zttp protocols, chosen per connection (docs/http.md).
+
+    uvicorn's dispatcher picks HTTP/2 by ALPN over TLS (its ``alpn_protocols`` end up on the TLS
+    context) or by the h2c preface in cleartext; this one hands HTTP/1.1 connections to the
+    draining class instead of uvicorn's plain one. HTTP/2 connections are uvicorn's.
+    """
+    from uvicorn.protocols.http.auto_zttp_impl import AutoZttpProtocol
+    from uvicorn.protocols.http.zttp_h2_impl import ZttpH2Protocol
     from uvicorn.protocols.http.zttp_impl import ZttpProtocol
 
-    class DrainingZttpProtocol(DrainingMixin, ZttpProtocol):
-        pass
+    http1 = type("DrainingZttpProtocol", (DrainingMixin, ZttpProtocol), limits)
 
-    return DrainingZttpProtocol
+    class ZttpAutoProtocol(AutoZttpProtocol):
+        http1_class = http1
+
+        def _switch(self, http2: bool, initial_data: bytes = b"") -> None:
+            chosen = ZttpH2Protocol if http2 else self.http1_class
+            protocol = chosen(
+                config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+            )
+            self.transport.set_protocol(protocol)
+            protocol.connection_made(self.transport)
+            if initial_data:
+                protocol.data_received(initial_data)
+
+    return ZttpAutoProtocol
 
 
 def protocol_base(name: str) -> type[Any]:
-    """The draining protocol class for an --http value (validated by the settings table)."""
+    """The draining HTTP/1.1 protocol class for an --http value other than zttp."""
     if name == "h11" or (name == "auto" and DrainingHttpToolsProtocol is None):
         return DrainingH11Protocol
-    if name == "zttp":
-        return _zttp_class()
     if DrainingHttpToolsProtocol is None:
         raise ImportError(f"--http {name} needs httptools, which is not installed")
     if name == "httptools":
@@ -230,9 +248,10 @@ def protocol_base(name: str) -> type[Any]:
 def http_protocol_class(
     name: str, *, header_timeout: float = 10.0, max_header_size: int = 65536
 ) -> type[Any]:
-    """The draining protocol class for --http (auto = fast where httptools is installed, else h11)."""
-    base = protocol_base(name)
+    """The protocol class for --http (auto = fast where httptools is installed, else h11)."""
     # A subclass per configuration, so the limits are class attributes the hot path reads directly.
-    return type(
-        base.__name__, (base,), {"header_timeout": header_timeout, "max_header_size": max_header_size}
-    )
+    limits = {"header_timeout": header_timeout, "max_header_size": max_header_size}
+    if name == "zttp":
+        return _zttp_class(limits)
+    base = protocol_base(name)
+    return type(base.__name__, (base,), limits)

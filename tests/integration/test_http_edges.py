@@ -90,7 +90,7 @@ def request(method: str, path: str, body: bytes = b"", headers: tuple[str, ...] 
     return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
 
 
-@pytest.fixture(scope="module", params=["fast", "httptools"])
+@pytest.fixture(scope="module", params=["fast", "httptools", "zttp"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One forkserve server (one worker) per protocol, shared by this module's tests."""
     port = free_port()
