@@ -35,8 +35,11 @@ import array
 import fcntl
 import termios
 import time
+from collections.abc import Callable
 from typing import Any
 
+from uvicorn.config import Config
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 DRAIN_IDLE_CHECK = 0.1
@@ -200,6 +203,19 @@ else:
         pass
 
     DrainingHttpToolsProtocol = _DrainingHttpTools
+
+
+def wrap_app(config: Config, wrap: Callable[[Any], Any]) -> None:
+    """Wrap the loaded app, inside uvicorn's proxy-headers layer when there is one.
+
+    The fast protocol takes that layer's place only when it is the outermost one; a forkserve
+    wrapper (the health check) put outside it would bring it back on every request.
+    """
+    app = config.loaded_app
+    if isinstance(app, ProxyHeadersMiddleware):
+        app.app = wrap(app.app)
+    else:
+        config.loaded_app = wrap(app)
 
 
 def _zttp_class(limits: dict[str, Any]) -> type[Any]:

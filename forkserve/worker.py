@@ -41,7 +41,7 @@ from uvicorn._compat import asyncio_run
 from forkserve import messages
 from forkserve.config import Config
 from forkserve.logs import LogSetup
-from forkserve.protocol import http_protocol_class
+from forkserve.protocol import http_protocol_class, wrap_app
 from forkserve.scoreboard import Scoreboard, SlotState, StopMode
 from forkserve.sockets import accept_queue
 
@@ -132,7 +132,8 @@ class WorkerServer(uvicorn.Server):
         self._ticks = 0
         self._rebalance_seen = 0
         if ctx.config.health_path:
-            ctx.uv_config.loaded_app = HealthCheck(ctx.uv_config.loaded_app, ctx.config.health_path, self)
+            path = ctx.config.health_path
+            wrap_app(ctx.uv_config, lambda app: HealthCheck(app, path, self))
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

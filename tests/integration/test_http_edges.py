@@ -258,3 +258,28 @@ def test_a_head_over_the_limit_gets_431(connect):
     headers = tuple(f"X-Big-{i}: {'v' * 1000}" for i in range(70))
     connection.send(request("GET", "/", headers=headers))
     assert connection.response().status == 431
+
+
+def test_proxy_headers_from_a_trusted_peer(connect):
+    connection = connect()
+    connection.send(
+        request("GET", "/client", headers=("X-Forwarded-For: 203.0.113.9", "X-Forwarded-Proto: https"))
+    )
+    assert connection.response().body == b"203.0.113.9 https"
+    connection.send(request("GET", "/client"))
+    assert connection.response().body == b"127.0.0.1 http"
+
+
+def test_proxy_headers_from_an_untrusted_peer_are_ignored(serve):
+    # With the health check on too: its wrapper goes inside the proxy layer (forkserve.protocol.wrap_app).
+    flags = ("-w", "1", "--forwarded-allow-ips", "10.0.0.1", "--health-path", "/healthz")
+    server = serve(*flags, app="http_edges:app", wait=1)
+    assert server.get("/healthz").status_code == 200
+    connection = Connection(server.port or 0)
+    try:
+        connection.send(
+            request("GET", "/client", headers=("X-Forwarded-For: 203.0.113.9", "X-Forwarded-Proto: https"))
+        )
+        assert connection.response().body == b"127.0.0.1 http"
+    finally:
+        connection.close()

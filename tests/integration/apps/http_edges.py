@@ -56,6 +56,8 @@ async def app(scope, receive, send):
         for part in (b"one ", b"two ", b"three"):
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/client":
+        await respond(send, f"{scope['client'][0]} {scope['scheme']}".encode())
     elif path == "/headers":
         count = int(query.partition("=")[2])
         headers = [(b"x-h-%d" % i, b"v" * 100) for i in range(count)]
