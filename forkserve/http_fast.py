@@ -13,11 +13,11 @@ do once per connection (or once per second) what uvicorn does once per request:
 * Proxy headers are handled here instead of by uvicorn's ``ProxyHeadersMiddleware`` wrapping the
   app: whether the peer is a trusted proxy is decided once per connection, and the headers are
   only looked at for trusted peers. (WebSocket upgrades still go through the middleware.)
-* The response head is validated with one regular expression over the whole header block, with
-  the ``date``/``server`` lines joined once per second, and it is written together with the
-  first body chunk: one ``send`` per small response instead of two. The ASGI spec allows holding
-  the head until the first body event; if the body does not follow in the same step of the event
-  loop (a stream that waits for its first chunk), the head is flushed at the end of that step.
+* Response header names and short values are checked against uvicorn's expressions once per
+  worker (then found in a set), and the ``date``/``server`` lines are joined once per second.
+* A head with a content-length is written together with the first body chunk: one ``send`` per
+  small response instead of two (the ASGI spec lets a server hold the head until the first body
+  event). A head without one (a stream, whose first chunk may take a while) goes out at once.
 * ``receive()`` makes an ``asyncio.Event`` only when the app has to wait for body bytes; a task
   removes itself from the server's task set when it finishes instead of through a done-callback.
 
@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import re
 import time
 import urllib.parse
 from collections import deque
@@ -56,26 +55,17 @@ from forkserve.protocol import _HEAD_END, _TOO_LARGE, DrainingMixin, LingeringTr
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
-def _allowed(forbidden: re.Pattern[bytes]) -> bytes:
-    # uvicorn's checks are one character class each ("[...]" of forbidden bytes): negate it, so the
-    # block check below accepts exactly what uvicorn's per-header checks accept.
-    pattern = forbidden.pattern
-    assert pattern.startswith(b"[") and pattern.endswith(b"]") and not pattern.startswith(b"[^")
-    return b"[^" + pattern[1:] + b"*"
-
-
-# "name: value\r\n" lines, for the values: with every name checked (no ':', ' ' or control bytes)
-# and as many lines as headers (no value holds a CRLF), a match means every value passes uvicorn's
-# check, at the cost of one regex call per response instead of one per header.
-HEADER_BLOCK = re.compile(b"(?:" + _allowed(HEADER_RE) + b": " + _allowed(HEADER_VALUE_RE) + b"\r\n)*")
 # A body this small goes out joined to the head, in one write; a larger one is not copied just to
 # save a write call.
 _JOIN_LIMIT = 16 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# Response header names already checked: an app sends the same few names again and again. The
-# limit keeps an app that invents names from growing it.
+# Response header names and (short) values already checked against uvicorn's expressions: an app
+# sends the same few again and again, and a set lookup is cheaper than a regex search. The limits
+# keep an app that invents names or values from growing them.
 _VALID_NAMES: set[bytes] = set()
-_VALID_NAMES_LIMIT = 1024
+_VALID_VALUES: set[bytes] = set()
+_VALID_LIMIT = 4096
+_VALID_VALUE_LENGTH = 64
 _SPECIAL_RESPONSE_HEADERS = {b"content-length", b"transfer-encoding", b"connection"}
 
 
@@ -96,41 +86,40 @@ class ProtocolPlan:
         self.logger = logging.getLogger("uvicorn.error")
         self.access_logger = logging.getLogger("uvicorn.access")
         self.access_log = self.access_logger.hasHandlers()
-        self._defaults: list[tuple[bytes, bytes]] | None = None
-        self._defaults_block = b""
+        # uvicorn's server replaces its default-headers list once a second (the date); the head's
+        # default lines are joined again when it does.
+        self.defaults: list[tuple[bytes, bytes]] | None = None
+        self.defaults_block = b""
         # Default headers that change framing (content-length, connection, ...) are rare; if
         # configured they go through the per-header loop with the app's headers, as in uvicorn.
         self.defaults_special: list[tuple[bytes, bytes]] = []
 
-    def defaults_block(self, defaults: list[tuple[bytes, bytes]]) -> bytes:
-        # uvicorn's server replaces the list once a second (the date); rebuild when it does.
-        if defaults is not self._defaults:
-            special = [(n, v) for n, v in defaults if n.lower() in _SPECIAL_RESPONSE_HEADERS]
-            plain = [(n, v) for n, v in defaults if n.lower() not in _SPECIAL_RESPONSE_HEADERS]
-            self._defaults_block = _header_block(plain)
-            self.defaults_special = special
-            self._defaults = defaults
-        return self._defaults_block
+    def set_defaults(self, defaults: list[tuple[bytes, bytes]]) -> None:
+        special = [(n, v) for n, v in defaults if n.lower() in _SPECIAL_RESPONSE_HEADERS]
+        self.defaults_block = _header_block([(n, v) for n, v in defaults if (n, v) not in special])
+        self.defaults_special = special
+        self.defaults = defaults
 
 
 def _header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
-    _raise_invalid(headers)
-    return b"".join([b"%b: %b\r\n" % (name.lower(), value) for name, value in headers])
-
-
-def _raise_invalid(headers: Any) -> None:
     for name, value in headers:
-        if HEADER_RE.search(name):
-            raise RuntimeError("Invalid HTTP header name.")
-        if HEADER_VALUE_RE.search(value):
-            raise RuntimeError("Invalid HTTP header value.")
+        _check_name(name.lower())
+        _check_value(value)
+    return b"".join([name.lower() + b": " + value + b"\r\n" for name, value in headers])
 
 
 def _check_name(name: bytes) -> None:
     if HEADER_RE.search(name):
         raise RuntimeError("Invalid HTTP header name.")
-    if len(_VALID_NAMES) < _VALID_NAMES_LIMIT:
+    if len(_VALID_NAMES) < _VALID_LIMIT:
         _VALID_NAMES.add(name)
+
+
+def _check_value(value: bytes) -> None:
+    if HEADER_VALUE_RE.search(value):
+        raise RuntimeError("Invalid HTTP header value.")
+    if len(value) <= _VALID_VALUE_LENGTH and len(_VALID_VALUES) < _VALID_LIMIT:
+        _VALID_VALUES.add(value)
 
 
 def plan_for(config: Config) -> ProtocolPlan:
@@ -411,27 +400,21 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
 class FastCycle:
     """One request and its response; the ASGI ``receive`` and ``send`` of the request."""
 
-    __slots__ = (
-        "body",
-        "chunked_encoding",
-        "disconnected",
-        "event",
-        "expected_content_length",
-        "finished",
-        "flow",
-        "head_request",
-        "keep_alive",
-        "more_body",
-        "pending_head",
-        "protocol",
-        "ready",
-        "response_complete",
-        "response_started",
-        "scope",
-        "task",
-        "transport",
-        "waiting_for_100_continue",
-    )
+    # Class-level defaults: a new cycle stores only what differs per request (instance dicts of
+    # one class share their keys, so a later store costs what a slot would).
+    disconnected = False
+    body = b""
+    more_body = True
+    # "ready" is uvicorn's message_event being set; the Event exists only once someone waits.
+    ready = False
+    event: asyncio.Event | None = None
+    response_started = False
+    response_complete = False
+    chunked_encoding: bool | None = None
+    expected_content_length = 0
+    pending_head: bytes | None = None
+    task: Any = None
+    finished = False
 
     def __init__(
         self, protocol: FastHttpToolsProtocol, scope: dict[str, Any], keep_alive: bool, expect_100: bool
@@ -443,19 +426,6 @@ class FastCycle:
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100
         self.head_request = scope["method"] == "HEAD"
-        self.disconnected = False
-        self.body = b""
-        self.more_body = True
-        # "ready" is uvicorn's message_event being set; the Event exists only once someone waits.
-        self.ready = False
-        self.event: asyncio.Event | None = None
-        self.response_started = False
-        self.response_complete = False
-        self.chunked_encoding: bool | None = None
-        self.expected_content_length = 0
-        self.pending_head: bytes | None = None
-        self.task: Any = None
-        self.finished = False
 
     def wake(self) -> None:
         self.ready = True
@@ -523,8 +493,13 @@ class FastCycle:
                     self.scope["http_version"],
                     status,
                 )
-            self.pending_head = self._head(status, message.get("headers", ()))
-            asyncio.get_running_loop().call_soon(self._flush_head)
+            head = self._head(status, message.get("headers", ()))
+            if self.chunked_encoding is False:
+                # The length is known, so the body is ready or nearly: the head waits for it and
+                # both go out in one write. A stream (no length) gets its head at once.
+                self.pending_head = head
+            else:
+                self.transport.write(head)
         elif not self.response_complete:
             if message["type"] != "http.response.body":
                 raise RuntimeError(
@@ -544,13 +519,13 @@ class FastCycle:
                     raise RuntimeError("Response content longer than Content-Length")
                 self.expected_content_length -= len(body)
                 data = body
-            head = self.pending_head
-            if head is not None:
+            pending = self.pending_head
+            if pending is not None:
                 self.pending_head = None
                 if len(data) <= _JOIN_LIMIT:
-                    self.transport.write(head + data)
+                    self.transport.write(pending + data)
                 else:
-                    self.transport.write(head)
+                    self.transport.write(pending)
                     self.transport.write(data)
             elif data:
                 self.transport.write(data)
@@ -568,26 +543,24 @@ class FastCycle:
                 f"Unexpected ASGI message '{message['type']}' sent, after response already completed."
             )
 
-    def _flush_head(self) -> None:
-        head = self.pending_head
-        if head is not None and not self.transport.is_closing():
-            self.pending_head = None
-            self.transport.write(head)
-
     def _head(self, status: int, headers: Any) -> bytes:
-        plan = self.protocol.plan
-        defaults = plan.defaults_block(self.protocol.server_state.default_headers)
+        protocol = self.protocol
+        plan = protocol.plan
+        if protocol.server_state.default_headers is not plan.defaults:
+            plan.set_defaults(protocol.server_state.default_headers)
         if plan.defaults_special:
             headers = plan.defaults_special + list(headers)
-        lines = []
+        parts = [STATUS_LINE[status], plan.defaults_block]
         close_sent = False
         for name, value in headers:
             name = name.lower()
             if name not in _VALID_NAMES:
                 _check_name(name)
+            if value not in _VALID_VALUES:
+                _check_value(value)
             if name == b"content-length":
                 if self.chunked_encoding is None:
-                    self.expected_content_length = int(value.decode())
+                    self.expected_content_length = int(value)
                     self.chunked_encoding = False
             elif name == b"transfer-encoding":
                 if value.lower() == b"chunked":
@@ -596,19 +569,15 @@ class FastCycle:
             elif name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
                 self.keep_alive = False
                 close_sent = True
-            lines.append(b"%b: %b\r\n" % (name, value))
-        block = b"".join(lines)
-        if HEADER_BLOCK.fullmatch(block) is None or block.count(b"\r\n") != len(lines):
-            _raise_invalid(headers)
-            raise RuntimeError("Invalid HTTP header value.")
-        tail = b"\r\n"
+            parts += (name, b": ", value, b"\r\n")
         if self.chunked_encoding is None and not self.head_request and status not in (204, 304):
             # Neither content-length nor transfer-encoding: the body is sent chunked.
             self.chunked_encoding = True
-            tail = b"transfer-encoding: chunked\r\n\r\n"
+            parts.append(b"transfer-encoding: chunked\r\n")
         if not self.keep_alive and not close_sent:
-            tail = b"connection: close\r\n" + tail
-        return STATUS_LINE[status] + defaults + block + tail
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     async def receive(self) -> dict[str, Any]:
         if self.waiting_for_100_continue and not self.transport.is_closing():
