@@ -239,13 +239,15 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
             if self.header_deadline is None:
                 self.header_deadline = time.monotonic() + self.header_timeout
                 self.header_bytes = 0
-            end = data.find(_HEAD_END)
-            # Only the head counts: a body may follow it in the same read.
-            self.header_bytes += len(data) if end < 0 else end + len(_HEAD_END)
-            if self.header_bytes > self.max_header_size:
-                transport.write(_TOO_LARGE)
-                transport.close()
-                return
+            total = self.header_bytes + len(data)
+            if total > self.max_header_size:
+                # Only the head counts: a body may follow it in the same read.
+                end = data.find(_HEAD_END)
+                if end < 0 or self.header_bytes + end + len(_HEAD_END) > self.max_header_size:
+                    transport.write(_TOO_LARGE)
+                    transport.close()
+                    return
+            self.header_bytes = total
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
