@@ -1,13 +1,12 @@
 """Where a worker's time goes per request: py-spy samples of one forkserve worker under wrk.
 
-Starts forkserve with one worker, loads it with wrk, samples the worker with py-spy (non-blocking,
-so the worker runs at full speed) and reads the worker's CPU time from /proc. Each sample is
-charged to a layer by its innermost frame, and the layer's share of samples times the worker's
-CPU time per request gives microseconds per request. With ``--native`` the C frames count too
-(the parser, uvloop, the kernel's socket calls); without it their time lands on the Python
-function that called them.
+Starts forkserve with one worker, loads it with wrk, samples the worker with py-spy and reads
+the worker's CPU time from /proc. Each sample is charged to a layer: a system call or the parser
+by its C frame (with ``--native``), anything else by its innermost Python function. Samples
+waiting in epoll are idle and left out; a layer's share of the busy samples times the worker's
+CPU time per request gives microseconds per request.
 
-    python -m benchmarks.profile_http --http fast --app hello --seconds 8
+    python -m benchmarks.profile_http --http fast --app hello --seconds 8 --native
 """
 
 from __future__ import annotations
@@ -28,46 +27,50 @@ from benchmarks.run import REPO_ROOT, module_argv, server_env
 
 APPS = {"hello": ("benchmarks.apps:app", "/"), "starlette": ("benchmarks.apps_starlette:app", "/json")}
 
-# (layer, substrings of a frame, any of which puts the sample in the layer); first match wins,
-# tried from the innermost frame outwards, so a C frame under a Python one is charged to C.
-LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("kernel: socket send", ("sendmsg", "__send", "__libc_send", "uv__write", "uv__try_write", "writev")),
-    ("kernel: socket receive", ("recv", "uv__read")),
-    ("epoll/event loop (C)", ("epoll", "uv__io_poll", "uv_run", "uv__run")),
-    ("httptools parser (C)", ("llhttp", "parser.cpython", "cb_on_")),
-    ("app", ("benchmarks/apps", "starlette/", "anyio/")),
-    ("proxy-headers middleware", ("proxy_headers.py",)),
-    ("forkserve health/metrics wrappers", ("forkserve/worker.py",)),
-    ("ASGI send (response head and body)", ("send (", "_head (", "_flush_head (", "send_500_response (")),
-    ("ASGI receive", ("receive (",)),
-    ("task start/finish (run_asgi, create_task)", ("run_asgi (", "_start_asgi_task (")),
-    (
-        "request parsing callbacks and scope",
-        (
-            "on_url (",
-            "on_header (",
-            "on_headers_complete (",
-            "on_message_begin (",
-            "on_message_complete (",
-            "on_body (",
-        ),
-    ),
-    (
-        "response complete, keep-alive timer",
-        ("on_response_complete (", "_unset_keepalive", "timeout_keep_alive"),
-    ),
-    ("data_received (head limits, parser call)", ("data_received (",)),
-    ("asyncio tasks/events (Python)", ("asyncio/",)),
-    ("connection setup/teardown", ("connection_made (", "connection_lost (", "__init__ (")),
+IDLE = "idle: waiting in epoll (not CPU, left out)"
+# Native (C) frames that are a layer of their own wherever they are called from: the system calls
+# and the parser. Matched against the innermost frames first.
+C_LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    (IDLE, ("epoll_wait", "epoll_pwait")),
+    ("system call: send (write)", ("UVStream__try_write", "UVStream__exec_write", "writev (", "sendmsg (")),
+    ("system call: receive (read)", ("uv__read", "recv (")),
+    ("httptools parser (C)", ("llhttp",)),
 ]
+# Everything else is charged to the innermost Python function, by its name or file.
+PY_LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("app", ("benchmarks/apps", "starlette/", "anyio/")),
+    ("proxy-headers middleware (uvicorn)", ("proxy_headers.py",)),
+    ("forkserve health check", ("HealthCheck",)),
+    ("ASGI send: response head and body", (".send ", "._head ", "send_500_response")),
+    ("ASGI receive", (".receive ",)),
+    (
+        "task per request: create, run, finish",
+        ("run_asgi", "_start_asgi_task", "asyncio/tasks.py", "_weakrefset"),
+    ),
+    (
+        "parser callbacks and scope",
+        (".on_url ", ".on_header ", ".on_headers_complete ", ".on_message_begin ", ".on_message_complete "),
+    ),
+    ("response complete, keep-alive timer", ("on_response_complete", "keep_alive", "keepalive")),
+    ("data_received (head checks, parser call)", (".data_received ",)),
+    ("transport wrapper (lingering close)", ("LingeringTransport",)),
+    ("other asyncio (events, locks)", ("asyncio/",)),
+    ("connection setup and teardown", ("connection_made", "connection_lost", ".__init__ ")),
+]
+UNATTRIBUTED = "event loop (uvloop, C) and other"
 
 
 def layer_of(stack: list[str]) -> str:
     for frame in reversed(stack):
-        for layer, needles in LAYERS:
+        for layer, needles in C_LAYERS:
             if any(needle in frame for needle in needles):
                 return layer
-    return "other (event loop and uvloop, not attributed)"
+        if ".py:" in frame:
+            for layer, needles in PY_LAYERS:
+                if any(needle in frame for needle in needles):
+                    return layer
+            return f"other Python ({frame.split(' (')[0]})"
+    return UNATTRIBUTED
 
 
 def worker_pid(master: int, timeout: float = 30.0) -> int:
@@ -97,9 +100,10 @@ def profile(args: argparse.Namespace) -> str:
         harness.run_wrk(port, 1, args.connections, 1, path)  # warm up
         raw = workdir / "samples.txt"
         spy = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(raw)]
-        spy += ["--duration", str(args.seconds), "--rate", str(args.rate), "--nonblocking"]
-        if args.native:
-            spy.append("--native")
+        spy += ["--duration", str(args.seconds), "--rate", str(args.rate)]
+        # Native stacks need the worker paused for each sample (a few µs, a few hundred times a
+        # second); Python-only sampling reads it while it runs.
+        spy.append("--native" if args.native else "--nonblocking")
         cpu_before = sum(psutil.Process(pid).cpu_times()[:2])
         sampler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         result = harness.run_wrk(port, 1, args.connections, args.seconds, path)
@@ -109,6 +113,7 @@ def profile(args: argparse.Namespace) -> str:
             raise harness.ServerError(f"py-spy failed: {errors.strip()[-500:]}")
     finally:
         harness.stop_and_check(proc, port, 10.0)
+    print(f"samples: {raw}", file=sys.stderr)
     return report(args, raw, cpu, result)
 
 
@@ -118,18 +123,23 @@ def report(args: argparse.Namespace, raw: Path, cpu: float, result: harness.WrkR
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
             counts[layer_of(stack.split(";"))] += int(count)
-    total = sum(counts.values()) or 1
+    idle = counts.pop(IDLE, 0)
+    busy = sum(counts.values()) or 1
     per_request = cpu / max(result.requests, 1) * 1e6
     lines = [
         f"`--http {args.http}`, app `{args.app}`: {result.requests_per_sec:,.0f} req/s on one worker "
-        f"(wrk -t1 -c{args.connections}), worker CPU {per_request:.1f} µs per request, {total} samples"
-        + (" (native frames)" if args.native else ""),
+        f"(wrk -t1 -c{args.connections}), worker CPU {per_request:.1f} µs per request; {busy} busy "
+        f"samples ({idle} idle left out)" + (", native frames" if args.native else ""),
         "",
-        "| layer | share | µs/request |",
+        "| layer | share of busy samples | µs/request |",
         "| --- | ---: | ---: |",
     ]
     for layer, count in counts.most_common():
-        lines.append(f"| {layer} | {count / total:.0%} | {count / total * per_request:.1f} |")
+        if count / busy >= 0.005:
+            lines.append(f"| {layer} | {count / busy:.0%} | {count / busy * per_request:.1f} |")
+    rest = sum(count for count in counts.values() if count / busy < 0.005)
+    if rest:
+        lines.append(f"| (layers under 0.5% each) | {rest / busy:.0%} | {rest / busy * per_request:.1f} |")
     return "\n".join(lines)
 
 
