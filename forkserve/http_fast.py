@@ -111,14 +111,14 @@ def _header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
 def _check_name(name: bytes) -> None:
     if HEADER_RE.search(name):
         raise RuntimeError("Invalid HTTP header name.")
-    if len(_VALID_NAMES) < _VALID_LIMIT:
+    if type(name) is bytes and len(_VALID_NAMES) < _VALID_LIMIT:
         _VALID_NAMES.add(name)
 
 
 def _check_value(value: bytes) -> None:
     if HEADER_VALUE_RE.search(value):
         raise RuntimeError("Invalid HTTP header value.")
-    if len(value) <= _VALID_VALUE_LENGTH and len(_VALID_VALUES) < _VALID_LIMIT:
+    if type(value) is bytes and len(value) <= _VALID_VALUE_LENGTH and len(_VALID_VALUES) < _VALID_LIMIT:
         _VALID_VALUES.add(value)
 
 
@@ -556,9 +556,12 @@ class FastCycle:
         close_sent = False
         for name, value in headers:
             name = name.lower()
-            if name not in _VALID_NAMES:
+            try:
+                known = name in _VALID_NAMES and value in _VALID_VALUES
+            except TypeError:  # a bytearray: allowed, but not hashable
+                known = False
+            if not known:
                 _check_name(name)
-            if value not in _VALID_VALUES:
                 _check_value(value)
             if name == b"content-length":
                 if self.chunked_encoding is None:

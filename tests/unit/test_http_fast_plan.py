@@ -80,3 +80,12 @@ def test_a_bad_response_header_name_is_refused(name):
     with pytest.raises(RuntimeError, match="Invalid HTTP header name"):
         http_fast._check_name(name)
     assert name not in http_fast._VALID_NAMES
+
+
+def test_bytearray_headers_are_checked_but_not_remembered():
+    http_fast._check_name(bytearray(b"x-only-in-a-bytearray"))
+    http_fast._check_value(bytearray(b"only-in-a-bytearray"))
+    assert b"x-only-in-a-bytearray" not in http_fast._VALID_NAMES
+    assert b"only-in-a-bytearray" not in http_fast._VALID_VALUES
+    with pytest.raises(RuntimeError, match="Invalid HTTP header value"):
+        http_fast._check_value(bytearray(b"bad\r\n"))
