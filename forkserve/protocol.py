@@ -26,7 +26,10 @@ Two limits against hostile or broken clients, which uvicorn lacks on the httptoo
 
 uvicorn's server waits for the connections to go, up to ``--graceful-timeout``. The classes below
 are uvicorn's own with this one behaviour changed, so everything else (websocket upgrades, TLS,
-flow control) is uvicorn's.
+flow control) is uvicorn's. ``--http fast`` (the default) is forkserve's own class, in
+forkserve/http_fast.py: it takes this mixin too, but does the per-read work of ``data_received``
+(the head limits) inline, so a check added to the mixin's ``data_received`` must be added there
+as well.
 """
 
 from __future__ import annotations
