@@ -25,6 +25,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from forkserve.errors import ConfigError
@@ -199,10 +200,24 @@ def parse_choice(*choices: str) -> Parser:
 
 
 def _importable(module: str) -> bool:
+    """Whether MODULE could be imported, without importing it or its packages.
+
+    The master validates the settings and must not import uvicorn (memory: docs/benchmarks.md),
+    so a submodule is looked for as a file in its top-level package's directory.
+    """
+    top, _, rest = module.partition(".")
     try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
         return False
+    if spec is None or not rest:
+        return spec is not None
+    relative = Path(*rest.split("."))
+    return any(
+        (Path(location) / relative).with_suffix(".py").is_file()
+        or (Path(location) / relative / "__init__.py").is_file()
+        for location in spec.submodule_search_locations or ()
+    )
 
 
 HTTP_CHOICES = ("auto", "fast", "httptools", "h11", "zttp")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from forkserve.config import Source, http_choice_problem, resolve
@@ -56,3 +59,17 @@ def test_each_value_gets_its_class_with_the_limits(value, class_name):
     assert chosen.__name__ == class_name
     limited = chosen.http1_class if value == "zttp" else chosen  # zttp: on its HTTP/1.1 class
     assert (limited.header_timeout, limited.max_header_size) == (3.0, 1000)
+
+
+def test_checking_a_choice_imports_nothing():
+    # The master validates --http and must not import uvicorn (its memory; docs/benchmarks.md).
+    script = (
+        "import sys\n"
+        "from forkserve.config import resolve, Source\n"
+        "resolve([Source('cli', {'http': 'zttp'})])\n"
+        "print(sorted(m for m in ('uvicorn', 'httptools', 'zttp') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stderr
