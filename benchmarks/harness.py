@@ -266,14 +266,14 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(port: int, threads: int, connections: int, duration: int) -> WrkResult:
+def run_wrk(port: int, threads: int, connections: int, duration: int, path: str = "/") -> WrkResult:
     command = [
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
         f"-d{duration}s",
         "--latency",
-        f"http://{HOST}:{port}/",
+        f"http://{HOST}:{port}{path}",
     ]
     # wrk stops itself after -d; the timeout only catches a wrk that hangs.
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=False)

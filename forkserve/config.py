@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from forkserve import privileges
@@ -225,6 +227,47 @@ def parse_group(raw: Any) -> str | None:
     if text is not None:
         privileges.lookup_group(text)
     return text
+
+
+def _importable(module: str) -> bool:
+    """Whether MODULE could be imported, without importing it or its packages.
+
+    The master validates the settings and must not import uvicorn (memory: docs/benchmarks.md),
+    so a submodule is looked for as a file in its top-level package's directory.
+    """
+    top, _, rest = module.partition(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not rest:
+        return spec is not None
+    relative = Path(*rest.split("."))
+    return any(
+        (Path(location) / relative).with_suffix(".py").is_file()
+        or (Path(location) / relative / "__init__.py").is_file()
+        for location in spec.submodule_search_locations or ()
+    )
+
+
+HTTP_CHOICES = ("auto", "fast", "httptools", "h11", "zttp")
+
+
+def http_choice_problem(value: str, importable: Callable[[str], bool]) -> str | None:
+    """Why --http VALUE cannot run here (a module it needs is missing), or None if it can."""
+    if value in ("fast", "httptools") and not importable("httptools"):
+        return f"'{value}' needs httptools, which is not installed: pip install httptools, or use h11"
+    if value == "zttp" and not (importable("zttp") and importable("uvicorn.protocols.http.zttp_impl")):
+        return "'zttp' needs the zttp package and uvicorn >= 0.54: pip install zttp, or use fast"
+    return None
+
+
+def parse_http(raw: Any) -> str:
+    value: str = parse_choice(*HTTP_CHOICES)(raw)
+    problem = http_choice_problem(value, _importable)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def parse_ip_list(raw: Any) -> str:
@@ -615,9 +658,9 @@ class Config:
         help="Event loop: 'auto' picks uvloop when installed.",
     )  # fmt: skip
     http: str = setting(
-        "auto", "--http", parse=parse_choice("auto", "httptools", "h11"), metavar="auto|httptools|h11",
-        group="Protocol",
-        help="HTTP/1.1 implementation: 'auto' picks httptools when installed.",
+        "auto", "--http", parse=parse_http, metavar="auto|fast|httptools|h11|zttp", group="Protocol",
+        help="HTTP/1.1 implementation: 'fast' is forkserve's own on httptools (docs/http.md); 'auto' "
+        "picks it when httptools is installed, else h11; 'zttp' needs the zttp package.",
     )  # fmt: skip
     ws: str = setting(
         "auto", "--ws", parse=parse_choice("auto", "none", "websockets", "websockets-sansio", "wsproto"),

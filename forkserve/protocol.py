@@ -37,7 +37,10 @@ writes them with the time from the request's head to the response's end.
 
 uvicorn's server waits for the connections to go, up to ``--graceful-timeout``. The classes below
 are uvicorn's own with this one behaviour changed, so everything else (websocket upgrades, TLS,
-flow control) is uvicorn's.
+flow control) is uvicorn's. ``--http fast`` (the default) is forkserve's own class, in
+forkserve/http_fast.py: it takes this mixin too, but does the per-read work of ``data_received``
+(the head limits) inline, so a check added to the mixin's ``data_received`` must be added there
+as well.
 """
 
 from __future__ import annotations
@@ -47,8 +50,11 @@ import fcntl
 import logging
 import termios
 import time
+from collections.abc import Callable
 from typing import Any
 
+from uvicorn.config import Config
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 DRAIN_IDLE_CHECK = 0.1
@@ -140,28 +146,24 @@ class LingeringTransport:
     def __init__(self, transport: Any, loop: Any) -> None:
         self._transport = transport
         self._loop = loop
-        self._lingering = False
+        self.lingering = False
         self.write = transport.write
-        self.writelines = transport.writelines
         self.get_extra_info = transport.get_extra_info
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
-    @property
-    def lingering(self) -> bool:
-        return self._lingering
-
     def is_closing(self) -> bool:
-        return self._lingering or bool(self._transport.is_closing())
+        return self.lingering or bool(self._transport.is_closing())
 
     def close(self) -> None:
-        if self._lingering or self._transport.is_closing():
+        if self.lingering or self._transport.is_closing():
             return
-        if not self._transport.can_write_eof() or self._transport.get_extra_info("sslcontext") is not None:
+        can_write_eof = getattr(self._transport, "can_write_eof", None)
+        if can_write_eof is None or not can_write_eof() or self._transport.get_extra_info("sslcontext"):
             self._transport.close()
             return
-        self._lingering = True
+        self.lingering = True
         # Like a closing asyncio transport: later writes (an app still answering a request on a
         # connection the parser gave up on) are dropped, not an error that logs a traceback.
         self.write = self.writelines = _discard
@@ -265,7 +267,7 @@ class DrainingMixin:
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[misc]
-        self.header_deadline = self.loop.time() + self.header_timeout
+        self.header_deadline = time.monotonic() + self.header_timeout
         if self.access_log:
             # Each request cycle takes the protocol's access logger when it is created.
             self.access_line = self.access_logger = AccessLine(self.access_logger)
@@ -313,7 +315,7 @@ class DrainingMixin:
         if cycle is None or cycle.response_complete:
             # These bytes begin (or continue) the head of the next request.
             if self.header_deadline is None:
-                self.header_deadline = self.loop.time() + self.header_timeout
+                self.header_deadline = time.monotonic() + self.header_timeout
                 self.header_bytes = 0
             end = data.find(_HEAD_END)
             # Only the head counts: a body may follow it in the same read.
@@ -360,6 +362,62 @@ else:
     DrainingHttpToolsProtocol = _DrainingHttpTools
 
 
+def wrap_app(config: Config, wrap: Callable[[Any], Any]) -> None:
+    """Wrap the loaded app, inside uvicorn's proxy-headers layer when there is one.
+
+    The fast protocol takes that layer's place only when it is the outermost one; a forkserve
+    wrapper (the health check) put outside it would bring it back on every request.
+    """
+    app = config.loaded_app
+    if isinstance(app, ProxyHeadersMiddleware):
+        app.app = wrap(app.app)
+    else:
+        config.loaded_app = wrap(app)
+
+
+def _zttp_class(limits: dict[str, Any]) -> type[Any]:
+    """HTTP/1.1 or HTTP/2 on uvicorn's zttp protocols, chosen per connection (docs/http.md).
+
+    uvicorn's dispatcher picks HTTP/2 by ALPN over TLS (its ``alpn_protocols`` end up on the TLS
+    context) or by the h2c preface in cleartext; this one hands HTTP/1.1 connections to the
+    draining class instead of uvicorn's plain one. HTTP/2 connections are uvicorn's.
+    """
+    from uvicorn.protocols.http.auto_zttp_impl import AutoZttpProtocol
+    from uvicorn.protocols.http.zttp_h2_impl import ZttpH2Protocol
+    from uvicorn.protocols.http.zttp_impl import ZttpProtocol
+
+    http1 = type("DrainingZttpProtocol", (DrainingMixin, ZttpProtocol), limits)
+
+    class ZttpAutoProtocol(AutoZttpProtocol):
+        http1_class = http1
+
+        def _switch(self, http2: bool, initial_data: bytes = b"") -> None:
+            chosen = ZttpH2Protocol if http2 else self.http1_class
+            protocol = chosen(
+                config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+            )
+            self.transport.set_protocol(protocol)
+            protocol.connection_made(self.transport)
+            if initial_data:
+                protocol.data_received(initial_data)
+
+    return ZttpAutoProtocol
+
+
+def protocol_base(name: str) -> type[Any]:
+    """The draining HTTP/1.1 protocol class for an --http value other than zttp."""
+    if name == "h11" or (name == "auto" and DrainingHttpToolsProtocol is None):
+        return DrainingH11Protocol
+    if DrainingHttpToolsProtocol is None:
+        raise ImportError(f"--http {name} needs httptools, which is not installed")
+    if name == "httptools":
+        return DrainingHttpToolsProtocol
+    # The fast class builds on this module's mixin, so it is imported only when chosen.
+    from forkserve.http_fast import DrainingFastProtocol
+
+    return DrainingFastProtocol
+
+
 def http_protocol_class(
     name: str,
     *,
@@ -368,12 +426,7 @@ def http_protocol_class(
     max_header_count: int = 100,
     max_request_size: int = 0,
 ) -> type[Any]:
-    """The draining protocol class for --http (auto = httptools where it is installed)."""
-    base = (
-        DrainingH11Protocol
-        if name == "h11" or DrainingHttpToolsProtocol is None
-        else DrainingHttpToolsProtocol
-    )
+    """The protocol class for --http (auto = fast where httptools is installed, else h11)."""
     # A subclass per configuration, so the limits are class attributes the hot path reads directly.
     limits = {
         "header_timeout": header_timeout,
@@ -381,4 +434,7 @@ def http_protocol_class(
         "max_header_count": max_header_count,
         "max_request_size": max_request_size,
     }
+    if name == "zttp":
+        return _zttp_class(limits)
+    base = protocol_base(name)
     return type(base.__name__, (base,), limits)

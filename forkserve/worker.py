@@ -41,7 +41,7 @@ from uvicorn._compat import asyncio_run
 from forkserve import handoff, hooks, messages
 from forkserve.config import Config
 from forkserve.logs import LogSetup
-from forkserve.protocol import http_protocol_class
+from forkserve.protocol import http_protocol_class, wrap_app
 from forkserve.reqstats import RequestStats
 from forkserve.scoreboard import Scoreboard, SlotState, StopMode
 from forkserve.sockets import accept_queue
@@ -147,10 +147,17 @@ class WorkerServer(uvicorn.Server):
         self.hook_failed = False
         self.request_stats: RequestStats | None = None
         if ctx.config.metrics_bind:
-            self.request_stats = RequestStats(ctx.uv_config.loaded_app, ctx.worker_id)
-            ctx.uv_config.loaded_app = self.request_stats
+            # Inside uvicorn's proxy-headers layer, which the fast protocol then replaces (wrap_app).
+            stats = self.request_stats = RequestStats(None, ctx.worker_id)
+
+            def count_requests_of(app: Any) -> RequestStats:
+                stats.app = app
+                return stats
+
+            wrap_app(ctx.uv_config, count_requests_of)
         if ctx.config.health_path:
-            ctx.uv_config.loaded_app = HealthCheck(ctx.uv_config.loaded_app, ctx.config.health_path, self)
+            path = ctx.config.health_path
+            wrap_app(ctx.uv_config, lambda app: HealthCheck(app, path, self))
         self.inbox: handoff.Inbox | None = None
         if ctx.handoff is not None:
             self.server_state.connections = handoff.CountedConnections(self.slot)
@@ -245,11 +252,11 @@ class WorkerServer(uvicorn.Server):
         )  # fmt: skip
 
     def _sweep_slow_heads(self) -> None:
-        loop_now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         closed = 0
         for connection in list(self.server_state.connections):
             overdue = getattr(connection, "header_overdue", None)
-            if overdue is not None and overdue(loop_now):
+            if overdue is not None and overdue(now):
                 closed += 1
         if closed:
             logger.debug("closed %d connections whose request head was late (--header-timeout)", closed)

@@ -179,7 +179,7 @@ def test_proxy_headers_trusted_only_from_forwarded_allow_ips(serve, allow, trust
     assert ("strict-transport-security" in response.headers) is trusted
 
 
-@pytest.mark.parametrize("http", ["httptools", "h11"])
+@pytest.mark.parametrize("http", ["fast", "httptools", "h11"])
 def test_request_over_the_size_limit_gets_413_and_the_worker_lives(serve, http):
     server = serve("--limit-max-request-size", "1k", "--http", http, app="bodyapp:app", wait=1)
     [pid] = server.workers()
@@ -199,7 +199,7 @@ def test_request_over_the_size_limit_gets_413_and_the_worker_lives(serve, http):
     assert "Traceback" not in server.log()
 
 
-@pytest.mark.parametrize("http", ["httptools", "h11"])
+@pytest.mark.parametrize("http", ["fast", "httptools", "h11"])
 def test_too_many_header_fields_get_431(serve, http):
     server = serve("--max-header-count", "20", "--http", http, app="bodyapp:app", wait=1)
     [pid] = server.workers()

@@ -314,7 +314,7 @@ def test_choice_settings_accept_any_case(name: str, raw: str, expected: str) -> 
     ("name", "raw", "message"),
     [
         ("lifespan", "sometimes", "expected one of auto, on, off"),
-        ("http", "h2", "expected one of auto, httptools, h11"),
+        ("http", "h2", "expected one of auto, fast, httptools, h11, zttp"),
         ("log_level", "verbose", "expected one of critical, error, warning, info, debug, trace"),
     ],
 )
