@@ -59,6 +59,8 @@ def server_context(config: Config) -> ssl.SSLContext | None:
     elif config.cert_reqs != "none":
         raise ConfigError(f"--cert-reqs {config.cert_reqs} needs --ca-certs to verify client certificates")
     context.verify_mode = _CERT_REQS[config.cert_reqs]
+    # Offered by ALPN: a client that speaks HTTP/2 gets it only where the protocol class can.
+    context.set_alpn_protocols(["h2", "http/1.1"] if config.http == "zttp" else ["http/1.1"])
     if config.ciphers:
         try:
             context.set_ciphers(config.ciphers)

@@ -244,3 +244,17 @@ def test_static_files_served_before_the_app_and_traversal_refused(serve, tmp_pat
         )
         assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
         assert b"do not serve" not in answer
+
+
+@pytest.mark.parametrize(("http", "expected"), [("zttp", "HTTP/2"), ("fast", "HTTP/1.1")])
+def test_alpn_offers_http2_only_where_the_protocol_speaks_it(serve, certificate, http, expected):
+    """forkserve builds the TLS context itself, so it must also offer h2 by ALPN (uvicorn's would)."""
+    ca, cert, key = certificate
+    server = serve(
+        "--certfile", str(cert), "--keyfile", str(key), "--http", http, app="http_edges:app", wait=1
+    )
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with httpx.Client(http2=True, verify=client_context, timeout=10) as client:
+        response = client.get(f"https://127.0.0.1:{server.port}/")
+    assert (response.status_code, response.http_version, response.text) == (200, expected, "hello")

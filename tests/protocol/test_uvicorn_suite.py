@@ -26,7 +26,7 @@ def suite_results(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, dict[str, str]], str]:
     uvicorn = uvicorn_suite.uvicorn_version()
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     # Cached across runs (keyed by version) in pytest's cache; a fresh temp dir without it.
     cache_dir = Path(cache.mkdir(f"uvicorn-sdist-{uvicorn}")) if cache else tmp_path_factory.mktemp("sdist")
     try:
