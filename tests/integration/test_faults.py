@@ -35,7 +35,9 @@ def test_sigkill_under_load_fails_only_the_victims_connections(serve):
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
         server.wait_workers(2, exclude={victim}, timeout=5)
-        assert time.monotonic() - killed < 1.0
+        # A bound, not a benchmark (docs/reliability.md has the figure): replaced at once, not after
+        # a crash-loop back-off; generous because the load shares two cores with the new worker.
+        assert time.monotonic() - killed < 3.0
         mark = load.ok
         wait_until(lambda: load.ok > mark + 200, 10, "load after the replacement")
     # Only requests on the victim's own connections may fail: one per connection at most.
