@@ -21,6 +21,7 @@ to do, and a master that forks its zygote (an app object) must not have threads 
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import logging
@@ -117,7 +118,7 @@ def loads(scoreboard: Scoreboard, slots: list[int], now: float, sent: dict[int, 
     return found
 
 
-class Balancer:
+class Balancer(abc.ABC):
     """What the master needs of any balancing mode."""
 
     name = "balancer"
@@ -150,8 +151,9 @@ class Balancer:
         self._wake_r.close()
         self._wake_w.close()
 
+    @abc.abstractmethod
     def prepare(self, listeners: list[Listener], scoreboard: Scoreboard) -> None:
-        raise NotImplementedError
+        """Create the sockets and channels the workers will inherit (before the first zygote)."""
 
     def zygote_listener_fds(self, listeners: list[Listener]) -> list[int]:
         return [listener.sock.fileno() for listener in listeners]
@@ -159,14 +161,17 @@ class Balancer:
     def zygote_fds(self) -> list[int]:
         return []
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Close every socket this balancer holds."""
 
+    @abc.abstractmethod
     def close_in_child(self) -> None:
         """In a zygote forked from the master: drop the master's ends, keep what workers need."""
 
+    @abc.abstractmethod
     def run(self) -> None:
-        raise NotImplementedError
+        """The balancer thread's loop, until stop()."""
 
     # ---------------------------------------------------------------- shared
 
@@ -179,8 +184,9 @@ class Balancer:
             self.stopping(str(event.fields.get("mode")))
         self._wake()
 
+    @abc.abstractmethod
     def stopping(self, mode: str) -> None:
-        pass
+        """The server began to stop (MODE graceful or immediate): called on the master's thread."""
 
     def _run(self) -> None:
         try:
