@@ -1,9 +1,6 @@
-"""What the master knows about its fleet, as Prometheus metric families and as dashboard JSON.
-
-A ``FleetSnapshot`` is taken on the master's thread (``take_snapshot``, through ``master.call``),
-so it reads the worker registry and the event counts without racing the loop that changes them;
-everything after that is a pure function of the snapshot and of the merged multiprocess metrics,
-tested from tables.
+"""The fleet as Prometheus metric families and as the dashboard's JSON: pure functions of a
+``status.FleetStatus`` (the one snapshot, taken on the master's thread by ``status.snapshot``) and
+of the merged multiprocess metrics, tested from tables.
 
 Labels stay bounded however long the server runs: per-worker gauges carry the worker's number
 (1..N, reused by its replacements), never its pid, and an exit's free-text reason ("replaced by
@@ -12,130 +9,14 @@ generation 7") is reduced to one of a fixed set of words.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from forkserve import events
 from forkserve.lifecycle import State
 from forkserve.reqstats import DURATION, REQUESTS, STATUS_CLASSES
-from forkserve.scoreboard import Scoreboard, SlotState
-
-if TYPE_CHECKING:
-    from forkserve.master import Master
-
-
-@dataclass(frozen=True)
-class WorkerRow:
-    worker_id: int
-    slot: int
-    pid: int
-    generation: int
-    state: str  # a lifecycle.State value
-    requests: int  # served by this process (the scoreboard's count)
-    in_flight: int
-    connections: int
-    rss: int
-    busy: float
-    age: float  # seconds since it was forked
-
-
-@dataclass(frozen=True)
-class QueueRow:
-    listener: str
-    waiting: int
-    limit: int
-
-
-@dataclass(frozen=True)
-class FleetSnapshot:
-    generation: int
-    desired: int
-    stopping: str | None
-    workers: tuple[WorkerRow, ...]
-    queues: tuple[QueueRow, ...]
-    counts: tuple[tuple[str, str, int], ...]  # (event kind, reason, count)
-
-
-def take_snapshot(master: Master) -> FleetSnapshot:
-    """On the master's thread only (``master.call(lambda: take_snapshot(master))``)."""
-    from forkserve.sockets import accept_queue
-
-    now = time.monotonic()
-    rows = []
-    for record in master.workers:
-        slot = master.scoreboard[record.slot]
-        booted = slot.pid == record.pid and record.pid != 0
-        rows.append(
-            WorkerRow(
-                worker_id=record.worker_id,
-                slot=record.slot,
-                pid=record.pid,
-                generation=record.generation,
-                state=record.state.value,
-                requests=int(slot.requests) if booted else 0,
-                in_flight=int(slot.in_flight) if booted else 0,
-                connections=int(slot.connections) if booted else 0,
-                rss=int(slot.rss) if booted else 0,
-                busy=float(slot.busy) if booted else 0.0,
-                age=round(now - record.spawned_at, 3),
-            )
-        )
-    queues = []
-    for listener in master.listeners:
-        depth = accept_queue(listener.sock) if listener.sock.fileno() != -1 else None
-        if depth is not None:
-            queues.append(QueueRow(listener.address, depth[0], depth[1]))
-    return FleetSnapshot(
-        generation=master.generations.current,
-        desired=master.desired,
-        stopping=master.stopping,
-        workers=tuple(sorted(rows, key=lambda row: (row.worker_id, row.generation, row.slot))),
-        queues=tuple(queues),
-        counts=tuple((kind, reason, n) for (kind, reason), n in master.events.counts.items()),
-    )
-
-
-_SLOT_STATES = {
-    SlotState.BOOTING: State.BOOTING.value,
-    SlotState.READY: State.READY.value,
-    SlotState.DRAINING: State.DRAINING.value,
-}
-
-
-def scoreboard_snapshot(scoreboard: Scoreboard) -> FleetSnapshot:
-    """What the scoreboard alone tells, for when the master's thread does not answer in time."""
-    now = time.monotonic()
-    rows = []
-    for index in range(scoreboard.capacity):
-        slot = scoreboard[index]
-        if slot.state not in _SLOT_STATES or not slot.pid:
-            continue
-        rows.append(
-            WorkerRow(
-                slot.worker_id,
-                index,
-                slot.pid,
-                slot.generation,
-                _SLOT_STATES[SlotState(slot.state)],
-                int(slot.requests),
-                int(slot.in_flight),
-                int(slot.connections),
-                int(slot.rss),
-                float(slot.busy),
-                round(now - slot.boot_time, 3),
-            )
-        )
-    generation = max((row.generation for row in rows), default=0)
-    return FleetSnapshot(generation, len(rows), None, tuple(rows), (), ())
-
-
-def ready_workers(scoreboard: Scoreboard) -> int:
-    return sum(1 for index in range(scoreboard.capacity) if scoreboard[index].state == SlotState.READY)
-
-
-# ------------------------------------------------------------------------------------ pure parts
+from forkserve.status import FleetStatus, WorkerStatus
 
 EXIT_REASONS = ("crash", "hung", "reload", "recycle", "scale_down", "shutdown", "reload_aborted", "other")
 
@@ -168,10 +49,10 @@ _STATE_RANK = {
 }
 
 
-def one_row_per_worker(rows: Iterable[WorkerRow]) -> list[WorkerRow]:
+def one_row_per_worker(rows: Iterable[WorkerStatus]) -> list[WorkerStatus]:
     """The row that speaks for each worker number: during a reload or a recycle an old and a new
     process share a number; the one serving (else the newest) keeps the worker's series going."""
-    chosen: dict[int, WorkerRow] = {}
+    chosen: dict[int, WorkerStatus] = {}
     for row in rows:
         current = chosen.get(row.worker_id)
         rank = (_STATE_RANK.get(row.state, 9), -row.generation, -row.slot)
@@ -190,7 +71,7 @@ class Family:
     samples: tuple[tuple[dict[str, str], float], ...]
 
 
-def fleet_families(snapshot: FleetSnapshot) -> list[Family]:
+def fleet_families(snapshot: FleetStatus) -> list[Family]:
     rows = snapshot.workers
     states = [state.value for state in State if state is not State.EXITED]
     per_worker = one_row_per_worker(rows)
@@ -254,7 +135,12 @@ def fleet_families(snapshot: FleetSnapshot) -> list[Family]:
             by_worker("busy"),
         ),
         ("worker_generation", "gauge", "Code generation this worker runs", by_worker("generation")),
-        ("worker_age_seconds", "gauge", "Seconds since this worker's process was forked", by_worker("age")),
+        (
+            "worker_age_seconds",
+            "gauge",
+            "Seconds since this worker's process was forked",
+            by_worker("uptime"),
+        ),
         ("accept_queue", "gauge", "Connections waiting to be accepted", labelled("listener", queues)),
         ("accept_queue_limit", "gauge", "Accept queue length limit (backlog)", labelled("listener", limits)),
         ("worker_exits", "counter", "Worker processes that ended, by reason", labelled("reason", exits)),
@@ -323,7 +209,7 @@ def request_totals(metrics: Iterable[Any]) -> RequestTotals:
 
 
 def status_document(
-    snapshot: FleetSnapshot,
+    snapshot: FleetStatus,
     totals: RequestTotals,
     recent: Sequence[Mapping[str, Any]],
     *,

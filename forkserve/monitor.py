@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from forkserve import events, fleetmetrics, sockets
 from forkserve.config import Config, parse_bind_one
 from forkserve.promdir import MultiprocDir
+from forkserve.status import FleetStatus, ready_workers, scoreboard_snapshot
+from forkserve.status import snapshot as fleet_snapshot
 
 if TYPE_CHECKING:
     from forkserve.master import Master
@@ -167,18 +169,16 @@ class MonitorService:
 
     def health(self) -> bool:
         assert self.master is not None
-        return fleetmetrics.ready_workers(self.master.scoreboard) > 0
+        return ready_workers(self.master.scoreboard) > 0
 
-    def snapshot(self) -> fleetmetrics.FleetSnapshot:
+    def snapshot(self) -> FleetStatus:
         master = self.master
         assert master is not None
         try:
-            result: fleetmetrics.FleetSnapshot = master.call(
-                lambda: fleetmetrics.take_snapshot(master)
-            ).result(SNAPSHOT_TIMEOUT)
+            result: FleetStatus = master.call(lambda: fleet_snapshot(master)).result(SNAPSHOT_TIMEOUT)
         except (FutureTimeout, RuntimeError):
             # The loop is busy (or has ended): the scoreboard still tells most of it.
-            return fleetmetrics.scoreboard_snapshot(master.scoreboard)
+            return scoreboard_snapshot(master.scoreboard, master.app_name)
         return result
 
     def merged(self) -> list[Any]:

@@ -18,9 +18,6 @@ from forkserve import events, promdir
 from forkserve.config import Source, resolve
 from forkserve.errors import ConfigError
 from forkserve.fleetmetrics import (
-    FleetSnapshot,
-    QueueRow,
-    WorkerRow,
     exit_reason,
     fleet_families,
     one_row_per_worker,
@@ -36,6 +33,7 @@ from forkserve.reqstats import (
     bucket_index,
     status_class,
 )
+from forkserve.status import FleetStatus, QueueStatus, WorkerStatus
 
 
 @pytest.mark.parametrize(
@@ -186,9 +184,18 @@ def test_exit_reasons_are_a_fixed_set(reason: str, expected: str) -> None:
     assert exit_reason(reason) == expected
 
 
-def row(worker_id: int, state: str, generation: int = 1, slot: int = 0, **fields: Any) -> WorkerRow:
-    values = {"requests": 0, "in_flight": 0, "connections": 0, "rss": 0, "busy": 0.0, "age": 1.0, **fields}
-    return WorkerRow(worker_id, slot, 1000 + slot, generation, state, **values)
+def row(worker_id: int, state: str, generation: int = 1, slot: int = 0, **fields: Any) -> WorkerStatus:
+    values = {"uptime": 1.0, "requests": 0, "in_flight": 0, "connections": 0, "rss": 0, "busy": 0.0, **fields}
+    return WorkerStatus(worker_id, slot, 1000 + slot, generation, state, **values)
+
+
+def fleet(**fields: Any) -> FleetStatus:
+    values: dict[str, Any] = {
+        "master_pid": 1, "app": "main:app", "generation": 1, "desired": 1, "stopping": None,
+        "reloading": None, "uptime": 0.0, "workers": (), "listeners": (), "queues": (), "events": (),
+        "counts": (), **fields,
+    }  # fmt: skip
+    return FleetStatus(**values)
 
 
 @pytest.mark.parametrize(
@@ -203,12 +210,12 @@ def row(worker_id: int, state: str, generation: int = 1, slot: int = 0, **fields
         ([row(1, "killing", slot=0), row(1, "spawning", slot=2)], [2]),
     ],
 )
-def test_one_row_speaks_for_each_worker_number(rows: list[WorkerRow], chosen_slots: list[int]) -> None:
+def test_one_row_speaks_for_each_worker_number(rows: list[WorkerStatus], chosen_slots: list[int]) -> None:
     assert [r.slot for r in one_row_per_worker(rows)] == chosen_slots
 
 
 def test_fleet_families_totals_and_bounded_labels() -> None:
-    snapshot = FleetSnapshot(
+    snapshot = fleet(
         generation=2,
         desired=2,
         stopping=None,
@@ -217,7 +224,7 @@ def test_fleet_families_totals_and_bounded_labels() -> None:
             row(1, "ready", 2, slot=1, in_flight=1, rss=50),
             row(2, "ready", 2, slot=2, in_flight=0, rss=60),
         ),
-        queues=(QueueRow("127.0.0.1:8000", 3, 2048),),
+        queues=(QueueStatus("127.0.0.1:8000", 3, 2048),),
         counts=(
             (events.WORKER_EXITED, "replaced by generation 2", 1),
             (events.WORKER_EXITED, "replaced by generation 3", 2),
@@ -279,7 +286,7 @@ def test_metrics_bind_rejects(settings: dict[str, str], message: str) -> None:
 def test_the_docs_list_every_metric_forkserve_exports() -> None:
     page = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `(forkserve_[a-z_]+)` \|", page, re.M))
-    snapshot = FleetSnapshot(1, 1, None, (), (), ())
+    snapshot = fleet()
     exported = {
         family.name + ("_total" if family.kind == "counter" else "") for family in fleet_families(snapshot)
     }
