@@ -28,11 +28,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from forkserve import events, hooks, messages, privileges, sockets, systemd, tls, upgrade, zygotes
-from forkserve.appload import prepare_chdir
+from forkserve import events, hooks, messages, privileges, sockets, startup, upgrade, zygotes
 from forkserve.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.balancer import Balancer
-from forkserve.config import DEFAULTS, Config
+from forkserve.config import Config
 from forkserve.devreload import SourceWatcher
 from forkserve.envfile import read_env_file
 from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
@@ -53,7 +52,6 @@ from forkserve.registry import WorkerRegistry, waitpid
 from forkserve.scoreboard import Scoreboard, StopMode
 from forkserve.services import Service, build_services
 from forkserve.sizing import cpu_budget
-from forkserve.static import check_mounts
 from forkserve.zygote import ZygoteSpec
 from forkserve.zygote import run as run_zygote
 
@@ -169,31 +167,10 @@ class Master:
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         scoreboard: Scoreboard | None = None
         try:
-            if self.config.reload and not self.exec_mode:
-                raise ConfigError(
-                    "--reload needs the app as an import string (module:app): an app object cannot be "
-                    "re-imported; pass forkserve.run('module:app', reload=True)"
-                )
-            if self.config.chdir:
-                # Once, here: zygotes and workers inherit the directory (and the relative --app-dir).
-                prepare_chdir(self.config.chdir)
-            if self.config.env_file:
-                self.app_environ = read_env_file(self.config.env_file)
-            # Checked here, before binding, so a bad file is a config error (exit 2), not a boot failure.
-            tls.server_context(self.config)
-            check_mounts(self.config.static)
+            prepared = startup.prepare(self.config, exec_mode=self.exec_mode)
+            self.app_environ, self.identity = prepared.app_environ, prepared.identity
+            self.listeners, self.socket_activated = prepared.listeners, prepared.activated > 0
             self.desired = self._resolve_workers()
-            if self.config.umask is not None:
-                os.umask(self.config.umask)
-            self.identity = privileges.resolve_identity(self.config.user, self.config.group)
-            privileges.check_can_switch(self.identity)
-            activated = systemd.take_listen_fds()
-            self.socket_activated = bool(activated)
-            self.listeners = sockets.open_listeners(
-                self.config.bind, self.config.backlog, inherited=upgrade.inherited_fds(), activated=activated,
-                binds_are_default=self.config.bind == DEFAULTS["bind"],
-                reuse_port=self.config.balance == "reuseport",
-            )  # fmt: skip
             set_child_subreaper(True)
             if self.config.pid:
                 write_pidfile(self.config.pid)
@@ -211,14 +188,7 @@ class Master:
             logger.info(
                 "forkserve %s starting (master pid %d) for %s", _version(), os.getpid(), self.app_name
             )
-            for listener in self.listeners:
-                scheme = (
-                    "unix" if listener.spec.kind == "unix" else "https" if self.config.certfile else "http"
-                )
-                logger.info(
-                    "Listening at: %s://%s%s", scheme, listener.address.removeprefix("unix:"),
-                    " (socket activation)" if listener in self.listeners[: len(activated)] else "",
-                )  # fmt: skip
+            startup.log_listeners(self.config, prepared)
             self.services = build_services(self.config)
             self.balancer = next((s for s in self.services if isinstance(s, Balancer)), None)
             for service in self.services:
