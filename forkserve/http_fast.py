@@ -265,10 +265,17 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        if headers is None:
+            # A trailer field of a chunked body: llhttp reports trailers through this same
+            # callback after the body. Dropped, as uvicorn does; never the next request's header.
+            return
         name = name.lower()
+        # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from the value.
+        value = value.rstrip(b" \t")
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
-        self.headers.append((name, value))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -285,9 +292,10 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
             self.upgrading = True  # handle_websocket_upgrade reads self.url and self.scope next
             return
         url = self.url
-        # The next request's state: nothing before the next head's first callback reads it.
+        # The next request's state: nothing before the next head's first callback reads it. The
+        # header list is closed until this message completes, so trailers cannot reach it.
         self.url = b""
-        self.headers = []
+        self.headers = None  # type: ignore[assignment]
         self.header_deadline = None
         expect_100_continue = self.expect_100_continue
         if expect_100_continue:
@@ -371,8 +379,11 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         cycle.wake()
 
     def on_message_complete(self) -> None:
+        if self.upgrading:
+            return  # the upgrade reads this request's headers next
+        self.headers = []
         cycle: Any = self.cycle
-        if self.upgrading or cycle.response_complete:
+        if cycle.response_complete:
             return
         cycle.more_body = False
         cycle.wake()

@@ -357,7 +357,25 @@ except ImportError:  # httptools is optional (PyPy, unusual platforms): h11 serv
 else:
 
     class _DrainingHttpTools(DrainingMixin, HttpToolsProtocol):
-        pass
+        # llhttp reports a chunked body's trailer fields through on_header, after the head;
+        # uvicorn appends them to the list the app already holds as scope["headers"] (and its
+        # proxy-headers middleware may read them). A trailer is never a header: dropped.
+        in_trailers = False
+
+        def on_message_begin(self) -> None:
+            self.in_trailers = False
+            super().on_message_begin()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if self.in_trailers:
+                return
+            # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from the
+            # value; uvicorn strips it only from 0.55 on.
+            super().on_header(name, value.rstrip(b" \t"))
+
+        def on_headers_complete(self) -> None:
+            self.in_trailers = True
+            super().on_headers_complete()
 
     DrainingHttpToolsProtocol = _DrainingHttpTools
 

@@ -283,3 +283,33 @@ def test_proxy_headers_from_an_untrusted_peer_are_ignored(serve):
         assert connection.response().body == b"127.0.0.1 http"
     finally:
         connection.close()
+
+
+TRAILERS = b"Authorization: Bearer stolen\r\nCookie: session=victim\r\nX-Forwarded-For: 203.0.113.9\r\n"
+TRAILERS += b"X-Forwarded-Proto: https\r\nExpect: 100-continue\r\n"
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_trailers_of_a_chunked_request_never_become_the_next_requests_headers(connect, pipelined):
+    # The trusted-proxy headers matter most: the server trusts 127.0.0.1 (the default), so a leaked
+    # X-Forwarded-For would also forge the next request's client address and scheme.
+    connection = connect()
+    first = b"POST /seen HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    first += b"5\r\nhello\r\n0\r\n" + TRAILERS + b"\r\n"
+    second = request("GET", "/seen", headers=("X-Second: yes",))
+    if pipelined:
+        connection.send(first + second)
+        answers = [connection.response(), connection.response()]
+    else:
+        connection.send(first)
+        answers = [connection.response()]
+        connection.send(second)
+        answers.append(connection.response())
+    for answer in answers:
+        assert answer.status == 200
+        seen = answer.body.decode().splitlines()
+        assert not {"authorization", "cookie", "x-forwarded-for", "x-forwarded-proto", "expect"} & set(seen)
+        assert "client=127.0.0.1" in seen and "scheme=http" in seen
+    assert answers[0].body.decode().splitlines()[:2] == ["host", "transfer-encoding"]
+    assert answers[1].body.decode().splitlines()[:2] == ["host", "x-second"]
+    assert b"100 Continue" not in connection.buffer

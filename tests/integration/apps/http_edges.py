@@ -56,6 +56,12 @@ async def app(scope, receive, send):
         for part in (b"one ", b"two ", b"three"):
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/seen":
+        # What the app sees of this request: its header names, client and scheme, one per line.
+        await read_body(receive)
+        seen = [name.decode("latin1") for name, _ in scope["headers"]]
+        seen += [f"client={scope['client'][0]}", f"scheme={scope['scheme']}"]
+        await respond(send, "\n".join(seen).encode())
     elif path == "/client":
         await respond(send, f"{scope['client'][0]} {scope['scheme']}".encode())
     elif path == "/headers":
