@@ -603,6 +603,11 @@ class Config:
         "'none' turns it off. By default under $XDG_RUNTIME_DIR/forkserve, else /run/forkserve for root, "
         "else /tmp/forkserve-<uid> (see docs/control.md).",
     )  # fmt: skip
+    app: str | None = setting(
+        None, "--app", parse=parse_optional_str, metavar="MODULE:ATTR", group="Application",
+        help="The ASGI app to serve, for where a positional APP is awkward (a container's environment, "
+        "a config file). The positional APP, when given, wins.",
+    )  # fmt: skip
     factory: bool = setting(
         False, "--factory", parse=parse_bool, is_flag=True, group="Application",
         help="APP names a function that returns the ASGI app (module:create_app).",
