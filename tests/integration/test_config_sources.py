@@ -150,7 +150,7 @@ def test_the_app_can_come_from_forkserve_app_and_a_positional_app_wins(serve):
     from_env = serve("--app-dir", str(APPS), app=None, env={"FORKSERVE_APP": "hello:app"}, wait=1)
     assert from_env.get().status_code == 200
     assert "for hello:app" in from_env.log()
-    # The positional APP wins over the environment (as flags do), so `docker run IMAGE forkserve main:app` works.
+    # A positional APP wins over the environment (as flags do): `docker run IMAGE forkserve main:app`.
     both = serve(app="bodyapp:app", env={"FORKSERVE_APP": "no_such_module:app"}, wait=1)
     assert "for bodyapp:app" in both.log()
     assert both.get().status_code == 200

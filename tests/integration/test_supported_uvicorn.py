@@ -21,7 +21,8 @@ def unsupported_uvicorn(request: pytest.FixtureRequest, tmp_path_factory: pytest
     target = base / UNSUPPORTED
     if not (target / f"uvicorn-{UNSUPPORTED}.dist-info").is_dir():
         command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        command += ["--no-deps", "--no-compile", "--upgrade", "--target", str(target), f"uvicorn=={UNSUPPORTED}"]
+        command += ["--no-deps", "--no-compile", "--upgrade", "--target", str(target)]
+        command.append(f"uvicorn=={UNSUPPORTED}")
         done = subprocess.run(command, capture_output=True, text=True, timeout=90)
         assert done.returncode == 0, f"pip could not install uvicorn=={UNSUPPORTED}:\n{done.stderr[-2000:]}"
     return target

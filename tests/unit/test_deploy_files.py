@@ -272,7 +272,7 @@ def test_systemd_unit_is_hardened() -> None:
     assert analyze, "systemd-analyze (Debian: apt-get install systemd) scores the unit's exposure"
     # --threshold is the exposure x 10: exit 0 means 2.0 or better ("OK"); the shipped unit scores 1.2.
     done = subprocess.run(
-        [analyze, "security", "--offline=true", "--threshold=20", str(DEPLOY / "systemd" / "forkserve.service")],
+        [analyze, "security", "--offline=true", "--threshold=20", str(DEPLOY / "systemd/forkserve.service")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
