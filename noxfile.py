@@ -74,11 +74,13 @@ def _run_tests(session: nox.Session, *deselect: str) -> None:
     session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS, *deselect, *session.posargs)
 
 
-# pip is installed too: the protocol suite downloads uvicorn's sdist with it.
 @nox.session(python=interpreter(OLDEST_PYTHON))
 def lowest(session: nox.Session) -> None:
     """The oldest version of every direct dependency, on the oldest Python."""
-    session.install("--resolution", "lowest-direct", "-e", ".[test]", "pip")
+    # pip apart (the suite downloads uvicorn's sdist and installs an unsupported uvicorn with it):
+    # "lowest" would pick pip 0.2, from 2008.
+    session.install("pip")
+    session.install("--resolution", "lowest-direct", "-e", ".[test]")
     # --http zttp needs uvicorn >= 0.54 (forkserve refuses it in one line below that,
     # tests/unit/test_http_choice.py), so the zttp cases have no protocol to run here.
     _run_tests(session, "-k", "not zttp")
