@@ -600,8 +600,9 @@ class Config:
         None, "--control-socket", parse=parse_optional_str, metavar="PATH|none", group="Control",
         default_text="$XDG_RUNTIME_DIR/forkserve/<pid>.sock",
         help="Serve 'forkserve ctl' on this unix socket (mode 0600, only this user or root may use it); "
-        "'none' turns it off. By default under $XDG_RUNTIME_DIR/forkserve, else /run/forkserve for root, "
-        "else /tmp/forkserve-<uid> (see docs/control.md).",
+        "'none' turns it off. By default under $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=), "
+        "else $XDG_RUNTIME_DIR/forkserve, else /run/forkserve for root, else /tmp/forkserve-<uid> "
+        "(see docs/control.md).",
     )  # fmt: skip
     app: str | None = setting(
         None, "--app", parse=parse_optional_str, metavar="MODULE:ATTR", group="Application",
