@@ -2,7 +2,7 @@
 
 Run from the repository root (about 5 minutes with the defaults):
 
-    python -m benchmarks.balance --python /work/benchvenv/bin/python --forkserve-python /work/venv/bin/python
+    python -m benchmarks.balance --python peers/bin/python --forkserve-python forkserve-venv/bin/python
 
 For each server and round, three fresh runs of wrk against ``benchmarks.apps_balance:app``:
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.harness import HOST
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -145,11 +145,11 @@ def run_one(server: str, scenario: str, round_no: int, args: argparse.Namespace,
         if scenario == "keep-alive":
             record.burst = burst(port)
         wrk(port, scenario, 1, script)  # warm-up, not recorded
-        before = harness.cpu_snapshot(proc.pid)
+        before = sampling.cpu_snapshot(proc.pid)
         master_before = _cpu_seconds(proc.pid)
         result = wrk(port, scenario, args.duration, script)
         record.master_cpu = (_cpu_seconds(proc.pid) - master_before) / (time.monotonic() - before.wall)
-        record.foreign_cpu = harness.foreign_cpu_share(before, harness.cpu_snapshot(proc.pid, before.tree))
+        record.foreign_cpu = sampling.foreign_cpu_share(before, sampling.cpu_snapshot(proc.pid, before.tree))
         record.requests_per_sec = result.requests_per_sec
         record.latency_ms = result.latency_ms
         record.errors = result.socket_errors + result.non_2xx
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             shift = (round_no - 1) % len(servers)
             for server in servers[shift:] + servers[:shift]:
                 for scenario in SCENARIOS:
-                    harness.wait_for_quiet(0.15, 20)
+                    sampling.wait_for_quiet(0.15, 20)
                     run = run_one(server, scenario, round_no, args, script)
                     runs.append(run)
                     print(_progress(run), flush=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.harness import HOST
 from benchmarks.run import REPO_ROOT, module_argv, server_env
 
@@ -76,7 +76,7 @@ def layer_of(stack: list[str]) -> str:
 def worker_pid(master: int, timeout: float = 30.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for child in harness.process_tree(master):
+        for child in sampling.process_tree(master):
             try:
                 if "forkserve: worker" in " ".join(child.cmdline()):
                     return child.pid

@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.harness import HOST
 from benchmarks.report import RunRecord, kept_notes, render_markdown, summarize
 
@@ -246,10 +246,10 @@ def _measure(proc: subprocess.Popen[bytes], port: int, record: RunRecord, settin
     harness.wait_for_workers(proc.pid, settings.workers + 1, max(1.0, deadline - time.monotonic()))
     if settings.warmup > 0:
         harness.run_wrk(port, settings.threads, settings.connections, settings.warmup)
-    before = harness.cpu_snapshot(proc.pid)
+    before = sampling.cpu_snapshot(proc.pid)
     result = harness.run_wrk(port, settings.threads, settings.connections, settings.duration)
-    record.foreign_cpu = harness.foreign_cpu_share(before, harness.cpu_snapshot(proc.pid, before.tree))
-    memory = harness.tree_memory(proc.pid)
+    record.foreign_cpu = sampling.foreign_cpu_share(before, sampling.cpu_snapshot(proc.pid, before.tree))
+    memory = sampling.tree_memory(proc.pid)
     record.requests_per_sec = result.requests_per_sec
     record.latency_ms = result.latency_ms
     record.requests = result.requests
@@ -285,7 +285,7 @@ def _run_undisturbed(spec: ServerSpec, round_no: int, settings: Settings, record
     # a third of them. A median absorbs one such run, not several, so a disturbed run is repeated
     # (a bounded number of times) and kept in the raw figures for the record.
     for attempt in range(settings.retries + 1):
-        harness.wait_for_quiet(settings.max_other_cpu, settings.quiet_timeout)
+        sampling.wait_for_quiet(settings.max_other_cpu, settings.quiet_timeout)
         record = run_once(spec, round_no, settings, attempt)
         disturbed = record.ok and record.foreign_cpu > settings.max_other_cpu
         record.repeated = disturbed and attempt < settings.retries
