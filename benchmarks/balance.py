@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import psutil
 
 from benchmarks import harness, sampling
 from benchmarks.harness import HOST
+from benchmarks.stats import median_or_nan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -248,7 +248,7 @@ def render(runs: list[Run], meta: dict[str, object]) -> str:
     ]
     for scenario in SCENARIOS:
         base_runs = [r.requests_per_sec or 0.0 for r in ok if r.server == BASELINE and r.scenario == scenario]
-        base = statistics.median(base_runs) if base_runs else None
+        base = median_or_nan(base_runs) if base_runs else None
         title = {
             "keep-alive": "Keep-alive (`wrk -c64`): throughput, and where a 32-connection burst lands",
             "new-conn": "One connection per request (`wrk -c64 -H 'Connection: close'`)",
@@ -269,12 +269,12 @@ def render(runs: list[Run], meta: dict[str, object]) -> str:
                     f"| {server} | failed | | | | | | |" + (" |" if scenario == "keep-alive" else "")
                 )
                 continue
-            rps = statistics.median(r.requests_per_sec or 0.0 for r in mine)
-            p50 = statistics.median(r.latency_ms.get("50", 0.0) for r in mine)
-            p99 = statistics.median(r.latency_ms.get("99", 0.0) for r in mine)
+            rps = median_or_nan(r.requests_per_sec or 0.0 for r in mine)
+            p50 = median_or_nan(r.latency_ms.get("50", 0.0) for r in mine)
+            p99 = median_or_nan(r.latency_ms.get("99", 0.0) for r in mine)
             ratio = f"{rps / base:.2f}x" if base else "-"
             shares = ", ".join(_share(r.shares) for r in mine)
-            master = statistics.median(r.master_cpu for r in mine)
+            master = median_or_nan(r.master_cpu for r in mine)
             other = max(r.foreign_cpu for r in mine)
             row = (
                 f"| {server} | {rps:,.0f} | {ratio} | {p50:.1f} | {p99:.1f} | {master:.0%} | {other:.0%} "

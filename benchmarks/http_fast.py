@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from benchmarks import harness, sampling
 from benchmarks.harness import HOST
 from benchmarks.report import RunRecord
 from benchmarks.run import REPO_ROOT, module_argv, server_env
+from benchmarks.stats import median_or_nan
 
 BASELINE = "gunicorn-uvicorn"
 CEILING = "ceiling"
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace, names: list[str]) -> list[HttpRun]:
 
 
 def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+    return median_or_nan(values)
 
 
 def render(args: argparse.Namespace, names: list[str], records: list[HttpRun], command: str) -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.stats import median
+from benchmarks.stats import median_or_nan
 
 MIB = 1024 * 1024
 
@@ -68,21 +67,15 @@ def summarize(records: list[RunRecord], servers: list[str], baseline: str) -> li
     return summaries
 
 
-def _median(values: Iterable[float]) -> float:
-    value = median(values)
-    assert value is not None  # callers pass at least one run
-    return value
-
-
 def _medians(runs: list[RunRecord]) -> dict[str, float] | None:
     ok = [r for r in runs if r.ok]
     if not ok:
         return None
     return {
-        "rps": _median(r.requests_per_sec or 0.0 for r in ok),
-        "p99": _median(r.latency_ms["99"] for r in ok),
-        "rss": _median(r.rss for r in ok) / MIB,
-        "pss": _median(r.pss for r in ok) / MIB,
+        "rps": median_or_nan(r.requests_per_sec or 0.0 for r in ok),
+        "p99": median_or_nan(r.latency_ms["99"] for r in ok),
+        "rss": median_or_nan(r.rss for r in ok) / MIB,
+        "pss": median_or_nan(r.pss for r in ok) / MIB,
     }
 
 

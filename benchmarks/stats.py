@@ -29,6 +29,12 @@ def median(values: Iterable[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def median_or_nan(values: Iterable[float | None]) -> float:
+    """The median as a plain float, NaN when no value is present: for table cells that print it."""
+    value = median(values)
+    return math.nan if value is None else value
+
+
 def ratio(value: float | None, base: float | None) -> float | None:
     """``value / base``, or None when either is missing or the base is zero."""
     return value / base if value is not None and base else None
