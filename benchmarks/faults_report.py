@@ -149,7 +149,8 @@ def _header(meta: dict[str, Any]) -> str:
   on `127.0.0.1`, each request to `/pid` (answers the worker's pid). A request is ok when it gets 200
   and a pid; anything else is failed, counted in the words every benchmark uses
   (`benchmarks/failures.py`): `refused`, `connect timeout`, `reset`, `no response`, `short read`,
-  `timeout` (no answer within 5 s), `bad response`, `bad status NNN`, `bad body`. No retries: a keep-alive client whose request failed reconnects for its next one.
+  `timeout` (no answer within 5 s), `bad response`, `bad status NNN`, `bad body`.
+  No retries: a keep-alive client whose request failed reconnects for its next one.
 - Every server is started in a session of its own and stopped with TERM (then KILL after 10 s);
   whatever of its process group is still alive after that is killed and reported as a leftover.
 """
