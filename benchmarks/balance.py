@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render:
         data = json.loads(Path(args.render).read_text())
-        runs = [Run(**run) for run in data["runs"]]
-        write_section(Path(args.output), render(runs, data["meta"]))
+        saved = [Run(**run) for run in data["runs"]]
+        write_section(Path(args.output), render(saved, data["meta"]))
         return 0
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

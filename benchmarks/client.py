@@ -323,10 +323,8 @@ class Client:
             response = await self._conn.request(data)
         except (OSError, RequestFailed, ValueError) as error:
             self.close()  # its state is unknown now
-            failure = classify(error, connecting)
-            return Outcome(
-                start, time.monotonic(), failure, label(failure, error=error), 0, b"", self.keep_alive
-            )
+            lost = classify(error, connecting)
+            return Outcome(start, time.monotonic(), lost, label(lost, error=error), 0, b"", self.keep_alive)
         finally:
             self._started = None
         end = time.monotonic()

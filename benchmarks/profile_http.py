@@ -134,10 +134,10 @@ def report(args: argparse.Namespace, raw: Path, cpu: float, result: harness.WrkR
         "| layer | share of busy samples | µs/request |",
         "| --- | ---: | ---: |",
     ]
-    for layer, count in counts.most_common():
-        if count / busy >= 0.005:
-            lines.append(f"| {layer} | {count / busy:.0%} | {count / busy * per_request:.1f} |")
-    rest = sum(count for count in counts.values() if count / busy < 0.005)
+    for layer, n in counts.most_common():
+        if n / busy >= 0.005:
+            lines.append(f"| {layer} | {n / busy:.0%} | {n / busy * per_request:.1f} |")
+    rest = sum(n for n in counts.values() if n / busy < 0.005)
     if rest:
         lines.append(f"| (layers under 0.5% each) | {rest / busy:.0%} | {rest / busy * per_request:.1f} |")
     return "\n".join(lines)
