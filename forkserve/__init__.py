@@ -1,7 +1,8 @@
 """forkserve: a pre-fork ASGI server. ``forkserve.run(app, workers=4)`` or ``forkserve APP -w auto``."""
 
 from forkserve.api import Server, run
-from forkserve.config import Config
+from forkserve.common.hooks import ServerInfo
+from forkserve.config.settings import Config
 from forkserve.errors import (
     AppError,
     BindError,
@@ -10,9 +11,8 @@ from forkserve.errors import (
     ForkserveError,
     WorkerBootError,
 )
-from forkserve.hooks import ServerInfo
-from forkserve.master import Master
-from forkserve.workerinfo import WorkerInfo, worker_info
+from forkserve.master.master import Master
+from forkserve.worker.info import WorkerInfo, worker_info
 
 __version__ = "0.1.0"
 

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from forkserve.config import Config, Source, env_source, resolve
-from forkserve.configfile import discovered_source, file_source
-from forkserve.logs import LogSetup
-from forkserve.master import Master
+from forkserve.common.logs import LogSetup
+from forkserve.config.file import discovered_source, file_source
+from forkserve.config.settings import Config, Source, env_source, resolve
+from forkserve.master.master import Master
 
 
 def build_config(

@@ -43,7 +43,7 @@ IP_HASH = "ip-hash"
 # The modes in which the master accepts and hands each connection to a worker.
 HANDOFF_MODES = (ROUND_ROBIN, LEAST_CONN, IP_HASH)
 
-# Scoreboard slot states (forkserve.scoreboard.SlotState), as plain numbers.
+# Scoreboard slot states (forkserve.common.scoreboard.SlotState), as plain numbers.
 READY = 2
 MAX_PENDING = 64
 # A connection handed over and not picked up for this long means the worker's loop is stuck. A

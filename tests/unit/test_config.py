@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from forkserve.config import (
+from forkserve.config.settings import (
     DEFAULTS,
     SETTINGS,
     SETTINGS_BY_NAME,

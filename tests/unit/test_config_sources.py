@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from forkserve.api import build_config
-from forkserve.cli import effective_settings
-from forkserve.config import (
+from forkserve.cli.main import effective_settings
+from forkserve.config.file import discovered_source, file_source
+from forkserve.config.settings import (
     SETTINGS,
     Source,
     parse_header_overrides,
@@ -19,7 +20,6 @@ from forkserve.config import (
     parse_tls_version,
     resolve,
 )
-from forkserve.configfile import discovered_source, file_source
 from forkserve.errors import ConfigError
 
 WORKERS_EXPECTED = "expected a number of workers of at least 1, or 'auto'"

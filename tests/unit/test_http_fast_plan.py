@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from forkserve import http_fast
-from forkserve.http_fast import plan_for
-from forkserve.protocol import wrap_app
+from forkserve.http import fast as http_fast
+from forkserve.http.fast import plan_for
+from forkserve.http.protocol import wrap_app
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
