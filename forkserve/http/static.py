@@ -13,18 +13,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from forkserve.errors import ConfigError
-
-
-def mounts(static: Iterable[str]) -> list[tuple[str, str]]:
-    return [(prefix, directory) for prefix, _, directory in (item.partition("=") for item in static)]
-
-
-def check_mounts(static: Iterable[str]) -> None:
-    """Called by the master at start (after --chdir): every DIR must be a directory."""
-    for prefix, directory in mounts(static):
-        if not os.path.isdir(directory):
-            raise ConfigError(f"--static {prefix}={directory}: no such directory")
+from forkserve.config.static import mounts
 
 
 class StaticMounts:

@@ -32,9 +32,10 @@ from forkserve.common import hooks, messages, privileges, sockets
 from forkserve.common.logs import LogSetup
 from forkserve.common.scoreboard import Scoreboard, StopMode
 from forkserve.common.sizing import cpu_budget
+from forkserve.common.zygotespec import ZygoteSpec
 from forkserve.config.envfile import read_env_file
 from forkserve.config.settings import Config
-from forkserve.errors import AppError, ConfigError, ForkserveError, WorkerBootError
+from forkserve.errors import EXIT_APP, AppError, ConfigError, ForkserveError, WorkerBootError
 from forkserve.master import startup, upgrade, zygotes
 from forkserve.master.generations import Generations, ZygoteExit
 from forkserve.master.process import (
@@ -49,13 +50,13 @@ from forkserve.policy.backoff import Backoff, Verdict, boot_failure_verdict
 from forkserve.policy.exits import describe_status, signal_name
 from forkserve.policy.fleet import Retire, Spawn, WorkerView, plan
 from forkserve.policy.lifecycle import SERVING_OR_ABOUT_TO, Event, State, WorkerRecord
+from forkserve.policy.masterstate import MasterState, Reload, ReloadEnded, ShutdownMode, Stop, Stopped
 from forkserve.services import events
 from forkserve.services.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
 from forkserve.services.balancer import Balancer
 from forkserve.services.devreload import SourceWatcher
 from forkserve.services.services import Service, build_services
-from forkserve.zygote.zygote import ZygoteSpec
-from forkserve.zygote.zygote import run as run_zygote
+from forkserve.version import __version__
 
 logger = logging.getLogger("forkserve")
 
@@ -78,6 +79,7 @@ class Master:
         handle_signals: bool = True,
         owns_process: bool = False,
         argv: list[str] | None = None,
+        run_zygote: Callable[[ZygoteSpec, LogSetup], int] | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -93,10 +95,14 @@ class Master:
         self.watcher: SourceWatcher | None = None
         self.autoscaler: Autoscaler | None = None
         self.exec_mode = isinstance(app, str)
+        if not self.exec_mode and run_zygote is None:
+            raise TypeError("an app object needs run_zygote: the zygote is forked from this process")
+        # The zygote's code, for fork mode only: handed in (forkserve.api), so this side never imports it.
+        self.run_zygote = run_zygote
         self.requests: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self.generations = Generations()
         self.backoff = Backoff()
-        self.stopping: str | None = None
+        self.state = MasterState()  # serving / reloading / stopping / stopped: policy/masterstate.py
         self.error: ForkserveError | None = None
         self.desired = 1
         self.started = threading.Event()
@@ -108,7 +114,6 @@ class Master:
         self.app_environ: dict[str, str] = {}  # --env-file's variables for the next generation
         self.metrics_dir: str | None = None  # set by the metrics service, handed to every zygote
         self.balancer: Balancer | None = None
-        self.reloading: tuple[int, float] | None = None  # (generation, started at) while a reload rolls
         self.alive_r = self.alive_w = -1
         self._wake_r, self._wake_w = socket.socketpair()
         for end in (self._wake_r, self._wake_w):
@@ -117,7 +122,7 @@ class Master:
     # ------------------------------------------------------------------ public, thread-safe
 
     def stop(self, graceful: bool = True) -> None:
-        self._request(lambda: self.begin_stop("graceful" if graceful else "immediate"))
+        self._request(lambda: self.begin_stop(ShutdownMode.GRACEFUL if graceful else ShutdownMode.IMMEDIATE))
 
     def reload(self) -> None:
         self._request(self.begin_reload)
@@ -130,10 +135,20 @@ class Master:
         whether it was accepted (False when out of range, see ``worker_limit``, or stopping)."""
         return self.call(
             lambda: (
-                not self.stopping
+                not self.state.stopping
                 and self._set_desired(self.desired + delta if count is None else count, reason)
             )
         )
+
+    @property
+    def generation(self) -> int:
+        return self.generations.current
+
+    def live_workers(self) -> list[WorkerRecord]:
+        return self.workers.live()
+
+    def pass_on_upgrade(self, variable: str, fd: int) -> None:
+        self.handover.extra_fds[variable] = fd
 
     @property
     def worker_limit(self) -> int:
@@ -210,6 +225,7 @@ class Master:
             if self.autoscaler is not None:
                 self.autoscaler.stop()
             self._cleanup()
+            self.state.apply(Stopped())
             self.events.emit(
                 events.STOPPED, "forkserve stopped", exit_code=self.error.exit_code if self.error else 0
             )
@@ -252,7 +268,7 @@ class Master:
         self.autoscaler.start()
 
     def _apply_scaling(self, measurement: Measurement) -> None:
-        if self.stopping:
+        if self.state.stopping:
             return
         before = self.desired
         self.desired, recycles = self.scaling.apply(measurement, self.desired, time.monotonic())
@@ -293,7 +309,7 @@ class Master:
                 self._sweep_orphans()
             now = time.monotonic()
             self.workers.enforce_timeouts(now, self.config.timeout)
-            if self.stopping:
+            if self.state.stopping:
                 if not self.workers.live() and self.generations.all_exited():
                     return
                 continue
@@ -321,11 +337,11 @@ class Master:
             return
         logger.info("received %s", signal_name(number))
         if number == signal.SIGTERM:
-            self.begin_stop("graceful")
+            self.begin_stop(ShutdownMode.GRACEFUL)
         elif number == signal.SIGINT:
-            self.begin_stop("immediate" if self.stopping else "graceful")
+            self.begin_stop(ShutdownMode.IMMEDIATE if self.state.stopping else ShutdownMode.GRACEFUL)
         elif number == signal.SIGQUIT:
-            self.begin_stop("immediate")
+            self.begin_stop(ShutdownMode.IMMEDIATE)
         elif number == signal.SIGHUP:
             self.begin_reload()
         elif number == signal.SIGTTIN:
@@ -350,7 +366,7 @@ class Master:
             logger.error(
                 "USR2 is not supported with --balance reuseport (its sockets are per master); use HUP"
             )
-        elif number == signal.SIGUSR2 and not self.stopping:
+        elif number == signal.SIGUSR2 and not self.state.stopping:
             self.handover.start(self.listeners)
 
     def _set_desired(self, count: int, reason: str) -> bool:
@@ -369,17 +385,16 @@ class Master:
 
     # ------------------------------------------------------------------ stopping
 
-    def begin_stop(self, mode: str) -> None:
-        if self.stopping == "immediate" or self.stopping == mode:
+    def begin_stop(self, mode: ShutdownMode) -> None:
+        if self.state.apply(Stop(mode)) is not None:
             return
-        self.stopping = mode
-        self.events.emit(events.STOPPING, f"{mode} shutdown", mode=mode)
+        graceful = mode is ShutdownMode.GRACEFUL
+        self.events.emit(events.STOPPING, f"{mode.value} shutdown", mode=mode.value)
         now = time.monotonic()
-        grace = self.config.graceful_timeout if mode == "graceful" else IMMEDIATE_GRACE
+        grace = self.config.graceful_timeout + self.config.shutdown_delay if graceful else IMMEDIATE_GRACE
         live = self.workers.live()
-        logger.info("%s shutdown: stopping %d worker%s", mode, len(live), "" if len(live) == 1 else "s")
-        number = signal.SIGTERM if mode == "graceful" else signal.SIGQUIT
-        grace += self.config.shutdown_delay if mode == "graceful" else 0.0
+        logger.info("%s shutdown: stopping %d worker%s", mode.value, len(live), "" if len(live) == 1 else "s")
+        number = signal.SIGTERM if graceful else signal.SIGQUIT
         for record in live:
             self.workers.stop(record, number, grace, now, "server stopping", StopMode.SHUTDOWN)
         self.generations.retire_all()
@@ -392,10 +407,10 @@ class Master:
     # ------------------------------------------------------------------ reload
 
     def begin_reload(self) -> None:
-        if self.stopping:
+        if self.state.stopping:
             return
         generation = self.generations.next_number()
-        self.reloading = (generation, time.monotonic())
+        self.state.apply(Reload(generation, time.monotonic()))
         self.events.emit(events.RELOAD_STARTED, f"reload to generation {generation}", generation=generation)
         if self.config.env_file:
             try:
@@ -470,7 +485,8 @@ class Master:
         self.workers.close_in_child()
         if self.balancer is not None:
             self.balancer.close_in_child()
-        return run_zygote(spec, self.logs)
+        assert self.run_zygote is not None
+        return self.run_zygote(spec, self.logs)
 
     def _read_channel(self, handle: zygotes.ZygoteHandle) -> None:
         while True:
@@ -537,7 +553,9 @@ class Master:
         )
         if record.state is State.DRAINING:
             # Told to stop before its pid was known (its stop_mode is already in its slot): tell it now.
-            signal_process(pid, signal.SIGTERM if self.stopping != "immediate" else signal.SIGQUIT)
+            signal_process(
+                pid, signal.SIGQUIT if self.state.stop_mode is ShutdownMode.IMMEDIATE else signal.SIGTERM
+            )
 
     def _zygote_failed(
         self, handle: zygotes.ZygoteHandle, message: str, detail: str, exit_code: int = AppError.exit_code
@@ -546,7 +564,7 @@ class Master:
         if not self.generations.ever_ready and handle.generation == 1:
             error_class = ConfigError if exit_code == ConfigError.exit_code else AppError
             self.error = error_class(message, detail=detail)
-            self.begin_stop("immediate")
+            self.begin_stop(ShutdownMode.IMMEDIATE)
             return
         logger.error("reload aborted: generation %d failed to load: %s", handle.generation, message)
         self._reload_ended(handle.generation, aborted=f"failed to load: {message}")
@@ -570,7 +588,7 @@ class Master:
         for record in self.workers:
             if not record.pid and record.generation in handle.generations:
                 self._forget(record, now, planned=True)
-        verdict = self.generations.classify_exit(handle, stopping=bool(self.stopping))
+        verdict = self.generations.classify_exit(handle, stopping=self.state.stopping)
         if verdict is ZygoteExit.FAILED_LOADING:
             self._zygote_failed(handle, f"the zygote {words} while loading the app", "")
         elif verdict is ZygoteExit.REPLACE:
@@ -635,19 +653,19 @@ class Master:
         self._check_reload_finished(now)
 
     def _check_reload_finished(self, now: float) -> None:
-        if self.reloading is None or self.generations.pending is not None:
+        generation = self.state.reloading
+        if generation is None or self.generations.pending is not None:
             return
-        generation = self.reloading[0]
         live = self.workers.live()
         ready = [r for r in live if r.generation == generation and r.state is State.READY]
         if len(ready) >= self.desired and all(r.generation == generation for r in live):
             self._reload_ended(generation)
 
     def _reload_ended(self, generation: int, aborted: str | None = None) -> None:
-        if self.reloading is None or self.reloading[0] != generation:
+        started = self.state.reload_started
+        if self.state.apply(ReloadEnded(generation)) is not None:
             return
-        seconds = round(time.monotonic() - self.reloading[1], 3)
-        self.reloading = None
+        seconds = round(time.monotonic() - started, 3)
         if aborted:
             self.events.emit(
                 events.RELOAD_ABORTED, f"reload to generation {generation} aborted: {aborted}",
@@ -703,7 +721,7 @@ class Master:
             generation=record.generation, planned=planned,
             reason=record.reason or ("planned" if planned else "crash"), status=words,
         )  # fmt: skip
-        if planned or self.stopping:
+        if planned or self.state.stopping:
             return
         verdict = boot_failure_verdict(
             died_booting=died_booting,
@@ -711,7 +729,7 @@ class Master:
             generation_ever_ready=record.generation in self.generations.ready,
         )
         if verdict is Verdict.STOP_SERVER:
-            if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
+            if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_APP:
                 reason = (
                     f"the app's lifespan startup (or a worker hook) failed in worker {record.worker_id} "
                     "(its error is above)"
@@ -719,7 +737,7 @@ class Master:
             else:
                 reason = f"worker {record.worker_id} {words} before it served"
             self.error = WorkerBootError(f"{reason}; fix the app and start again")
-            self.begin_stop("graceful")
+            self.begin_stop(ShutdownMode.GRACEFUL)
         elif verdict is Verdict.ABORT_RELOAD:
             self._abort_generation(record.generation, now)
         else:
@@ -759,6 +777,4 @@ class Master:
 
 
 def _version() -> str:
-    from forkserve import __version__
-
     return __version__

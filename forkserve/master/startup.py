@@ -18,8 +18,8 @@ from forkserve.common import privileges, sockets, tls
 from forkserve.common.appload import prepare_chdir
 from forkserve.config.envfile import read_env_file
 from forkserve.config.settings import DEFAULTS, Config
+from forkserve.config.static import check_mounts
 from forkserve.errors import ConfigError
-from forkserve.http.static import check_mounts
 from forkserve.master import upgrade
 from forkserve.services import systemd
 

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import forkserve
 from forkserve.common import messages
-from forkserve.zygote.zygote import SPEC_VARIABLE, ZygoteSpec
+from forkserve.common.zygotespec import SPEC_VARIABLE, ZygoteSpec
 
 
 @dataclass
@@ -53,7 +52,7 @@ class ZygoteHandle:
 def _python_path_env() -> dict[str, str]:
     """The zygote must import this forkserve, even when it runs from a source checkout."""
     env = dict(os.environ)
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(forkserve.__file__)))
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     paths = [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env

@@ -52,7 +52,7 @@ from forkserve.policy.balance import (
 from forkserve.services import events, reuseport
 
 if TYPE_CHECKING:
-    from forkserve.master.master import Master
+    from forkserve.services.port import MasterPort
 
 logger = logging.getLogger("forkserve")
 
@@ -133,11 +133,11 @@ class Balancer(abc.ABC):
         # Never block the master's thread: a full wake-up socket already means "wake up".
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.master: Master | None = None
+        self.master: MasterPort | None = None
 
     # ---------------------------------------------------------------- the service's interface
 
-    def start(self, master: Master) -> None:
+    def start(self, master: MasterPort) -> None:
         self.master = master
         self.scoreboard = master.scoreboard
         self.prepare(master.listeners, master.scoreboard)

@@ -41,7 +41,7 @@ from forkserve.services.events import FleetEvent
 from forkserve.services.status import FleetStatus, settled, snapshot
 
 if TYPE_CHECKING:
-    from forkserve.master.master import Master
+    from forkserve.services.port import MasterPort
 
 logger = logging.getLogger("forkserve")
 
@@ -75,7 +75,7 @@ class ControlService:
     def __init__(self, path: str | None) -> None:
         self.requested = path
         self.path: Path | None = None
-        self.master: Master | None = None
+        self.master: MasterPort | None = None
         self.started_at = time.monotonic()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -86,7 +86,7 @@ class ControlService:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, master: Master) -> None:
+    def start(self, master: MasterPort) -> None:
         self.master = master
         try:
             self.path = self._choose_path()
@@ -266,7 +266,7 @@ class ControlService:
 
         def start() -> int | None:
             master.begin_reload()
-            return master.reloading[0] if master.reloading else None
+            return master.state.reloading
 
         with self._watch() as feed:
             generation = self._on_master(start)

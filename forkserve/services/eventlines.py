@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from forkserve.services.events import FleetEvent
 
 if TYPE_CHECKING:
-    from forkserve.master.master import Master
+    from forkserve.services.port import MasterPort
 
 logger = logging.getLogger("forkserve.events")
 
@@ -33,7 +33,7 @@ class EventLines:
         self.json = log_format == "json"
         self.level = logging.INFO if self.json else logging.DEBUG
 
-    def start(self, master: Master) -> None:
+    def start(self, master: MasterPort) -> None:
         master.events.subscribe(self._log)
 
     def _log(self, event: FleetEvent) -> None:

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from forkserve.common.promdir import DURATION, REQUESTS, STATUS_CLASSES
 from forkserve.policy.lifecycle import State
 from forkserve.services import events
 from forkserve.services.status import FleetStatus, WorkerStatus
-from forkserve.worker.reqstats import DURATION, REQUESTS, STATUS_CLASSES
 
 EXIT_REASONS = ("crash", "hung", "reload", "recycle", "scale_down", "shutdown", "reload_aborted", "other")
 

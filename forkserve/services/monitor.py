@@ -35,7 +35,7 @@ from forkserve.services.status import FleetStatus, ready_workers, scoreboard_sna
 from forkserve.services.status import snapshot as fleet_snapshot
 
 if TYPE_CHECKING:
-    from forkserve.master.master import Master
+    from forkserve.services.port import MasterPort
 
 logger = logging.getLogger("forkserve")
 
@@ -92,7 +92,7 @@ class MonitorService:
     def __init__(self, config: Config) -> None:
         assert config.metrics_bind is not None
         self.address = config.metrics_bind
-        self.master: Master | None = None
+        self.master: MasterPort | None = None
         self.directory: MultiprocDir | None = None
         self.server: _Server | None = None
         self.thread: threading.Thread | None = None
@@ -100,7 +100,7 @@ class MonitorService:
 
     # ------------------------------------------------------------------ service
 
-    def start(self, master: Master) -> None:
+    def start(self, master: MasterPort) -> None:
         self.master = master
         self.directory = MultiprocDir.create()
         master.metrics_dir = self.directory.path
@@ -114,7 +114,7 @@ class MonitorService:
         master.call(self._start_thread)
         logger.info("Metrics at: http://%s/metrics (dashboard: /dashboard)", listener.address)
 
-    def _listen(self, master: Master) -> sockets.Listener:
+    def _listen(self, master: MasterPort) -> sockets.Listener:
         """Bind the address, or adopt the socket a predecessor handed down (USR2).
 
         The old master still holds the port while its successor starts, so binding anew would
@@ -132,7 +132,7 @@ class MonitorService:
                 sock.close()  # --metrics-bind changed between the two command lines
         if listener is None:
             listener = sockets.bind_one(spec, 64, flag="--metrics-bind")
-        master.handover.extra_fds[INHERITED_FD] = listener.sock.fileno()
+        master.pass_on_upgrade(INHERITED_FD, listener.sock.fileno())
         return listener
 
     def _start_thread(self) -> None:

@@ -18,13 +18,13 @@ from forkserve.services.systemd import SystemdService
 DISABLED_SOCKET = ("none", "off")
 
 if TYPE_CHECKING:
-    from forkserve.master.master import Master
+    from forkserve.services.port import MasterPort
 
 
 class Service(Protocol):
     name: str
 
-    def start(self, master: Master) -> None: ...
+    def start(self, master: MasterPort) -> None: ...
 
     def stop(self) -> None: ...
 

@@ -24,8 +24,8 @@ from forkserve.services import events
 
 if TYPE_CHECKING:
     from forkserve.common.scoreboard import Slot
-    from forkserve.master.master import Master
     from forkserve.policy.lifecycle import WorkerRecord
+    from forkserve.services.port import MasterPort
 
 # The event kinds an operator asks "why?" about, shown by ctl status.
 NOTABLE = frozenset(
@@ -122,14 +122,14 @@ def _in_order(workers: list[WorkerStatus]) -> tuple[WorkerStatus, ...]:
     return tuple(sorted(workers, key=lambda w: (w.worker_id, w.generation, w.slot)))
 
 
-def snapshot(master: Master, event_limit: int = 10, started_at: float | None = None) -> FleetStatus:
+def snapshot(master: MasterPort, event_limit: int = 10, started_at: float | None = None) -> FleetStatus:
     """The fleet now; call it on the master's thread only.
 
     Only live records count: one that has exited is forgotten in the same loop turn, and if one
     were still held it would be no process to show or to measure.
     """
     now = time.monotonic()
-    workers = [worker_status(record, master.scoreboard[record.slot], now) for record in master.workers.live()]
+    workers = [worker_status(record, master.scoreboard[record.slot], now) for record in master.live_workers()]
     queues = []
     for listener in master.listeners:
         depth = accept_queue(listener.sock) if listener.sock.fileno() != -1 else None
@@ -139,10 +139,10 @@ def snapshot(master: Master, event_limit: int = 10, started_at: float | None = N
     return FleetStatus(
         master_pid=os.getpid(),
         app=master.app_name,
-        generation=master.generations.current,
+        generation=master.generation,
         desired=master.desired,
-        stopping=master.stopping,
-        reloading=master.reloading[0] if master.reloading else None,
+        stopping=master.state.stop_mode.value if master.state.stop_mode else None,
+        reloading=master.state.reloading,
         uptime=round(now - started_at, 3) if started_at is not None else 0.0,
         workers=_in_order(workers),
         listeners=tuple(

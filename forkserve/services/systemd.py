@@ -38,7 +38,7 @@ from forkserve.errors import ConfigError
 from forkserve.services import events
 
 if TYPE_CHECKING:
-    from forkserve.master.master import Master
+    from forkserve.services.port import MasterPort
 
 logger = logging.getLogger("forkserve")
 
@@ -215,7 +215,7 @@ class SystemdService:
         self.notifier = notifier
         self.watchdog_every = watchdog_every
         self.watchdog: Watchdog | None = None
-        self.master: Master | None = None
+        self.master: MasterPort | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> SystemdService | None:
@@ -225,7 +225,7 @@ class SystemdService:
             return None
         return cls(notifier, watchdog_interval(env, os.getpid()))
 
-    def start(self, master: Master) -> None:
+    def start(self, master: MasterPort) -> None:
         self.master = master
         master.events.subscribe(self.on_event)
 
@@ -260,9 +260,9 @@ class SystemdService:
             return "starting"
         from forkserve.policy.lifecycle import State
 
-        ready = sum(1 for record in master.workers.live() if record.state is State.READY)
-        reloading = master.reloading[0] if master.reloading else None
-        return status_line(ready, master.generations.current, reloading)
+        ready = sum(1 for record in master.live_workers() if record.state is State.READY)
+        reloading = master.state.reloading
+        return status_line(ready, master.generation, reloading)
 
 
 def take_listen_fds(environ: MutableMapping[str, str] | None = None) -> list[socket.socket]:

@@ -43,6 +43,7 @@ from forkserve.common.logs import LogSetup
 from forkserve.common.scoreboard import Scoreboard, SlotState, StopMode
 from forkserve.common.sockets import accept_queue
 from forkserve.config.settings import Config
+from forkserve.errors import EXIT_APP
 from forkserve.http.protocol import http_protocol_class, wrap_app
 from forkserve.worker.info import worker_info
 from forkserve.worker.reqstats import RequestStats
@@ -386,7 +387,7 @@ def run(ctx: WorkerContext) -> int:
     slot.boot_time = slot.heartbeat = time.monotonic()
     slot.state = SlotState.BOOTING
     if not hooks.run_post_fork(ctx.hooks.post_fork, worker_info()):
-        return 3
+        return EXIT_APP
 
     server = WorkerServer(ctx)
     try:
@@ -394,4 +395,4 @@ def run(ctx: WorkerContext) -> int:
     except SystemExit as exc:
         # uvicorn exits 3 (STARTUP_FAILURE) when lifespan startup fails; it logged why already.
         return exc.code if isinstance(exc.code, int) else 1
-    return 3 if server.hook_failed else 0
+    return EXIT_APP if server.hook_failed else 0

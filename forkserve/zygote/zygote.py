@@ -23,80 +23,20 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import selectors
 import signal
 import socket
-import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 from forkserve.common import hooks, messages, privileges, promdir
 from forkserve.common.logs import LogSetup, line_buffered_stdio, short_traceback
 from forkserve.common.scoreboard import Scoreboard
+from forkserve.common.zygotespec import SPEC_VARIABLE, ZygoteSpec
 from forkserve.config.envfile import apply_env
-from forkserve.config.settings import Config, Source, resolve
-from forkserve.errors import ConfigError, ForkserveError
+from forkserve.config.settings import Config
+from forkserve.errors import EXIT_APP, ConfigError, ForkserveError
 from forkserve.worker import info as workerinfo
-
-SPEC_VARIABLE = "FORKSERVE_ZYGOTE_SPEC"
-
-
-@dataclass
-class ZygoteSpec:
-    """What a zygote needs, as plain data that survives exec (fd numbers, not objects)."""
-
-    app: Any  # an import string, or (fork mode only) the app object
-    app_name: str
-    generation: int
-    config: Config
-    listener_fds: list[int]
-    scoreboard_fd: int
-    scoreboard_capacity: int
-    channel_fd: int
-    alive_fd: int
-    # --env-file's variables, read by the master for this generation; set before the app is imported.
-    environ: dict[str, str] = field(default_factory=dict)
-    # The private prometheus-client directory (--metrics-bind), exported before the app's import.
-    metrics_dir: str | None = None
-    # --balance: each slot's hand-off channel, or the per-worker reuseport sockets (forkserve/handoff.py).
-    balance_fds: list[int] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        assert isinstance(self.app, str), "only an import string can cross exec"
-        settings = {name: getattr(self.config, name) for name in self.config.__dataclass_fields__}
-        settings["bind"] = [str(spec) for spec in self.config.bind]
-        # The master's hooks run in the master only; the workers' must be found again after exec.
-        for name in hooks.MASTER_HOOKS:
-            settings[name] = None
-        for name in hooks.WORKER_HOOKS:
-            if settings[name] is not None:
-                settings[name] = hooks.reference(name, settings[name])
-        data = {
-            "app": self.app,
-            "app_name": self.app_name,
-            "generation": self.generation,
-            "settings": settings,
-            "listener_fds": self.listener_fds,
-            "scoreboard_fd": self.scoreboard_fd,
-            "scoreboard_capacity": self.scoreboard_capacity,
-            "channel_fd": self.channel_fd,
-            "alive_fd": self.alive_fd,
-            "environ": self.environ,
-            "metrics_dir": self.metrics_dir,
-            "balance_fds": self.balance_fds,
-        }
-        return json.dumps(data)
-
-    @classmethod
-    def from_json(cls, text: str) -> ZygoteSpec:
-        data = json.loads(text)
-        settings = data.pop("settings")
-        bind = settings.pop("bind")
-        settings["bind"] = bind
-        config, _ = resolve([Source("kwargs", settings)])
-        return cls(config=config, **data)
 
 
 def become_configured_user(config: Config) -> None:
@@ -142,8 +82,8 @@ class Zygote:
 
     def load(self) -> bool:
         """Import the app and load uvicorn's config; report the outcome to the master."""
-        # Imported here, not at the top: the master imports this module for ZygoteSpec and must stay
-        # free of uvicorn and the app's stack (it never serves; every MB there is per server).
+        # Imported here, not at the top: a fork-mode master imports this module (``forkserve.api``
+        # hands ``run`` to it) and stays free of uvicorn and the app's stack until it forks.
         from forkserve.common import tls
         from forkserve.common.appload import load_app, prepare_path
         from forkserve.worker import worker
@@ -296,20 +236,16 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
         promdir.adopt(spec.metrics_dir)
     zygote = Zygote(spec, logs)
     if not zygote.load():
-        return 3
+        return EXIT_APP
     return zygote.serve()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+def main() -> int:
+    """``python -m forkserve.zygote``: the spec is in the environment (``start_exec`` says why)."""
     # Popped, so neither the app nor the workers see it in os.environ.
-    spec = ZygoteSpec.from_json(args[0] if args else os.environ.pop(SPEC_VARIABLE))
+    spec = ZygoteSpec.from_json(os.environ.pop(SPEC_VARIABLE))
     logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file, log_format=spec.config.log_format)
     try:
         return run(spec, logs)
     except KeyboardInterrupt:
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
