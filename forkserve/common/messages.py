@@ -15,11 +15,24 @@ interleaving. Messages are small (well under a page).
 
 from __future__ import annotations
 
+import enum
 import json
 import socket
 from typing import Any
 
 MAX_MESSAGE = 64 * 1024
+
+
+class Op(str, enum.Enum):
+    """A message's ``op``; a str, so it is written to JSON as its value."""
+
+    SPAWN = "spawn"
+    LOADED = "loaded"
+    FAILED = "failed"
+    SPAWNED = "spawned"
+    SPAWN_FAILED = "spawn_failed"
+    READY = "ready"
+    RECYCLE = "recycle"
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:

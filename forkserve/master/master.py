@@ -28,16 +28,16 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from forkserve.common import hooks, messages, privileges, sockets
+from forkserve.common import hooks, privileges, sockets
 from forkserve.common.logs import LogSetup
 from forkserve.common.scoreboard import Scoreboard, StopMode
 from forkserve.common.sizing import cpu_budget
 from forkserve.common.zygotespec import ZygoteSpec
-from forkserve.config.envfile import read_env_file
 from forkserve.config.settings import Config
-from forkserve.errors import EXIT_APP, AppError, ConfigError, ForkserveError, WorkerBootError
-from forkserve.master import startup, upgrade, zygotes
-from forkserve.master.generations import Generations, ZygoteExit
+from forkserve.errors import ForkserveError
+from forkserve.master import startup, upgrade
+from forkserve.master.fleet import FleetChanges
+from forkserve.master.generations import Generations
 from forkserve.master.process import (
     SignalCapture,
     remove_pidfile,
@@ -45,14 +45,15 @@ from forkserve.master.process import (
     signal_process,
     write_pidfile,
 )
-from forkserve.master.registry import WorkerRegistry, waitpid
-from forkserve.policy.backoff import Backoff, Verdict, boot_failure_verdict
-from forkserve.policy.exits import describe_status, signal_name
-from forkserve.policy.fleet import Retire, Spawn, WorkerView, plan
-from forkserve.policy.lifecycle import SERVING_OR_ABOUT_TO, Event, State, WorkerRecord
-from forkserve.policy.masterstate import MasterState, Reload, ReloadEnded, ShutdownMode, Stop, Stopped
+from forkserve.master.reaping import Reaping
+from forkserve.master.registry import WorkerRegistry
+from forkserve.master.zygoteside import ZygoteSide
+from forkserve.policy.backoff import Backoff
+from forkserve.policy.exits import signal_name
+from forkserve.policy.lifecycle import WorkerRecord
+from forkserve.policy.masterstate import MasterState, ShutdownMode, Stop, Stopped
 from forkserve.services import events
-from forkserve.services.autoscaler import Autoscaler, Measurement, Scaling, measure, scale_settings
+from forkserve.services.autoscaler import Autoscaler, Scaling, scale_settings
 from forkserve.services.balancer import Balancer
 from forkserve.services.devreload import SourceWatcher
 from forkserve.services.services import Service, build_services
@@ -68,7 +69,7 @@ HANDLED_SIGNALS = (
 )  # fmt: skip
 
 
-class Master:
+class Master(FleetChanges, ZygoteSide, Reaping):
     def __init__(
         self,
         app: Any,
@@ -149,11 +150,6 @@ class Master:
 
     def pass_on_upgrade(self, variable: str, fd: int) -> None:
         self.handover.extra_fds[variable] = fd
-
-    @property
-    def worker_limit(self) -> int:
-        """The most workers the scoreboard holds (half its slots: the rest are for reloads)."""
-        return self.scoreboard.capacity // 2
 
     def call(self, action: Callable[[], Any]) -> Future[Any]:
         """Run ACTION on the master's thread; its result (or exception) arrives through the Future."""
@@ -258,39 +254,6 @@ class Master:
         logger.info("-w auto: %s", budget.describe())
         return budget.workers
 
-    def _start_autoscaler(self) -> None:
-        want_memory = self.scaling.wants_memory
-        self.autoscaler = Autoscaler(
-            self.config.scale_interval,
-            lambda: measure(self.listeners, self.scoreboard, want_memory=want_memory),
-            lambda measurement: self._request(lambda: self._apply_scaling(measurement)),
-        )
-        self.autoscaler.start()
-
-    def _apply_scaling(self, measurement: Measurement) -> None:
-        if self.state.stopping:
-            return
-        before = self.desired
-        self.desired, recycles = self.scaling.apply(measurement, self.desired, time.monotonic())
-        if self.desired != before:
-            self.events.emit(
-                events.SCALED, f"workers: {before} -> {self.desired}", before=before, after=self.desired,
-                reason="autoscaler",
-            )  # fmt: skip
-        for recycle in recycles:
-            record = self.workers.get(recycle.slot)
-            if record is None or record.worker_id != recycle.worker_id or record.outgoing:
-                continue
-            if record.state is State.READY:
-                logger.warning(
-                    "replacing worker %d (pid %d): %s", record.worker_id, record.pid, recycle.reason
-                )
-                record.outgoing = True
-                self.events.emit(
-                    events.RECYCLE, f"replacing worker {record.worker_id}: {recycle.reason}",
-                    worker_id=record.worker_id, pid=record.pid, reason="memory",
-                )  # fmt: skip
-
     def _loop(self) -> None:
         while True:
             # Signals first: a TERM that reached the whole process group explains the exits beside it.
@@ -333,55 +296,45 @@ class Master:
             action()
 
     def _on_signal(self, number: int) -> None:
-        if number in (signal.SIGCHLD, signal.SIGWINCH):
+        action = self._signal_actions().get(number)
+        if action is None:  # CHLD and WINCH only wake the loop
             return
         logger.info("received %s", signal_name(number))
-        if number == signal.SIGTERM:
-            self.begin_stop(ShutdownMode.GRACEFUL)
-        elif number == signal.SIGINT:
-            self.begin_stop(ShutdownMode.IMMEDIATE if self.state.stopping else ShutdownMode.GRACEFUL)
-        elif number == signal.SIGQUIT:
-            self.begin_stop(ShutdownMode.IMMEDIATE)
-        elif number == signal.SIGHUP:
-            self.begin_reload()
-        elif number == signal.SIGTTIN:
-            self._set_desired(self.desired + 1, "signal")
-        elif number == signal.SIGTTOU:
-            self._set_desired(self.desired - 1, "signal")
-        elif number == signal.SIGUSR1:
-            self.logs.reopen()
-            privileges.hand_over([self.config.log_file], self.identity)  # the zygotes reopen it next
-            # Zygotes too: a worker forked after the rotation inherits its zygote's log file.
-            pids = [r.pid for r in self.workers.live()] + [
-                z.pid for z in self.generations.zygotes if not z.exited
-            ]
-            for pid in pids:
-                if pid:
-                    signal_process(pid, signal.SIGUSR1)
-        elif number == signal.SIGUSR2 and self.socket_activated:
-            logger.warning(
-                "USR2 ignored: systemd holds the sockets; restart the unit instead (no connection is lost)"
-            )
-        elif number == signal.SIGUSR2 and self.config.balance == "reuseport":
-            logger.error(
-                "USR2 is not supported with --balance reuseport (its sockets are per master); use HUP"
-            )
-        elif number == signal.SIGUSR2 and not self.state.stopping:
-            self.handover.start(self.listeners)
+        action()
 
-    def _set_desired(self, count: int, reason: str) -> bool:
-        """Set the number of workers; False (and a warning) when COUNT is out of range."""
-        capacity = self.worker_limit
-        if count < 1 or count > capacity:
-            logger.warning("keeping %d workers: the number must be from 1 to %d", self.desired, capacity)
-            return False
-        logger.info("workers: %d -> %d", self.desired, count)
-        before, self.desired = self.desired, count
-        if before != count:
-            self.events.emit(
-                events.SCALED, f"workers: {before} -> {count}", before=before, after=count, reason=reason
-            )
-        return True
+    def _signal_actions(self) -> dict[int, Callable[[], object]]:
+        """Each signal's meaning for the master (docs/signals.md)."""
+        return {
+            signal.SIGTERM: lambda: self.begin_stop(ShutdownMode.GRACEFUL),
+            # A second Ctrl-C does not wait for the first one's drain.
+            signal.SIGINT: lambda: self.begin_stop(
+                ShutdownMode.IMMEDIATE if self.state.stopping else ShutdownMode.GRACEFUL
+            ),
+            signal.SIGQUIT: lambda: self.begin_stop(ShutdownMode.IMMEDIATE),
+            signal.SIGHUP: self.begin_reload,
+            signal.SIGTTIN: lambda: self._set_desired(self.desired + 1, "signal"),
+            signal.SIGTTOU: lambda: self._set_desired(self.desired - 1, "signal"),
+            signal.SIGUSR1: self._reopen_logs,
+            signal.SIGUSR2: self._upgrade,
+        }
+
+    def _reopen_logs(self) -> None:
+        self.logs.reopen()
+        privileges.hand_over([self.config.log_file], self.identity)
+        # Zygotes too: a worker forked after the rotation inherits its zygote's log file.
+        pids = [r.pid for r in self.workers.live()] + [
+            z.pid for z in self.generations.zygotes if not z.exited
+        ]
+        for pid in pids:
+            if pid:
+                signal_process(pid, signal.SIGUSR1)
+
+    def _upgrade(self) -> None:
+        refusal = upgrade.refusal(socket_activated=self.socket_activated, balance=self.config.balance)
+        if refusal is not None:
+            logger.warning("USR2 ignored: %s", refusal)
+        elif not self.state.stopping:
+            self.handover.start(self.listeners)
 
     # ------------------------------------------------------------------ stopping
 
@@ -404,368 +357,8 @@ class Master:
         for listener in self.listeners:
             listener.sock.close()
 
-    # ------------------------------------------------------------------ reload
-
-    def begin_reload(self) -> None:
-        if self.state.stopping:
-            return
-        generation = self.generations.next_number()
-        self.state.apply(Reload(generation, time.monotonic()))
-        self.events.emit(events.RELOAD_STARTED, f"reload to generation {generation}", generation=generation)
-        if self.config.env_file:
-            try:
-                self.app_environ = read_env_file(self.config.env_file)
-            except ConfigError as error:
-                logger.error("reload aborted: %s; the running generation keeps serving", error)
-                self._reload_ended(generation, aborted=str(error))
-                return
-        hooks.run_master_hook("on_reload", self.config, self._server_info(generation))
-        if not self.exec_mode:
-            # An app object cannot be re-imported: new workers come from the same zygote.
-            logger.info("reloading: replacing workers with generation %d (same code: app object)", generation)
-            self.generations.share_zygote(generation)
-            if self.config.env_file:
-                # Too late for the app's import; each new worker sets these before it serves.
-                self.generations.zygotes[-1].environ = self.app_environ
-            return
-        logger.info("reloading: starting generation %d", generation)
-        self._start_zygote(generation)
-
-    # ------------------------------------------------------------------ zygotes
-
-    def _start_zygote(self, generation: int) -> None:
-        master_end, zygote_end = messages.channel_pair()
-        spec = ZygoteSpec(
-            app=self.app,
-            app_name=self.app_name,
-            generation=generation,
-            config=self.config,
-            listener_fds=(
-                self.balancer.zygote_listener_fds(self.listeners)
-                if self.balancer is not None
-                else [listener.sock.fileno() for listener in self.listeners]
-            ),
-            balance_fds=self.balancer.zygote_fds() if self.balancer is not None else [],
-            scoreboard_fd=self.scoreboard.fd,
-            scoreboard_capacity=self.scoreboard.capacity,
-            channel_fd=zygote_end.fileno(),
-            alive_fd=self.alive_r,
-            environ=self.app_environ,
-            metrics_dir=self.metrics_dir,
-        )
-        proc = None
-        if self.exec_mode:
-            proc = zygotes.start_exec(spec, zygote_end)
-            pid = proc.pid
-        else:
-            if threading.active_count() > 1:
-                # Forking a process with threads can deadlock the child on a lock a thread held.
-                logger.warning(
-                    "forking the zygote from a process running %d threads; if it hangs, pass the app as an "
-                    "import string ('module:app'), which starts a fresh interpreter instead",
-                    threading.active_count(),
-                )
-            pid = zygotes.start_fork(lambda: self._become_zygote(spec, master_end))
-        zygote_end.close()
-        handle = zygotes.new_handle(pid, generation, master_end, proc)
-        self.generations.add_pending(handle)
-        self.selector.register(handle.channel, selectors.EVENT_READ, ("channel", handle))
-        self.selector.register(handle.pidfd, selectors.EVENT_READ, ("zygote", handle))
-
-    def _become_zygote(self, spec: ZygoteSpec, master_end: socket.socket) -> int:
-        """In the forked child: drop everything that is the master's, then act as the zygote."""
-        if threading.current_thread() is threading.main_thread():
-            signal.set_wakeup_fd(-1)
-        master_end.close()
-        os.close(self.alive_w)
-        self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
-        self.generations.close_in_child()
-        self.workers.close_in_child()
-        if self.balancer is not None:
-            self.balancer.close_in_child()
-        assert self.run_zygote is not None
-        return self.run_zygote(spec, self.logs)
-
-    def _read_channel(self, handle: zygotes.ZygoteHandle) -> None:
-        while True:
-            try:
-                message = messages.receive(handle.channel)
-            except BlockingIOError:
-                return
-            except (OSError, ValueError):
-                message = None
-            if message is None:
-                self.selector.unregister(handle.channel)
-                handle.channel.close()
-                return
-            self._on_message(handle, message)
-
-    def _on_message(self, handle: zygotes.ZygoteHandle, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        now = time.monotonic()
-        if op == "loaded":
-            if self.generations.loaded(handle):
-                logger.info("generation %d loaded (zygote pid %d)", handle.generation, handle.pid)
-        elif op == "failed":
-            code = int(message.get("exit_code") or AppError.exit_code)
-            self._zygote_failed(handle, str(message.get("message")), str(message.get("detail") or ""), code)
-        elif op in ("spawned", "ready"):
-            record = self.workers.get(int(message["slot"]))
-            if record is None or record.state is State.EXITED:
-                return
-            if not record.pid:
-                self._learn_pid(record, int(message["pid"]), now)
-            if op == "ready" and record.state is State.BOOTING and record.pid == message["pid"]:
-                record.apply(Event.READY, now)
-                if not self.generations.ever_ready:
-                    self.events.emit(events.SERVING, "serving", generation=record.generation)
-                self.generations.mark_ready(record.generation)
-                self.started.set()
-                self.events.emit(
-                    events.WORKER_READY, f"worker {record.worker_id} ready", worker_id=record.worker_id,
-                    pid=record.pid, generation=record.generation, slot=record.slot,
-                )  # fmt: skip
-                if self.scaling.worker_ready(record.worker_id, now):
-                    self.workers.rebalance(exclude=record)
-                logger.debug("worker %d (pid %d) ready", record.worker_id, record.pid)
-        elif op == "recycle":
-            record = self.workers.get(int(message["slot"]))
-            if record is not None and record.pid == message["pid"] and record.state is State.READY:
-                record.outgoing = True
-                self.events.emit(
-                    events.RECYCLE, f"replacing worker {record.worker_id}: it served --max-requests",
-                    worker_id=record.worker_id, pid=record.pid, reason="max-requests",
-                )  # fmt: skip
-        elif op == "spawn_failed":
-            record = self.workers.get(int(message["slot"]))
-            if record is not None and not record.pid:
-                logger.error("the zygote could not fork worker %d", record.worker_id)
-                self._forget(record, now, planned=False)
-
-    def _learn_pid(self, record: WorkerRecord, pid: int, now: float) -> None:
-        if not self.workers.learn_pid(record, pid, now):
-            self._forget(record, now, planned=False)
-            return
-        logger.info(
-            "Booting worker %d with pid: %d (generation %d)", record.worker_id, pid, record.generation
-        )
-        if record.state is State.DRAINING:
-            # Told to stop before its pid was known (its stop_mode is already in its slot): tell it now.
-            signal_process(
-                pid, signal.SIGQUIT if self.state.stop_mode is ShutdownMode.IMMEDIATE else signal.SIGTERM
-            )
-
-    def _zygote_failed(
-        self, handle: zygotes.ZygoteHandle, message: str, detail: str, exit_code: int = AppError.exit_code
-    ) -> None:
-        self.generations.failed(handle)
-        if not self.generations.ever_ready and handle.generation == 1:
-            error_class = ConfigError if exit_code == ConfigError.exit_code else AppError
-            self.error = error_class(message, detail=detail)
-            self.begin_stop(ShutdownMode.IMMEDIATE)
-            return
-        logger.error("reload aborted: generation %d failed to load: %s", handle.generation, message)
-        self._reload_ended(handle.generation, aborted=f"failed to load: {message}")
-        for line in detail.splitlines():
-            logger.error("  %s", line)
-        logger.error("generation %d keeps serving; fix the app and send HUP again", self.generations.current)
-
-    def _reap_zygote(self, handle: zygotes.ZygoteHandle) -> None:
-        self.selector.unregister(handle.pidfd)
-        os.close(handle.pidfd)
-        status = waitpid(handle.pid)
-        handle.exited = True
-        if handle.proc is not None:
-            handle.proc.returncode = os.waitstatus_to_exitcode(status) if status is not None else -1
-        words = describe_status(status) if status is not None else "ended"
-        # Whatever it reported before it died is in its channel; after that, a worker it was asked
-        # for and never reported will not come.
-        if handle.channel.fileno() != -1:
-            self._read_channel(handle)
-        now = time.monotonic()
-        for record in self.workers:
-            if not record.pid and record.generation in handle.generations:
-                self._forget(record, now, planned=True)
-        verdict = self.generations.classify_exit(handle, stopping=self.state.stopping)
-        if verdict is ZygoteExit.FAILED_LOADING:
-            self._zygote_failed(handle, f"the zygote {words} while loading the app", "")
-        elif verdict is ZygoteExit.REPLACE:
-            logger.error(
-                "zygote of generation %d (pid %d) %s; starting another", handle.generation, handle.pid, words
-            )
-            self.generations.forget(handle)
-            self._start_zygote(self.generations.current)
-            assert self.generations.pending is not None
-            self.generations.pending.generations |= handle.generations
-
-    # ------------------------------------------------------------------ workers
-
     def _server_info(self, generation: int) -> hooks.ServerInfo:
         return hooks.ServerInfo(os.getpid(), self.desired, generation, self.config)
-
-    def _publish_fleet_size(self) -> None:
-        """What ``forkserve.worker_info()`` reads in the workers: how many there are, and may be."""
-        header = self.scoreboard.header
-        header.workers = self.desired
-        header.max_workers = max(self.desired, self.scaling.settings.max_workers)
-
-    def _reconcile(self, now: float) -> None:
-        self._publish_fleet_size()
-        zygote = self.generations.current_zygote()
-        if zygote is None:
-            return
-        views = [WorkerView(r.worker_id, r.generation, r.state, r.slot, r.outgoing) for r in self.workers]
-        nobody_serving = not any(view.state in SERVING_OR_ABOUT_TO for view in views)
-        rescue = nobody_serving and self.backoff.may_rescue(now)
-
-        def may_start(worker_id: int) -> bool:
-            return self.backoff.may_start(worker_id, now) or (rescue and worker_id == 1)
-
-        actions = plan(
-            views,
-            desired=self.desired,
-            generation=self.generations.current,
-            may_start=may_start,
-            batch=self.config.reload_batch,
-        )
-        for action in actions:
-            if isinstance(action, Spawn):
-                if not self.backoff.may_start(action.worker_id, now):
-                    logger.warning(
-                        "no worker is serving: starting worker %d now despite its back-off "
-                        "(at most one such start a second)", action.worker_id,
-                    )  # fmt: skip
-                    self.backoff.rescued(now)
-                if self.workers.spawn(zygote, action.worker_id, self.generations.current, now) is None:
-                    logger.error("no free scoreboard slot for worker %d", action.worker_id)
-            elif isinstance(action, Retire):
-                record = self.workers.get(action.slot)
-                if record is not None and record.state in SERVING_OR_ABOUT_TO:
-                    logger.info(
-                        "retiring worker %d (pid %d): %s", record.worker_id, record.pid, action.reason
-                    )
-                    self.workers.stop(
-                        record, signal.SIGTERM, self.config.graceful_timeout, now, action.reason
-                    )
-        self.generations.retire_idle({r.generation for r in self.workers.live()})
-        self._check_reload_finished(now)
-
-    def _check_reload_finished(self, now: float) -> None:
-        generation = self.state.reloading
-        if generation is None or self.generations.pending is not None:
-            return
-        live = self.workers.live()
-        ready = [r for r in live if r.generation == generation and r.state is State.READY]
-        if len(ready) >= self.desired and all(r.generation == generation for r in live):
-            self._reload_ended(generation)
-
-    def _reload_ended(self, generation: int, aborted: str | None = None) -> None:
-        started = self.state.reload_started
-        if self.state.apply(ReloadEnded(generation)) is not None:
-            return
-        seconds = round(time.monotonic() - started, 3)
-        if aborted:
-            self.events.emit(
-                events.RELOAD_ABORTED, f"reload to generation {generation} aborted: {aborted}",
-                generation=generation, reason=aborted,
-            )  # fmt: skip
-        else:
-            self.events.emit(
-                events.RELOAD_FINISHED, f"generation {generation} serves ({seconds} s)",
-                generation=generation, seconds=seconds,
-            )  # fmt: skip
-
-    def _reap_worker(self, record: WorkerRecord) -> None:
-        self._worker_exited(record, self.workers.reap(record))
-
-    def _sweep_orphans(self) -> None:
-        """Reap every child that ended, ours or an orphan re-parented to us (only as the CLI)."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if self.handover.is_successor(pid):
-                self.handover.successor_exited(status, self.listeners)
-                continue
-            record = self.workers.unwatch(pid)
-            if record is not None and record.state is not State.EXITED:
-                self._worker_exited(record, status)
-            for handle in self.generations.zygotes:
-                if handle.pid == pid and not handle.exited:
-                    self.selector.unregister(handle.pidfd)
-                    os.close(handle.pidfd)
-                    handle.exited = True
-                    if handle.proc is not None:
-                        handle.proc.returncode = os.waitstatus_to_exitcode(status)
-
-    def _worker_exited(self, record: WorkerRecord, status: int | None) -> None:
-        now = time.monotonic()
-        # Told to stop (even if then killed for overstaying its graceful time): not a crash.
-        planned = record.state is State.DRAINING or any(s is State.DRAINING for _, s in record.history)
-        died_booting = record.ready_at is None
-        killed_by_us = record.state is State.KILLING
-        words = describe_status(status, killed_by_us=killed_by_us) if status is not None else "ended"
-        name = f"worker {record.worker_id} (pid {record.pid}, generation {record.generation})"
-        if planned:
-            logger.info("%s %s", name, words)
-        else:
-            logger.error("%s %s%s", name, words, f" after being {record.reason}" if record.reason else "")
-        self._forget(record, now, planned=planned)
-        self.events.emit(
-            events.WORKER_EXITED, f"{name} {words}", worker_id=record.worker_id, pid=record.pid,
-            generation=record.generation, planned=planned,
-            reason=record.reason or ("planned" if planned else "crash"), status=words,
-        )  # fmt: skip
-        if planned or self.state.stopping:
-            return
-        verdict = boot_failure_verdict(
-            died_booting=died_booting,
-            server_ever_ready=self.generations.ever_ready,
-            generation_ever_ready=record.generation in self.generations.ready,
-        )
-        if verdict is Verdict.STOP_SERVER:
-            if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_APP:
-                reason = (
-                    f"the app's lifespan startup (or a worker hook) failed in worker {record.worker_id} "
-                    "(its error is above)"
-                )
-            else:
-                reason = f"worker {record.worker_id} {words} before it served"
-            self.error = WorkerBootError(f"{reason}; fix the app and start again")
-            self.begin_stop(ShutdownMode.GRACEFUL)
-        elif verdict is Verdict.ABORT_RELOAD:
-            self._abort_generation(record.generation, now)
-        else:
-            delay = self.backoff.record_exit(record.worker_id, now - record.spawned_at, now, planned=False)
-            if delay > 0:
-                failures = self.backoff.failures[record.worker_id]
-                logger.warning(
-                    "worker %d has died young %d time%s in a row%s; restarting it in %.1f s",
-                    record.worker_id, failures, "" if failures == 1 else "s",
-                    " (crash loop?)" if failures >= 3 else "", delay,
-                )  # fmt: skip
-
-    def _abort_generation(self, generation: int, now: float) -> None:
-        previous = self.generations.revert(generation)
-        self._reload_ended(generation, aborted="failed to boot")
-        logger.error(
-            "reload aborted: generation %d failed to boot; generation %s keeps serving", generation, previous
-        )
-        if previous is None:
-            return
-        for record in self.workers.live():
-            if record.generation == generation:
-                self.workers.stop(record, signal.SIGTERM, self.config.graceful_timeout, now, "reload aborted")
-
-    def _forget(self, record: WorkerRecord, now: float, *, planned: bool) -> None:
-        self.workers.forget(record, now)
-        if planned:
-            self.backoff.record_exit(record.worker_id, now - record.spawned_at, now, planned=True)
 
     def _cleanup(self) -> None:
         """Whatever is still alive here is killed: a leaked worker is a bug."""

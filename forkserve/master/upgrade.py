@@ -63,6 +63,15 @@ def start_successor(
         raise
 
 
+def refusal(*, socket_activated: bool, balance: str) -> str | None:
+    """Why USR2 cannot start a new master here, or None when it can."""
+    if socket_activated:
+        return "systemd holds the sockets; restart the unit instead (no connection is lost)"
+    if balance == "reuseport":
+        return "not supported with --balance reuseport (its sockets are per master); use HUP"
+    return None
+
+
 class Handover:
     """The old master's side of a USR2 hand-over: the successor, and where the pid file is now."""
 

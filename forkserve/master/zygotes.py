@@ -35,7 +35,7 @@ class ZygoteHandle:
 
     def spawn(self, worker_id: int, slot: int, generation: int) -> bool:
         message: dict[str, object] = {
-            "op": "spawn",
+            "op": messages.Op.SPAWN,
             "worker_id": worker_id,
             "slot": slot,
             "generation": generation,

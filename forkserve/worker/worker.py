@@ -226,7 +226,9 @@ class WorkerServer(uvicorn.Server):
             self._recycle_asked = True
             logger.info("served %d requests (--max-requests): asking to be replaced", state.total_requests)
             with contextlib.suppress(OSError):
-                messages.send(self.ctx.channel, {"op": "recycle", "slot": self.ctx.slot, "pid": os.getpid()})
+                messages.send(
+                    self.ctx.channel, {"op": messages.Op.RECYCLE, "slot": self.ctx.slot, "pid": os.getpid()}
+                )
         self._ticker = asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._tick)
 
     def _rebalance(self) -> None:
@@ -293,7 +295,9 @@ class WorkerServer(uvicorn.Server):
         self.slot.state = SlotState.READY
         self.ctx.logs.boot_finished()
         with contextlib.suppress(OSError):
-            messages.send(self.ctx.channel, {"op": "ready", "slot": self.ctx.slot, "pid": os.getpid()})
+            messages.send(
+                self.ctx.channel, {"op": messages.Op.READY, "slot": self.ctx.slot, "pid": os.getpid()}
+            )
 
     def _handed_over(self, protocol: Any) -> None:
         if self.stopping and hasattr(protocol, "shutdown"):

@@ -105,14 +105,19 @@ class Zygote:
         except ForkserveError as exc:
             messages.send(
                 self.channel,
-                {"op": "failed", "message": str(exc), "detail": exc.detail, "exit_code": exc.exit_code},
+                {
+                    "op": messages.Op.FAILED,
+                    "message": str(exc),
+                    "detail": exc.detail,
+                    "exit_code": exc.exit_code,
+                },
             )
             return False
         except (Exception, SystemExit) as exc:
             messages.send(
                 self.channel,
                 {
-                    "op": "failed",
+                    "op": messages.Op.FAILED,
                     "message": f"cannot load the app: {type(exc).__name__}: {exc}",
                     "detail": short_traceback(exc) if isinstance(exc, Exception) else "",
                     "exit_code": 3,
@@ -121,7 +126,7 @@ class Zygote:
             return False
         # Objects alive now are shared copy-on-write with every worker: keep the collector off them.
         gc.freeze()
-        messages.send(self.channel, {"op": "loaded", "pid": os.getpid()})
+        messages.send(self.channel, {"op": messages.Op.LOADED, "pid": os.getpid()})
         return True
 
     def serve(self) -> int:
@@ -138,7 +143,7 @@ class Zygote:
                     return 0
                 if message is None:
                     return 0
-                if message.get("op") == "spawn":
+                if message.get("op") == messages.Op.SPAWN:
                     self.spawn(
                         selector,
                         int(message["worker_id"]),
@@ -186,9 +191,13 @@ class Zygote:
 
     def _report(self, slot: int, worker_id: int, pid: int) -> None:
         if pid:
-            messages.send(self.channel, {"op": "spawned", "slot": slot, "pid": pid, "worker_id": worker_id})
+            messages.send(
+                self.channel, {"op": messages.Op.SPAWNED, "slot": slot, "pid": pid, "worker_id": worker_id}
+            )
         else:
-            messages.send(self.channel, {"op": "spawn_failed", "slot": slot, "worker_id": worker_id})
+            messages.send(
+                self.channel, {"op": messages.Op.SPAWN_FAILED, "slot": slot, "worker_id": worker_id}
+            )
 
     def run_worker(self, worker_id: int, slot: int, generation: int) -> int:
         from forkserve.common import handoff
