@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import os
 import signal
 import socket
@@ -89,11 +88,3 @@ class SignalCapture:
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
         signal.set_wakeup_fd(self.previous_wakeup)
         self.active = False
-
-
-def close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError as exc:
-        if exc.errno != errno.EBADF:
-            raise

@@ -13,7 +13,6 @@ skipped by ``ctl``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import stat
@@ -158,7 +157,3 @@ def from_pidfile(pidfile: Path, directory: Path) -> Path:
             "pass --control-socket PATH if it was started with one"
         )
     return path
-
-
-def is_connection_refused(error: OSError) -> bool:
-    return error.errno in (errno.ECONNREFUSED, errno.ENOENT)
