@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from forkserve.common.appload import prepare_path
+from forkserve.common.apppath import prepare_path
 from forkserve.errors import AppError, ConfigError
 
 if TYPE_CHECKING:

@@ -42,15 +42,22 @@ from collections import deque
 from typing import Any
 
 import httptools
-from uvicorn.config import Config
-from uvicorn.logging import TRACE_LOG_LEVEL
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
-from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
-from uvicorn.server import ServerState
 
 from forkserve.http.protocol import _HEAD_END, _TOO_LARGE, AccessLine, DrainingMixin, LingeringTransport
+from forkserve.http.uvicorn_api import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    HIGH_WATER_LIMIT,
+    STATUS_LINE,
+    TRACE_LOG_LEVEL,
+    Config,
+    HttpToolsProtocol,
+    ProxyHeadersMiddleware,
+    ServerState,
+    get_client_addr,
+    get_path_with_query_string,
+    service_unavailable,
+)
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 

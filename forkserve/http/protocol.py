@@ -53,9 +53,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn.config import Config
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from forkserve.http.uvicorn_api import (
+    HAS_HTTPTOOLS,
+    Config,
+    H11Protocol,
+    ProxyHeadersMiddleware,
+    zttp_protocols,
+)
 
 DRAIN_IDLE_CHECK = 0.1
 LINGER = 2.0
@@ -350,11 +354,10 @@ class DrainingH11Protocol(DrainingMixin, H11Protocol):
 
 
 DrainingHttpToolsProtocol: type[Any] | None
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # httptools is optional (PyPy, unusual platforms): h11 serves instead
+if not HAS_HTTPTOOLS:  # httptools is optional (PyPy, unusual platforms): h11 serves instead
     DrainingHttpToolsProtocol = None
 else:
+    from forkserve.http.uvicorn_api import HttpToolsProtocol
 
     class _DrainingHttpTools(DrainingMixin, HttpToolsProtocol):
         # llhttp reports a chunked body's trailer fields through on_header, after the head;
@@ -400,13 +403,12 @@ def _zttp_class(limits: dict[str, Any]) -> type[Any]:
     context) or by the h2c preface in cleartext; this one hands HTTP/1.1 connections to the
     draining class instead of uvicorn's plain one. HTTP/2 connections are uvicorn's.
     """
-    from uvicorn.protocols.http.auto_zttp_impl import AutoZttpProtocol
-    from uvicorn.protocols.http.zttp_h2_impl import ZttpH2Protocol
-    from uvicorn.protocols.http.zttp_impl import ZttpProtocol
+    AutoZttpProtocol, ZttpProtocol, ZttpH2Protocol = zttp_protocols()
 
     http1 = type("DrainingZttpProtocol", (DrainingMixin, ZttpProtocol), limits)
 
-    class ZttpAutoProtocol(AutoZttpProtocol):
+    # A base known only at run time: zttp is optional, so uvicorn_api imports it on demand.
+    class ZttpAutoProtocol(AutoZttpProtocol):  # type: ignore[misc,valid-type]
         http1_class = http1
 
         def _switch(self, http2: bool, initial_data: bytes = b"") -> None:

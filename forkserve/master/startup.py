@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from forkserve.common import privileges, sockets, tls
-from forkserve.common.appload import prepare_chdir
+from forkserve.common.apppath import prepare_chdir
 from forkserve.config.envfile import read_env_file
 from forkserve.config.settings import DEFAULTS, Config
 from forkserve.config.static import check_mounts

@@ -35,16 +35,15 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-import uvicorn
-from uvicorn._compat import asyncio_run
-
 from forkserve.common import handoff, hooks, messages
 from forkserve.common.logs import LogSetup
 from forkserve.common.scoreboard import Scoreboard, SlotState, StopMode
 from forkserve.common.sockets import accept_queue
 from forkserve.config.settings import Config
 from forkserve.errors import EXIT_APP
+from forkserve.http import uvicorn_api
 from forkserve.http.protocol import http_protocol_class, wrap_app
+from forkserve.http.uvicorn_api import asyncio_run
 from forkserve.worker.info import worker_info
 from forkserve.worker.reqstats import RequestStats
 
@@ -58,9 +57,9 @@ QUEUE_DRAIN_LIMIT = 2.0
 REUSEPORT_SETTLE = 0.2
 
 
-def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
+def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
     """The uvicorn.Config for forkserve's settings; never binds, never configures logging."""
-    return uvicorn.Config(
+    return uvicorn_api.Config(
         app,
         loop=config.loop,
         http=http_protocol_class(
@@ -111,7 +110,7 @@ class WorkerContext:
     slot: int
     generation: int
     title: str
-    uv_config: uvicorn.Config
+    uv_config: uvicorn_api.Config
     listeners: list[socket.socket]
     scoreboard: Scoreboard
     channel: socket.socket
@@ -123,7 +122,7 @@ class WorkerContext:
     handoff: socket.socket | None = None
 
 
-class WorkerServer(uvicorn.Server):
+class WorkerServer(uvicorn_api.Server):
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx.uv_config)
         self.ctx = ctx

@@ -85,9 +85,10 @@ class Zygote:
         # Imported here, not at the top: a fork-mode master imports this module (``forkserve.api``
         # hands ``run`` to it) and stays free of uvicorn and the app's stack until it forks.
         from forkserve.common import tls
-        from forkserve.common.appload import load_app, prepare_path
+        from forkserve.common.apppath import prepare_path
         from forkserve.worker import worker
         from forkserve.zygote import appwrap
+        from forkserve.zygote.appload import load_app
 
         apply_env(self.spec.environ, os.environ)
         try:

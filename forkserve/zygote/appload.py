@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 from forkserve.common.logs import short_traceback
-from forkserve.errors import AppError, ConfigError
-
-
-def prepare_chdir(chdir: str) -> None:
-    try:
-        os.chdir(chdir)
-    except OSError as exc:
-        raise ConfigError(f"--chdir {chdir!r}: {exc.strerror}; pass an existing directory") from None
-
-
-def prepare_path(app_dir: str) -> None:
-    """Put APP_DIR first on sys.path (the master has already applied --chdir)."""
-    path = os.path.abspath(app_dir)
-    if path not in sys.path:
-        sys.path.insert(0, path)
+from forkserve.errors import AppError
+from forkserve.http.uvicorn_api import ImportFromStringError, import_from_string
 
 
 def load_app(target: Any, *, factory: bool) -> Any:
     """The ASGI app named by ``module:attribute`` (or given as an object), called if a factory."""
-    from uvicorn.importer import (  # zygote-only: keep it off the master
-        ImportFromStringError,
-        import_from_string,
-    )
-
     where = target if isinstance(target, str) else getattr(target, "__qualname__", repr(target))
     try:
         app = import_from_string(target)
