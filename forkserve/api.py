@@ -10,7 +10,8 @@ from typing import Any
 
 from forkserve.common.logs import LogSetup
 from forkserve.config.file import discovered_source, file_source
-from forkserve.config.settings import Config, Source, env_source, resolve
+from forkserve.config.settings import Config
+from forkserve.config.sources import Source, env_source, resolve
 from forkserve.master.master import Master
 from forkserve.zygote.zygote import run as run_zygote
 

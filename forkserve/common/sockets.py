@@ -15,7 +15,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from forkserve.config.settings import BindSpec
+from forkserve.config.parsers import BindSpec
 from forkserve.errors import BindError, BindPermissionError, ConfigError
 
 

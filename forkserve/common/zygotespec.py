@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forkserve.common import hooks
-from forkserve.config.settings import Config, Source, resolve
+from forkserve.config.settings import Config
+from forkserve.config.sources import Source, resolve
 
 SPEC_VARIABLE = "FORKSERVE_ZYGOTE_SPEC"
 

@@ -21,14 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from forkserve.config.settings import DEFAULTS, SETTINGS, BindSpec, Config, Setting
+from forkserve.config.parsers import BindSpec
+from forkserve.config.settings import DEFAULTS, SETTINGS, Config, Setting
 from forkserve.errors import ConfigError
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 COMMAND = "python -m forkserve.config.docgen"
 
 # The words an environment variable may use for a boolean; tests/unit/test_docs.py checks that
-# forkserve.config.settings.parse_bool accepts each of them, so the page cannot promise a word it rejects.
+# forkserve.config.parsers.parse_bool accepts each of them, so the page cannot promise a word it rejects.
 BOOL_WORDS: tuple[tuple[str, str], ...] = (("1", "0"), ("true", "false"), ("yes", "no"), ("on", "off"))
 
 

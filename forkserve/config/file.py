@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from forkserve.config.settings import Source
+from forkserve.config.sources import Source
 from forkserve.errors import ConfigError
 
 if sys.version_info >= (3, 11):

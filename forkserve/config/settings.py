@@ -5,36 +5,54 @@ declared with ``setting(...)``, which records the default, the command-line flag
 variables and a parser in the field's metadata. Everything else reads that one table:
 
 * the CLI builds its click options from it (``forkserve.cli.main``),
-* ``resolve()`` merges defaults < environment < keyword arguments / command line, validating each
-  raw value with the field's parser and naming where a bad value came from,
+* ``forkserve.config.sources.resolve`` merges defaults < file < environment < keyword arguments
+  or command line, validating each raw value with the field's parser (``forkserve.config.parsers``)
+  and naming where a bad value came from,
 * ``docs/configuration.md`` is generated from it (``python -m forkserve.config.docgen``) and a test fails
   when the page is stale.
 
 The obvious alternative, one class per setting with a registry metaclass (gunicorn's), spreads a
 default over three places and hides the types from mypy; a dataclass keeps both in one line.
-The merge itself is a pure function of plain mappings (no ``os.environ`` read inside) so it is
-tested from tables.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib.util
-import ipaddress
-import os
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from forkserve.common import privileges
 from forkserve.common.hooks import Hook, parse_hook
-from forkserve.errors import ConfigError
-
-Workers = int | Literal["auto"]
-Parser = Callable[[Any], Any]
+from forkserve.config.parsers import (
+    TLS_VERSIONS,
+    BindSpec,
+    Parser,
+    Workers,
+    parse_binds,
+    parse_bool,
+    parse_choice,
+    parse_fraction,
+    parse_group,
+    parse_header_overrides,
+    parse_http,
+    parse_int,
+    parse_ip_list,
+    parse_memory,
+    parse_metrics_bind,
+    parse_optional_int,
+    parse_optional_path,
+    parse_optional_str,
+    parse_optional_workers,
+    parse_positive_seconds,
+    parse_seconds,
+    parse_size,
+    parse_static,
+    parse_str,
+    parse_tls_version,
+    parse_user,
+    parse_workers,
+)
 
 
 @dataclass(frozen=True)
@@ -83,371 +101,6 @@ def setting(
         "list_separator": list_separator,
     }
     return field(default=default, metadata={"forkserve": meta})
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsers. Each takes a raw value (a string from the CLI or environment, or a Python value from
-# the library) and returns the typed value, or raises ValueError with what was expected.
-
-
-def parse_int(minimum: int = 0) -> Parser:
-    def parse(raw: Any) -> int:
-        if isinstance(raw, bool):
-            raise ValueError("expected a whole number")
-        if isinstance(raw, float) and not raw.is_integer():
-            raise ValueError("expected a whole number")
-        try:
-            value = int(raw)
-        except (TypeError, ValueError):
-            raise ValueError("expected a whole number") from None
-        if value < minimum:
-            raise ValueError(f"expected a whole number of at least {minimum}")
-        return value
-
-    return parse
-
-
-def parse_seconds(raw: Any) -> float:
-    if isinstance(raw, bool):
-        raise ValueError("expected a number of seconds")
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ValueError("expected a number of seconds, e.g. 30 or 2.5") from None
-    if value < 0 or value != value:
-        raise ValueError("expected a number of seconds of at least 0")
-    return value
-
-
-def parse_positive_seconds(raw: Any) -> float:
-    value = parse_seconds(raw)
-    if value <= 0:
-        raise ValueError("expected a number of seconds greater than 0")
-    return value
-
-
-def parse_workers(raw: Any) -> Workers:
-    if isinstance(raw, str) and raw.strip().lower() == "auto":
-        return "auto"
-    try:
-        return parse_int(minimum=1)(raw)  # type: ignore[no-any-return]
-    except ValueError:
-        raise ValueError("expected a number of workers of at least 1, or 'auto'") from None
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def parse_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError("expected true or false (1/0, yes/no, on/off)")
-
-
-def parse_str(raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise ValueError("expected a string")
-    return raw
-
-
-def parse_optional_str(raw: Any) -> str | None:
-    if raw is None:
-        return None
-    return parse_str(raw) or None
-
-
-def parse_optional_path(raw: Any) -> str | None:
-    """A file or directory name (a str or an os.PathLike such as pathlib.Path), or None."""
-    if isinstance(raw, os.PathLike):
-        raw = os.fspath(raw)
-    return parse_optional_str(raw)
-
-
-def parse_optional_workers(raw: Any) -> int | None:
-    """A worker count, or None (unset: follow -w)."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    try:
-        return parse_int(minimum=1)(raw)  # type: ignore[no-any-return]
-    except ValueError:
-        raise ValueError("expected a number of workers of at least 1") from None
-
-
-def parse_fraction(raw: Any) -> float:
-    """0..1, or a percentage: 0.8 and 80% are the same."""
-    text = str(raw).strip()
-    try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ValueError("expected a fraction from 0 to 1, or a percentage such as 80%") from None
-    if not 0 < value <= 1:
-        raise ValueError("expected a fraction from 0 to 1, or a percentage such as 80%")
-    return value
-
-
-def parse_memory(raw: Any) -> str:
-    """Megabytes ("512") or a share of the machine's or container's memory ("10%"), kept as text."""
-    text = str(raw).strip().upper().removesuffix("MB").strip()
-    number = text.removesuffix("%")
-    try:
-        value = float(number)
-    except ValueError:
-        raise ValueError("expected megabytes (e.g. 512) or a percentage of memory (e.g. 10%)") from None
-    if value < 0 or (text.endswith("%") and value >= 100):
-        raise ValueError("expected megabytes (e.g. 512) or a percentage of memory below 100%")
-    return f"{number}%" if text.endswith("%") else number
-
-
-def parse_choice(*choices: str) -> Parser:
-    def parse(raw: Any) -> str:
-        text = str(raw).strip().lower()
-        if text not in choices:
-            raise ValueError("expected one of " + ", ".join(choices))
-        return text
-
-    return parse
-
-
-def parse_user(raw: Any) -> str | None:
-    """A user name or uid that exists (checked now, so a typo fails before anything starts)."""
-    text = parse_optional_str(None if raw is None else str(raw).strip())
-    if text is not None:
-        privileges.lookup_user(text)
-    return text
-
-
-def parse_group(raw: Any) -> str | None:
-    text = parse_optional_str(None if raw is None else str(raw).strip())
-    if text is not None:
-        privileges.lookup_group(text)
-    return text
-
-
-def _importable(module: str) -> bool:
-    """Whether MODULE could be imported, without importing it or its packages.
-
-    The master validates the settings and must not import uvicorn (memory: docs/benchmarks.md),
-    so a submodule is looked for as a file in its top-level package's directory.
-    """
-    top, _, rest = module.partition(".")
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return False
-    if spec is None or not rest:
-        return spec is not None
-    relative = Path(*rest.split("."))
-    return any(
-        (Path(location) / relative).with_suffix(".py").is_file()
-        or (Path(location) / relative / "__init__.py").is_file()
-        for location in spec.submodule_search_locations or ()
-    )
-
-
-HTTP_CHOICES = ("auto", "fast", "httptools", "h11", "zttp")
-
-
-def http_choice_problem(value: str, importable: Callable[[str], bool]) -> str | None:
-    """Why --http VALUE cannot run here (a module it needs is missing), or None if it can."""
-    if value in ("fast", "httptools") and not importable("httptools"):
-        return f"'{value}' needs httptools, which is not installed: pip install httptools, or use h11"
-    if value == "zttp" and not (importable("zttp") and importable("uvicorn.protocols.http.zttp_impl")):
-        return "'zttp' needs the zttp package and uvicorn >= 0.54: pip install zttp, or use fast"
-    return None
-
-
-def parse_http(raw: Any) -> str:
-    value: str = parse_choice(*HTTP_CHOICES)(raw)
-    problem = http_choice_problem(value, _importable)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def parse_ip_list(raw: Any) -> str:
-    """Validated, but kept as the comma-separated text uvicorn's ProxyHeadersMiddleware takes."""
-    items = [raw] if isinstance(raw, str) else list(raw)
-    hosts = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
-    for host in hosts:
-        if host == "*" or host.startswith("unix:"):
-            continue
-        try:
-            ipaddress.ip_network(host, strict=False)
-        except ValueError:
-            raise ValueError(
-                f"{host!r} is not an IP address or network; expected e.g. 10.0.0.0/8,127.0.0.1 or *"
-            ) from None
-    return ",".join(hosts)
-
-
-def parse_optional_int(minimum: int = 0) -> Parser:
-    """A whole number, or None (unset) for None or an empty string."""
-
-    def parse(raw: Any) -> int | None:
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            return None
-        return parse_int(minimum)(raw)  # type: ignore[no-any-return]
-
-    return parse
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
-
-
-def parse_size(raw: Any) -> int:
-    """A number of bytes: 1048576, 512k, 10M or 1GB (binary units); 0 means no limit."""
-    if isinstance(raw, bool):
-        raise ValueError("expected a size in bytes, e.g. 1048576, 512k or 10M")
-    match = re.fullmatch(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*", str(raw))
-    unit = match[2].lower() if match else ""
-    if not match or unit not in _SIZE_UNITS:
-        raise ValueError("expected a size in bytes, e.g. 1048576, 512k or 10M")
-    return int(match[1]) * _SIZE_UNITS[unit]
-
-
-def _items(raw: Any, split: str) -> list[str]:
-    """The values of a repeatable setting: a list (CLI, TOML, kwargs) or one string to split (env)."""
-    if isinstance(raw, Mapping):
-        return [f"{key}={value}" for key, value in raw.items()]
-    if isinstance(raw, str):
-        return [part.strip() for part in re.split(split, raw) if part.strip()]
-    items = list(raw)
-    if not all(isinstance(item, str) for item in items):
-        raise ValueError("expected a list of strings")
-    return [item.strip() for item in items if item.strip()]
-
-
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-def parse_header_overrides(raw: Any) -> tuple[str, ...]:
-    """NAME=VALUE pairs (an empty VALUE removes that header), kept as canonical text."""
-    pairs = []
-    for item in _items(raw, r"[\r\n]+"):
-        name, equals, value = item.partition("=")
-        name, value = name.strip(), value.strip()
-        if not equals or not _TOKEN.fullmatch(name):
-            raise ValueError(f"{item!r} is not NAME=VALUE; expected e.g. X-Frame-Options=DENY")
-        if any(ord(char) < 32 and char != "\t" for char in value):
-            raise ValueError(f"the value of {name} holds a control character")
-        pairs.append(f"{name}={value}")
-    return tuple(pairs)
-
-
-def parse_static(raw: Any) -> tuple[str, ...]:
-    """/PREFIX=DIR mounts, kept as canonical text; the directories are checked at start."""
-    mounts = []
-    for item in _items(raw, r"[,\s]+"):
-        prefix, equals, directory = item.partition("=")
-        prefix = prefix.strip().rstrip("/")
-        if not equals or not prefix.startswith("/") or not directory.strip():
-            raise ValueError(f"{item!r} is not /PREFIX=DIR; expected e.g. /static=./static")
-        mounts.append(f"{prefix}={directory.strip()}")
-    prefixes = [mount.partition("=")[0] for mount in mounts]
-    for prefix in prefixes:
-        if prefixes.count(prefix) > 1:
-            raise ValueError(f"{prefix} is mounted twice; give each prefix once")
-    return tuple(mounts)
-
-
-TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
-
-
-def parse_tls_version(raw: Any) -> str:
-    text = str(raw).strip()
-    for version in TLS_VERSIONS:
-        if text.lower() == version.lower():
-            return version
-    raise ValueError("expected the lowest TLS version to accept: " + " or ".join(TLS_VERSIONS))
-
-
-@dataclass(frozen=True)
-class BindSpec:
-    """One listening address. ``kind`` is tcp (host, port), unix (path) or fd (an inherited fd)."""
-
-    kind: Literal["tcp", "unix", "fd"]
-    host: str = ""
-    port: int = 0
-    path: str = ""
-    fd: int = -1
-
-    def __str__(self) -> str:
-        if self.kind == "unix":
-            return f"unix:{self.path}"
-        if self.kind == "fd":
-            return f"fd://{self.fd}"
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
-
-
-_BIND_FORMS = "expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
-
-
-def parse_bind_one(text: str) -> BindSpec:
-    text = text.strip()
-    if text.startswith("unix:"):
-        path = text[len("unix:") :]
-        if not path:
-            raise ValueError(f"no path after 'unix:'; {_BIND_FORMS}")
-        return BindSpec("unix", path=path)
-    if text.startswith("fd://"):
-        number = text[len("fd://") :]
-        if not re.fullmatch(r"[0-9]+", number):
-            raise ValueError(f"{number!r} is not a file descriptor number; {_BIND_FORMS}")
-        return BindSpec("fd", fd=int(number))
-    match = re.fullmatch(
-        r"\[(?P<v6>[^\]]+)\](?::(?P<port6>[^:]*))?|(?P<host>[^:\[\]]*)(?::(?P<port>[^:]*))?", text
-    )
-    if not match or not text:
-        raise ValueError(_BIND_FORMS)
-    host = match["v6"] if match["v6"] is not None else match["host"]
-    port_text = match["port6"] if match["v6"] is not None else match["port"]
-    if match["v6"] is not None:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address; {_BIND_FORMS}") from None
-    host = host or "0.0.0.0"
-    if port_text is None:
-        port = 8000
-    elif not re.fullmatch(r"[0-9]+", port_text) or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port {port_text!r} is not a number from 0 to 65535; {_BIND_FORMS}")
-    else:
-        port = int(port_text)
-    return BindSpec("tcp", host=host, port=port)
-
-
-def parse_binds(raw: Any) -> tuple[BindSpec, ...]:
-    items: Iterable[Any] = [raw] if isinstance(raw, str | BindSpec) else raw
-    specs: list[BindSpec] = []
-    for item in items:
-        if isinstance(item, BindSpec):
-            specs.append(item)
-            continue
-        # An environment variable carries several addresses separated by commas or spaces.
-        for part in re.split(r"[,\s]+", str(item).strip()):
-            if part:
-                specs.append(parse_bind_one(part))
-    if not specs:
-        raise ValueError(f"no address given; {_BIND_FORMS}")
-    return tuple(specs)
-
-
-def parse_metrics_bind(raw: Any) -> str | None:
-    """A TCP HOST:PORT for the master's metrics server, kept as text (it crosses exec as JSON)."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    spec = parse_bind_one(str(raw))
-    if spec.kind != "tcp":
-        raise ValueError("expected HOST:PORT or [IPv6]:PORT (the metrics server listens on TCP)")
-    return str(spec)
 
 
 BALANCE_MODES = ("kernel", "reuseport", "round-robin", "least-conn", "ip-hash")
@@ -794,148 +447,3 @@ def _build_table() -> list[Setting]:
 SETTINGS: list[Setting] = _build_table()
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Merging sources: defaults < environment < keyword arguments or command line.
-
-
-@dataclass(frozen=True)
-class Source:
-    """Raw values from one place. ``kind`` decides how a bad value's origin is named."""
-
-    kind: Literal["env", "cli", "kwargs", "file"]
-    values: Mapping[str, Any]
-    label: str = ""
-
-
-def _origin(source: Source, spec: Setting, key: str) -> str:
-    if source.kind == "cli":
-        return spec.flags[-1]
-    if source.kind == "env":
-        return key
-    if source.kind == "file":
-        return f"{source.label}: {key} ="
-    return f"{spec.name}="
-
-
-def env_source(environ: Mapping[str, str]) -> Source:
-    """The settings given by ``FORKSERVE_*`` (and the few conventional) environment variables.
-
-    A setting with several variables takes the first one set, so FORKSERVE_WORKERS beats the
-    Heroku-style WEB_CONCURRENCY.
-    """
-    values: dict[str, Any] = {}
-    for spec in SETTINGS:
-        for key in spec.env:
-            if key in environ:
-                values[key] = environ[key]
-                break
-    return Source("env", values)
-
-
-def _suggest(name: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _bad_item(spec: Setting, raw: Any) -> Any:
-    """For a repeated flag, the one value that failed, so the error quotes it alone."""
-    if spec.multiple and isinstance(raw, tuple):
-        for item in raw:
-            try:
-                spec.parse([item] if isinstance(item, str) else item)
-            except ValueError:
-                return item
-            except TypeError:
-                return item
-    return raw
-
-
-def _setting_named(source: Source, key: str) -> Setting:
-    """The setting a key of a file, keyword-argument or CLI source names, or a ConfigError."""
-    # A file may spell names as flags do (graceful-timeout) or as Python does (graceful_timeout).
-    name = key.replace("-", "_") if source.kind == "file" else key
-    spec = SETTINGS_BY_NAME.get(name)
-    where = f"{source.label}: " if source.label else ""
-    if spec is None:
-        candidates = list(SETTINGS_BY_NAME)
-        if source.kind == "file" and "-" in key:
-            candidates = [candidate.replace("_", "-") for candidate in candidates]
-        suggestion = _suggest(key, candidates)
-        raise ConfigError(
-            f"{where}unknown setting {key!r}{suggestion}; see docs/configuration.md for the list"
-        )
-    if source.kind == "file" and spec.name == "config":
-        raise ConfigError(f"{where}{key!r} cannot be set inside a config file; pass -c on the command line")
-    return spec
-
-
-def _origin_label(source: Source, spec: Setting, key: str) -> str:
-    """Where a value came from, as --print-config shows it."""
-    if source.kind == "env":
-        return f"env {key}"
-    if source.label:
-        return source.label
-    if source.kind == "cli":
-        return f"flag {spec.flags[-1]}"
-    return source.kind
-
-
-def resolve(sources: Sequence[Source]) -> tuple[Config, dict[str, str]]:
-    """Merge raw sources, later ones winning, into a validated Config and each value's origin.
-
-    Environment sources are keyed by variable name; the others by setting name. A value of None
-    from the CLI or keyword arguments means "not given" and leaves the lower source in force.
-    """
-    values: dict[str, Any] = dict(DEFAULTS)
-    origins = {name: "default" for name in values}
-    env_names = {key: spec for spec in SETTINGS for key in spec.env}
-    for source in sources:
-        for key, raw in source.values.items():
-            if source.kind == "env":
-                spec = env_names.get(key)
-                if spec is None:
-                    continue
-            else:
-                spec = _setting_named(source, key)
-            if raw is None or (spec.multiple and source.kind == "cli" and raw == ()):
-                continue
-            if spec.multiple and not isinstance(raw, str | BindSpec | Mapping):
-                raw = tuple(raw)  # a generator must survive being read twice
-            try:
-                values[spec.name] = spec.parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{_origin(source, spec, key)} {_bad_item(spec, raw)!r}: {exc}") from None
-            origins[spec.name] = _origin_label(source, spec, key)
-    config = Config(**values)
-    _check_consistency(config)
-    return config, origins
-
-
-def _check_consistency(config: Config) -> None:
-    if config.workers != "auto":
-        low = config.min_workers or config.workers
-        high = config.max_workers or max(config.workers, low)
-        if config.min_workers and config.min_workers > config.workers:
-            raise ConfigError(
-                f"--min-workers {low} is above -w {config.workers}; start with at least the minimum"
-            )
-        if high < config.workers:
-            raise ConfigError(f"--max-workers {high} is below -w {config.workers}; raise it, or lower -w")
-    if config.balance == "reuseport" and any(spec.kind == "fd" for spec in config.bind):
-        raise ConfigError(
-            "--balance reuseport binds one socket per worker, which an inherited fd:// socket cannot be; "
-            "bind HOST:PORT instead, or pick another --balance mode"
-        )
-    fds = [spec.fd for spec in config.bind if spec.kind == "fd"]
-    if len(fds) != len(set(fds)):
-        raise ConfigError("--bind names the same fd:// twice; give each inherited socket once")
-    addresses = [str(spec) for spec in config.bind]
-    if config.metrics_bind is not None and config.metrics_bind in addresses:
-        raise ConfigError(
-            f"--metrics-bind {config.metrics_bind} is also a --bind address; give it its own port"
-        )
-    for address in addresses:
-        if addresses.count(address) > 1:
-            raise ConfigError(f"--bind {address} is given twice; give each address once")

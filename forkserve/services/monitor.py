@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from forkserve.common import sockets
 from forkserve.common.promdir import MultiprocDir
-from forkserve.config.settings import Config, parse_bind_one
+from forkserve.config.parsers import parse_bind_one
+from forkserve.config.settings import Config
 from forkserve.services import events, fleetmetrics
 from forkserve.services.status import FleetStatus, ready_workers, scoreboard_snapshot
 from forkserve.services.status import snapshot as fleet_snapshot

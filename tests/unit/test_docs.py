@@ -17,7 +17,8 @@ import pytest
 
 from forkserve import errors
 from forkserve.config import docgen
-from forkserve.config.settings import SETTINGS, Setting, parse_bool
+from forkserve.config.parsers import parse_bool
+from forkserve.config.settings import SETTINGS, Setting
 from forkserve.policy import backoff, timeouts
 from forkserve.policy.lifecycle import TRANSITIONS, Event, State
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from forkserve.common import hooks
-from forkserve.config.settings import Source, resolve
+from forkserve.config.sources import Source, resolve
 from forkserve.errors import AppError, ConfigError
 from forkserve.worker.info import share_of, worker_info
 

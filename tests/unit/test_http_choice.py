@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from forkserve.config.settings import Source, http_choice_problem, resolve
+from forkserve.config.parsers import http_choice_problem
+from forkserve.config.sources import Source, resolve
 from forkserve.errors import ConfigError
 from forkserve.http.protocol import http_protocol_class
 
@@ -65,7 +66,7 @@ def test_checking_a_choice_imports_nothing():
     # The master validates --http and must not import uvicorn (its memory; docs/benchmarks.md).
     script = (
         "import sys\n"
-        "from forkserve.config.settings import resolve, Source\n"
+        "from forkserve.config.sources import resolve, Source\n"
         "resolve([Source('cli', {'http': 'zttp'})])\n"
         "print(sorted(m for m in ('uvicorn', 'httptools', 'zttp') if m in sys.modules))\n"
     )

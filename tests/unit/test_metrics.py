@@ -16,7 +16,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from forkserve.common import promdir
 from forkserve.common.promdir import DbFile, MultiprocDir, fold, parse_db_name, plan_sweep, stale_dirs
-from forkserve.config.settings import Source, resolve
+from forkserve.config.sources import Source, resolve
 from forkserve.errors import ConfigError
 from forkserve.services import events
 from forkserve.services.fleetmetrics import (

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from forkserve.common.privileges import Identity, parse_umask, resolve_identity
-from forkserve.config.settings import Source, resolve
+from forkserve.config.sources import Source, resolve
 from forkserve.errors import ConfigError
 
 NOBODY = pwd.getpwnam("nobody")

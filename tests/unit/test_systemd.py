@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from forkserve.common.sockets import binds_left
-from forkserve.config.settings import BindSpec
+from forkserve.config.parsers import BindSpec
 from forkserve.services import events
 from forkserve.services.systemd import (
     Notifier,
