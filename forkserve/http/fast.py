@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import logging
 import time
 import urllib.parse
 from collections import deque
@@ -43,99 +42,17 @@ from typing import Any
 
 import httptools
 
-from forkserve.http.protocol import _HEAD_END, _TOO_LARGE, AccessLine, DrainingMixin, LingeringTransport
+from forkserve.http.fast_cycle import FastCycle
+from forkserve.http.fast_plan import METHODS, plan_for
+from forkserve.http.protocol import HEAD_END, HEAD_TOO_LARGE, AccessLine, DrainingMixin, LingeringTransport
 from forkserve.http.uvicorn_api import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
     HIGH_WATER_LIMIT,
-    STATUS_LINE,
     TRACE_LOG_LEVEL,
     Config,
     HttpToolsProtocol,
-    ProxyHeadersMiddleware,
     ServerState,
-    get_client_addr,
-    get_path_with_query_string,
     service_unavailable,
 )
-
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-
-
-# A body this small goes out joined to the head, in one write; a larger one is not copied just to
-# save a write call.
-_JOIN_LIMIT = 16 * 1024
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# Response header names and (short) values already checked against uvicorn's expressions: an app
-# sends the same few again and again, and a set lookup is cheaper than a regex search. The limits
-# keep an app that invents names or values from growing them.
-_VALID_NAMES: set[bytes] = set()
-_VALID_VALUES: set[bytes] = set()
-_VALID_LIMIT = 4096
-_VALID_VALUE_LENGTH = 64
-_SPECIAL_RESPONSE_HEADERS = {b"content-length", b"transfer-encoding", b"connection"}
-
-
-class ProtocolPlan:
-    """What every connection of one uvicorn Config shares, worked out once instead of per request."""
-
-    def __init__(self, config: Config) -> None:
-        self.source_app = config.loaded_app
-        app = config.loaded_app
-        self.trusted: Any = None
-        if isinstance(app, ProxyHeadersMiddleware):
-            self.trusted = app.trusted_hosts
-            app = app.app
-        self.app = app
-        self.asgi = {"version": config.asgi_version, "spec_version": "2.3"}
-        self.root_path = config.root_path
-        self.root_path_bytes = config.root_path.encode("ascii")
-        self.logger = logging.getLogger("uvicorn.error")
-        self.access_logger = logging.getLogger("uvicorn.access")
-        self.access_log = self.access_logger.hasHandlers()
-        # uvicorn's server replaces its default-headers list once a second (the date); the head's
-        # default lines are joined again when it does.
-        self.defaults: list[tuple[bytes, bytes]] | None = None
-        self.defaults_block = b""
-        # Default headers that change framing (content-length, connection, ...) are rare; if
-        # configured they go through the per-header loop with the app's headers, as in uvicorn.
-        self.defaults_special: list[tuple[bytes, bytes]] = []
-
-    def set_defaults(self, defaults: list[tuple[bytes, bytes]]) -> None:
-        special = [(n, v) for n, v in defaults if n.lower() in _SPECIAL_RESPONSE_HEADERS]
-        self.defaults_block = _header_block([(n, v) for n, v in defaults if (n, v) not in special])
-        self.defaults_special = special
-        self.defaults = defaults
-
-
-def _header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
-    for name, value in headers:
-        _check_name(name.lower())
-        _check_value(value)
-    return b"".join([name.lower() + b": " + value + b"\r\n" for name, value in headers])
-
-
-def _check_name(name: bytes) -> None:
-    if HEADER_RE.search(name):
-        raise RuntimeError("Invalid HTTP header name.")
-    if type(name) is bytes and len(_VALID_NAMES) < _VALID_LIMIT:
-        _VALID_NAMES.add(name)
-
-
-def _check_value(value: bytes) -> None:
-    if HEADER_VALUE_RE.search(value):
-        raise RuntimeError("Invalid HTTP header value.")
-    if type(value) is bytes and len(value) <= _VALID_VALUE_LENGTH and len(_VALID_VALUES) < _VALID_LIMIT:
-        _VALID_VALUES.add(value)
-
-
-def plan_for(config: Config) -> ProtocolPlan:
-    plan: ProtocolPlan | None = vars(config).get("_forkserve_plan")
-    # The worker may wrap the loaded app after load (the health check); a new app, a new plan.
-    if plan is None or plan.source_app is not config.loaded_app:
-        plan = ProtocolPlan(config)
-        vars(config)["_forkserve_plan"] = plan
-    return plan
 
 
 class FastHttpToolsProtocol(HttpToolsProtocol):
@@ -146,7 +63,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
     """
 
     on_message_begin = None  # type: ignore[assignment]  # httptools then skips the callback
-    # Class attributes set per worker (see forkserve.http.protocol.http_protocol_class).
+    # Class attributes set per worker (see forkserve.http.choice.http_protocol_class).
     header_timeout = 10.0
     max_header_size = 64 * 1024
     draining = False
@@ -249,9 +166,9 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
             total = self.header_bytes + len(data)
             if total > self.max_header_size:
                 # Only the head counts: a body may follow it in the same read.
-                end = data.find(_HEAD_END)
-                if end < 0 or self.header_bytes + end + len(_HEAD_END) > self.max_header_size:
-                    transport.write(_TOO_LARGE)
+                end = data.find(HEAD_END)
+                if end < 0 or self.header_bytes + end + len(HEAD_END) > self.max_header_size:
+                    transport.write(HEAD_TOO_LARGE)
                     transport.close()
                     return
             self.header_bytes = total
@@ -288,7 +205,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         parser = self.parser
         scope = self.template.copy()
         method = parser.get_method()
-        scope["method"] = _METHODS.get(method) or method.decode("ascii")
+        scope["method"] = METHODS.get(method) or method.decode("ascii")
         http_version = parser.get_http_version()
         if http_version != "1.1":
             scope["http_version"] = http_version
@@ -419,213 +336,6 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
             return False
         self.transport.close()
         return True
-
-
-class FastCycle:
-    """One request and its response; the ASGI ``receive`` and ``send`` of the request."""
-
-    # Class-level defaults: a new cycle stores only what differs per request (instance dicts of
-    # one class share their keys, so a later store costs what a slot would).
-    disconnected = False
-    body = b""
-    more_body = True
-    # "ready" is uvicorn's message_event being set; the Event exists only once someone waits.
-    ready = False
-    event: asyncio.Event | None = None
-    response_started = False
-    response_complete = False
-    chunked_encoding: bool | None = None
-    expected_content_length = 0
-    pending_head: bytes | None = None
-    task: Any = None
-    finished = False
-
-    def __init__(
-        self, protocol: FastHttpToolsProtocol, scope: dict[str, Any], keep_alive: bool, expect_100: bool
-    ) -> None:
-        self.protocol = protocol
-        self.scope = scope
-        self.transport = protocol.transport
-        self.flow = protocol.flow
-        self.keep_alive = keep_alive
-        self.waiting_for_100_continue = expect_100
-        self.head_request = scope["method"] == "HEAD"
-
-    def wake(self) -> None:
-        self.ready = True
-        if self.event is not None:
-            self.event.set()
-
-    async def run_asgi(self, app: Any) -> None:
-        logger = self.protocol.logger
-        try:
-            result = await app(self.scope, self.receive, self.send)
-        except BaseException as exc:
-            logger.error("Exception in ASGI application\n", exc_info=exc)
-            if not self.response_started:
-                await self.send_500_response()
-            else:
-                self.transport.close()
-        else:
-            if result is not None:
-                logger.error("ASGI callable should return None, but returned '%s'.", result)
-                self.transport.close()
-            elif not self.response_started and not self.disconnected:
-                logger.error("ASGI callable returned without starting response.")
-                await self.send_500_response()
-            elif not self.response_complete and not self.disconnected:
-                logger.error("ASGI callable returned without completing response.")
-                self.transport.close()
-        finally:
-            self.finished = True
-            self.protocol.tasks.discard(self.task)
-
-    async def send_500_response(self) -> None:
-        await self.send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", b"21"),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await self.send({"type": "http.response.body", "body": b"Internal Server Error", "more_body": False})
-
-    async def send(self, message: Any) -> None:
-        if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()
-        if self.disconnected:
-            return
-        if not self.response_started:
-            if message["type"] != "http.response.start":
-                raise RuntimeError(
-                    f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
-                )
-            self.response_started = True
-            self.waiting_for_100_continue = False
-            status = message["status"]
-            protocol = self.protocol
-            if protocol.access_log:
-                protocol.access_logger.info(
-                    '%s - "%s %s HTTP/%s" %d',
-                    get_client_addr(self.scope),  # type: ignore[arg-type]
-                    self.scope["method"],
-                    get_path_with_query_string(self.scope),  # type: ignore[arg-type]
-                    self.scope["http_version"],
-                    status,
-                )
-            head = self._head(status, message.get("headers", ()))
-            if self.chunked_encoding is False:
-                # The length is known, so the body is ready or nearly: the head waits for it and
-                # both go out in one write. A stream (no length) gets its head at once.
-                self.pending_head = head
-            else:
-                self.transport.write(head)
-        elif not self.response_complete:
-            if message["type"] != "http.response.body":
-                raise RuntimeError(
-                    f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
-                )
-            body = message.get("body", b"")
-            more_body = message.get("more_body", False)
-            if self.head_request:
-                self.expected_content_length = 0
-                data = b""
-            elif self.chunked_encoding:
-                data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-                if not more_body:
-                    data += b"0\r\n\r\n"
-            else:
-                if len(body) > self.expected_content_length:
-                    raise RuntimeError("Response content longer than Content-Length")
-                self.expected_content_length -= len(body)
-                data = body
-            pending = self.pending_head
-            if pending is not None:
-                self.pending_head = None
-                if len(data) <= _JOIN_LIMIT:
-                    self.transport.write(pending + data)
-                else:
-                    self.transport.write(pending)
-                    self.transport.write(data)
-            elif data:
-                self.transport.write(data)
-            if not more_body:
-                if self.expected_content_length != 0:
-                    raise RuntimeError("Response content shorter than Content-Length")
-                self.response_complete = True
-                self.wake()
-                if not self.keep_alive:
-                    self.transport.close()
-                if not self.finished:
-                    self.protocol.on_response_complete()
-        else:
-            raise RuntimeError(
-                f"Unexpected ASGI message '{message['type']}' sent, after response already completed."
-            )
-
-    def _head(self, status: int, headers: Any) -> bytes:
-        protocol = self.protocol
-        plan = protocol.plan
-        if protocol.server_state.default_headers is not plan.defaults:
-            plan.set_defaults(protocol.server_state.default_headers)
-        if plan.defaults_special:
-            headers = plan.defaults_special + list(headers)
-        parts = [STATUS_LINE[status], plan.defaults_block]
-        close_sent = False
-        for name, value in headers:
-            name = name.lower()
-            try:
-                known = name in _VALID_NAMES and value in _VALID_VALUES
-            except TypeError:  # a bytearray: allowed, but not hashable
-                known = False
-            if not known:
-                _check_name(name)
-                _check_value(value)
-            if name == b"content-length":
-                if self.chunked_encoding is None:
-                    self.expected_content_length = int(value)
-                    self.chunked_encoding = False
-            elif name == b"transfer-encoding":
-                if value.lower() == b"chunked":
-                    self.expected_content_length = 0
-                    self.chunked_encoding = True
-            elif name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
-                self.keep_alive = False
-                close_sent = True
-            parts += (name, b": ", value, b"\r\n")
-        if self.chunked_encoding is None and not self.head_request and status not in (204, 304):
-            # Neither content-length nor transfer-encoding: the body is sent chunked.
-            self.chunked_encoding = True
-            parts.append(b"transfer-encoding: chunked\r\n")
-        if not self.keep_alive and not close_sent:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
-
-    async def receive(self) -> dict[str, Any]:
-        if self.waiting_for_100_continue and not self.transport.is_closing():
-            self.transport.write(_CONTINUE)
-            self.waiting_for_100_continue = False
-        if not self.disconnected and not self.response_complete:
-            flow = self.flow
-            if flow.read_paused:
-                flow.resume_reading()
-            if not self.ready:
-                if self.event is None:
-                    self.event = asyncio.Event()
-                await self.event.wait()
-            self.ready = False
-            if self.event is not None:
-                self.event.clear()
-        if self.disconnected or self.response_complete:
-            return {"type": "http.disconnect"}
-        message = {"type": "http.request", "body": self.body, "more_body": self.more_body}
-        self.body = b""
-        return message
 
 
 class DrainingFastProtocol(DrainingMixin, FastHttpToolsProtocol):

@@ -38,7 +38,7 @@ writes them with the time from the request's head to the response's end.
 uvicorn's server waits for the connections to go, up to ``--graceful-timeout``. The classes below
 are uvicorn's own with this one behaviour changed, so everything else (websocket upgrades, TLS,
 flow control) is uvicorn's. ``--http fast`` (the default) is forkserve's own class, in
-forkserve/http_fast.py: it takes this mixin too, but does the per-read work of ``data_received``
+forkserve/http/fast.py: it takes this mixin too, but does the per-read work of ``data_received``
 (the head limits) inline, so a check added to the mixin's ``data_received`` must be added there
 as well.
 """
@@ -58,12 +58,11 @@ from forkserve.http.uvicorn_api import (
     Config,
     H11Protocol,
     ProxyHeadersMiddleware,
-    zttp_protocols,
 )
 
 DRAIN_IDLE_CHECK = 0.1
 LINGER = 2.0
-_HEAD_END = b"\r\n\r\n"
+HEAD_END = b"\r\n\r\n"
 _HEADERS_TOO_MANY = b"Too many request header fields\n"
 _BODY_TOO_LARGE = b"Request body too large\n"
 
@@ -130,7 +129,7 @@ class BodyLimit:
         await self.app(scope, counting_receive, guarded_send)
 
 
-_TOO_LARGE = (
+HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
     b"content-length: 32\r\nconnection: close\r\n\r\nRequest header fields too large\n"
 )
@@ -321,11 +320,11 @@ class DrainingMixin:
             if self.header_deadline is None:
                 self.header_deadline = time.monotonic() + self.header_timeout
                 self.header_bytes = 0
-            end = data.find(_HEAD_END)
+            end = data.find(HEAD_END)
             # Only the head counts: a body may follow it in the same read.
-            self.header_bytes += len(data) if end < 0 else end + len(_HEAD_END)
+            self.header_bytes += len(data) if end < 0 else end + len(HEAD_END)
             if self.header_bytes > self.max_header_size:
-                self.transport.write(_TOO_LARGE)
+                self.transport.write(HEAD_TOO_LARGE)
                 self.transport.close()
                 return
         super().data_received(data)  # type: ignore[misc]
@@ -394,67 +393,3 @@ def wrap_app(config: Config, wrap: Callable[[Any], Any]) -> None:
         app.app = wrap(app.app)
     else:
         config.loaded_app = wrap(app)
-
-
-def _zttp_class(limits: dict[str, Any]) -> type[Any]:
-    """HTTP/1.1 or HTTP/2 on uvicorn's zttp protocols, chosen per connection (docs/http.md).
-
-    uvicorn's dispatcher picks HTTP/2 by ALPN over TLS (its ``alpn_protocols`` end up on the TLS
-    context) or by the h2c preface in cleartext; this one hands HTTP/1.1 connections to the
-    draining class instead of uvicorn's plain one. HTTP/2 connections are uvicorn's.
-    """
-    AutoZttpProtocol, ZttpProtocol, ZttpH2Protocol = zttp_protocols()
-
-    http1 = type("DrainingZttpProtocol", (DrainingMixin, ZttpProtocol), limits)
-
-    # A base known only at run time: zttp is optional, so uvicorn_api imports it on demand.
-    class ZttpAutoProtocol(AutoZttpProtocol):  # type: ignore[misc,valid-type]
-        http1_class = http1
-
-        def _switch(self, http2: bool, initial_data: bytes = b"") -> None:
-            chosen = ZttpH2Protocol if http2 else self.http1_class
-            protocol = chosen(
-                config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
-            )
-            self.transport.set_protocol(protocol)
-            protocol.connection_made(self.transport)
-            if initial_data:
-                protocol.data_received(initial_data)
-
-    return ZttpAutoProtocol
-
-
-def protocol_base(name: str) -> type[Any]:
-    """The draining HTTP/1.1 protocol class for an --http value other than zttp."""
-    if name == "h11" or (name == "auto" and DrainingHttpToolsProtocol is None):
-        return DrainingH11Protocol
-    if DrainingHttpToolsProtocol is None:
-        raise ImportError(f"--http {name} needs httptools, which is not installed")
-    if name == "httptools":
-        return DrainingHttpToolsProtocol
-    # The fast class builds on this module's mixin, so it is imported only when chosen.
-    from forkserve.http.fast import DrainingFastProtocol
-
-    return DrainingFastProtocol
-
-
-def http_protocol_class(
-    name: str,
-    *,
-    header_timeout: float = 10.0,
-    max_header_size: int = 65536,
-    max_header_count: int = 100,
-    max_request_size: int = 0,
-) -> type[Any]:
-    """The protocol class for --http (auto = fast where httptools is installed, else h11)."""
-    # A subclass per configuration, so the limits are class attributes the hot path reads directly.
-    limits = {
-        "header_timeout": header_timeout,
-        "max_header_size": max_header_size,
-        "max_header_count": max_header_count,
-        "max_request_size": max_request_size,
-    }
-    if name == "zttp":
-        return _zttp_class(limits)
-    base = protocol_base(name)
-    return type(base.__name__, (base,), limits)

@@ -42,7 +42,8 @@ from forkserve.common.sockets import accept_queue
 from forkserve.config.settings import Config
 from forkserve.errors import EXIT_APP
 from forkserve.http import uvicorn_api
-from forkserve.http.protocol import http_protocol_class, wrap_app
+from forkserve.http.choice import http_protocol_class
+from forkserve.http.protocol import wrap_app
 from forkserve.http.uvicorn_api import asyncio_run
 from forkserve.worker.info import worker_info
 from forkserve.worker.reqstats import RequestStats

@@ -10,7 +10,7 @@ import pytest
 from forkserve.config.parsers import http_choice_problem
 from forkserve.config.sources import Source, resolve
 from forkserve.errors import ConfigError
-from forkserve.http.protocol import http_protocol_class
+from forkserve.http.choice import http_protocol_class
 
 EVERYTHING = {"httptools", "zttp", "uvicorn.protocols.http.zttp_impl"}
 
