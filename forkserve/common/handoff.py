@@ -10,7 +10,7 @@ the worker end of a freed slot) and handed to another worker.
 
 Workers never accept on the listening sockets in these modes (they do not even inherit them): a
 worker takes connections from its channel in its event loop and gives each to uvicorn's protocol
-through ``loop.connect_accepted_socket``, so the draining protocol (``forkserve/protocol.py``)
+through ``loop.connect_accepted_socket``, so the draining protocol (``forkserve/http/protocol.py``)
 applies as in kernel mode. Stopping:
 
 * retired (reload, scale-down, recycling): the balancer stops choosing a worker as soon as its

@@ -59,7 +59,7 @@ def _bind_tcp(spec: BindSpec, backlog: int, reuse_port: bool = False) -> socket.
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
-            # --balance reuseport: the per-worker sockets (forkserve/reuseport.py) join this one.
+            # --balance reuseport: the per-worker sockets (forkserve/services/reuseport.py) join this one.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # [::]:PORT should not also claim the IPv4 port: users bind 0.0.0.0 separately if they want it.

@@ -35,7 +35,7 @@ class ZygoteSpec:
     environ: dict[str, str] = field(default_factory=dict)
     # The private prometheus-client directory (--metrics-bind), exported before the app's import.
     metrics_dir: str | None = None
-    # --balance: each slot's hand-off channel, or the per-worker reuseport sockets (forkserve/handoff.py).
+    # --balance: each slot's hand-off channel, or the per-worker reuseport sockets (forkserve/common/handoff.py).
     balance_fds: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:

@@ -1,6 +1,6 @@
 """Which worker takes a new connection: pure functions over a snapshot of the scoreboard.
 
-The balancer (``forkserve/balancer.py``) reads each worker's slot into a ``WorkerLoad``, asks
+The balancer (``forkserve/services/balancer.py``) reads each worker's slot into a ``WorkerLoad``, asks
 ``eligible`` who may take connections at all, then asks ``choose`` for each accepted connection.
 Nothing here reads a clock, a socket or shared memory, so every rule is a row in
 ``tests/unit/test_balance.py``.

@@ -1,18 +1,18 @@
 """The master's side of --balance: a thread beside the master's loop, never on it.
 
 Theory of operation. In ``kernel`` mode there is nothing to run: every worker accepts on the
-shared sockets. The other modes are a service (``forkserve/services.py``) with one thread:
+shared sockets. The other modes are a service (``forkserve/services/services.py``) with one thread:
 
 * ``round-robin``, ``least-conn``, ``ip-hash`` (``Dispatcher``): the thread accepts on the
   listening sockets and hands each connection to the worker ``policy.balance.choose`` names, over
-  that worker's channel (``forkserve/handoff.py``). It reads the scoreboard for who is ready and
+  that worker's channel (``forkserve/common/handoff.py``). It reads the scoreboard for who is ready and
   how loaded, counts what it has sent to each slot, and takes back connections left in the channel
   of a worker that is gone. Per connection it costs an accept, a choice and a sendmsg; keep-alive
   connections cost nothing after that. Its own thread keeps the master's loop free, and a
   dispatcher that falls behind shows as a longer accept queue, as a busy worker would in kernel
   mode.
 * ``reuseport`` (``Steering``): the sockets are bound once, one per worker id
-  (``forkserve/reuseport.py``); the thread reads the scoreboard every ``POLL`` seconds and
+  (``forkserve/services/reuseport.py``); the thread reads the scoreboard every ``POLL`` seconds and
   re-attaches the group's steering program when the set of serving worker ids changes.
 
 The thread starts with the first ready worker, not with the service: before that it has nothing
