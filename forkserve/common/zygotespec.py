@@ -35,7 +35,8 @@ class ZygoteSpec:
     environ: dict[str, str] = field(default_factory=dict)
     # The private prometheus-client directory (--metrics-bind), exported before the app's import.
     metrics_dir: str | None = None
-    # --balance: each slot's hand-off channel, or the per-worker reuseport sockets (forkserve/common/handoff.py).
+    # --balance: each slot's hand-off channel (forkserve/common/handoff.py), or the per-worker
+    # reuseport sockets.
     balance_fds: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
