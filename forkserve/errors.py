@@ -11,7 +11,7 @@ one line that names the problem and the fix, so a user's mistake never shows a t
      |    +-- BindPermissionError  exit 5  the address needs privileges this process lacks
      +-- WorkerBootError           exit 3  a worker of a fresh server died before it served
 
-``forkserve ctl`` (a client, see ``forkserve.ctl``) adds: 6 no server answers, 7 this user may not
+``forkserve ctl`` (a client, see ``forkserve.cli.ctl``) adds: 6 no server answers, 7 this user may not
 steer it, 8 the action did not complete in time.
 """
 

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from forkserve.lifecycle import State
+from forkserve.policy.lifecycle import State
 
 # A hung worker gets this long to write its stack dump before SIGKILL.
 STACK_DUMP_GRACE = 0.5

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from forkserve import controlpath, statusview
-from forkserve.control import may_steer
-from forkserve.ctl import Client
-from forkserve.status import settled
+from forkserve.cli import statusview
+from forkserve.cli.ctl import Client
+from forkserve.services import controlpath
+from forkserve.services.control import may_steer
+from forkserve.services.status import settled
 
 
 @pytest.mark.parametrize(

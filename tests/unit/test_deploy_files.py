@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from forkserve.api import build_config
-from forkserve.cli import command
-from forkserve.config import Config
+from forkserve.cli.main import command
+from forkserve.config.settings import Config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
