@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 # Every client fleet stops by itself after this long, whatever the test does.
@@ -24,12 +24,17 @@ class Record:
 
 
 class Clients:
-    """COUNT clients that stay connected to URL and reconnect (after a little jitter) when closed."""
+    """COUNT clients that stay connected and reconnect (after a little jitter) when closed.
 
-    def __init__(self, url: str, count: int) -> None:
-        self.url = url
+    A client tries URLS in order and takes the first that answers, as a client behind a load
+    balancer with several hosts would; only a reconnect that no URL accepts is a failure.
+    """
+
+    def __init__(self, count: int, *urls: str) -> None:
+        self.urls = list(urls)
         self.count = count
         self.record = Record()
+        self._current: dict[int, int] = {}  # client -> the generation it is connected to
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
@@ -49,7 +54,6 @@ class Clients:
         return found
 
     async def _main(self) -> None:
-        self._current: dict[int, int] = {}
         deadline = time.monotonic() + HARD_LIMIT
         tasks = [asyncio.create_task(self._client(i, deadline)) for i in range(self.count)]
         while not self._stop.is_set() and time.monotonic() < deadline:
@@ -58,11 +62,19 @@ class Clients:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _connect(self) -> ClientConnection:
+        for url in self.urls[:-1]:
+            try:
+                return await connect(url, open_timeout=10, close_timeout=5)
+            except (OSError, InvalidHandshake, TimeoutError):
+                continue
+        return await connect(self.urls[-1], open_timeout=10, close_timeout=5)
+
     async def _client(self, index: int, deadline: float) -> None:
         record = self.record
         while time.monotonic() < deadline:
             try:
-                async with connect(self.url, open_timeout=10, close_timeout=5) as ws:
+                async with await self._connect() as ws:
                     hello = str(await ws.recv()).split()
                     record.connects.append((time.monotonic(), int(hello[0]), int(hello[1])))
                     self._current[index] = int(hello[1])
