@@ -45,7 +45,8 @@ WORKERS = 2
 SERVERS = {
     # forkserve's defaults (kernel balancing, --ws-drain-period 5) and with least-conn balancing.
     "forkserve": f"forkserve {APP} -w {WORKERS} -b {HOST}:{{port}} --no-access-log",
-    "forkserve least-conn": f"forkserve {APP} -w {WORKERS} -b {HOST}:{{port}} --no-access-log --balance least-conn",
+    "forkserve least-conn": f"forkserve {APP} -w {WORKERS} -b {HOST}:{{port}} --no-access-log "
+    "--balance least-conn",
     "gunicorn-uvicorn": f"gunicorn -k uvicorn.workers.UvicornWorker -w {WORKERS} -b {HOST}:{{port}} "
     f"--no-control-socket {APP}",
     "uvicorn": f"uvicorn {APP} --workers {WORKERS} --no-access-log --host {HOST} --port {{port}}",
@@ -74,7 +75,9 @@ def raise_fd_limit() -> None:
 # ------------------------------------------------------------------ the client process
 
 
-async def _fleet(url: str, count: int, conn: multiprocessing.connection.Connection, limit: float) -> dict[str, Any]:
+async def _fleet(
+    url: str, count: int, conn: multiprocessing.connection.Connection, limit: float
+) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     on: dict[int, int] = {}  # client -> worker pid it is connected to now
@@ -175,7 +178,9 @@ def run_one(name: str, count: int, python: str, workdir: Path, limit: float) -> 
                 raise RuntimeError("clients did not report")
             ready = parent.recv()
             if "error" in ready or ready["connected"] < count:
-                raise RuntimeError(f"only {ready.get('connected')} of {count} connected {ready.get('error', '')}")
+                raise RuntimeError(
+                    f"only {ready.get('connected')} of {count} connected {ready.get('error', '')}"
+                )
             os.kill(proc.pid, signal.SIGHUP)
             parent.send("sent")
             if not parent.poll(limit + 60):
@@ -238,7 +243,9 @@ def render(results: list[Result], meta: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", default="1000,4000", help="comma list of N")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma list")
     parser.add_argument("--python", default=sys.executable, help="interpreter that has every server")
@@ -261,7 +268,10 @@ def main() -> None:
         "machine": "{nproc} CPUs ({cpu_model}), Linux {kernel}".format(**machine_info()),
         "limit": args.limit,
         "versions": ", ".join(
-            f"{k} {v}" for k, v in package_versions(args.python, ["forkserve", "gunicorn", "uvicorn", "websockets"]).items()
+            f"{k} {v}"
+            for k, v in package_versions(
+                args.python, ["forkserve", "gunicorn", "uvicorn", "websockets"]
+            ).items()
         ),
     }
     Path(args.output).write_text(render(results, meta))

@@ -81,7 +81,8 @@ def render(status: dict[str, Any], events: int = 5) -> list[str]:
     rows.append(
         (
             "total", "", "", "", "", str(totals["requests"]), str(totals["in_flight"]),
-            str(totals["connections"]), str(totals.get("websockets", 0)), human_bytes(totals["rss"]) if totals["rss"] else "-", "",
+            str(totals["connections"]), str(totals.get("websockets", 0)),
+            human_bytes(totals["rss"]) if totals["rss"] else "-", "",
         )
     )  # fmt: skip
     lines += table(rows, COLUMNS)

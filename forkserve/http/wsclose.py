@@ -37,7 +37,7 @@ def websockets_of(connections: Iterable[Any], ws_class: type[Any] | None) -> lis
 def _open(connection: Any) -> bool:
     event = getattr(connection, "handshake_completed_event", None)
     if event is not None:  # the legacy websockets class
-        return bool(event.is_set()) and not getattr(connection, "closed_event").is_set()
+        return bool(event.is_set()) and not connection.closed_event.is_set()
     accepted = getattr(connection, "handshake_complete", False)
     refused = getattr(connection, "initial_response", None) is not None
     return bool(accepted) and not refused and not getattr(connection, "close_sent", False)

@@ -119,7 +119,12 @@ def fleet_families(snapshot: FleetStatus) -> list[Family]:
             "Open client connections, all workers",
             one(sum(r.connections for r in rows)),
         ),
-        ("websockets", "gauge", "Open WebSocket connections, all workers", one(sum(r.websockets for r in rows))),
+        (
+            "websockets",
+            "gauge",
+            "Open WebSocket connections, all workers",
+            one(sum(r.websockets for r in rows)),
+        ),
         (
             "rss_bytes",
             "gauge",

@@ -51,7 +51,9 @@ def test_a_reload_moves_websockets_to_the_new_generation_gradually(serve, tmp_pa
 
         hup = time.monotonic()
         server.signal(signal.SIGHUP)
-        wait_until(lambda: clients.generations() == {2: CLIENTS}, 30, "every client on generation 2", server.tail)
+        wait_until(
+            lambda: clients.generations() == {2: CLIENTS}, 30, "every client on generation 2", server.tail
+        )
         assert_spread(clients, hup, server)
         assert len({pid for _, pid, gen in clients.record.connects if gen == 2}) == 2
         if balance == "least-conn":
@@ -65,7 +67,9 @@ def test_a_reload_moves_websockets_to_the_new_generation_gradually(serve, tmp_pa
 
 
 def test_term_drains_websockets_over_the_same_window_after_the_shutdown_delay(serve):
-    leaving = serve("-w", "1", "--ws-drain-period", str(WINDOW), "--shutdown-delay", "0.5", app="wsapp:app", wait=1)
+    leaving = serve(
+        "-w", "1", "--ws-drain-period", str(WINDOW), "--shutdown-delay", "0.5", app="wsapp:app", wait=1
+    )
     staying = serve("-w", "1", app="wsapp:app", wait=1)
     urls = [f"ws://127.0.0.1:{s.port}/" for s in (leaving, staying)]
     with Clients(CLIENTS, *urls) as clients:
