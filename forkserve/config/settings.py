@@ -207,6 +207,12 @@ class Config:
         help="On TERM, answer --health-path with 503 but keep serving for this long before draining, so a "
         "load balancer stops routing here first.",
     )  # fmt: skip
+    ws_drain_period: float = setting(
+        5.0, "--ws-drain-period", parse=parse_seconds, metavar="SECONDS", group="Reload and recycling",
+        help="A draining worker (reload, scale-down, recycling, shutdown) closes its WebSockets with 1012 a "
+        "few at a time over this long, so clients reconnect gradually; at most --graceful-timeout minus "
+        "a second. 0 closes them all at once.",
+    )  # fmt: skip
     reload: bool = setting(
         False, "--reload", parse=parse_bool, is_flag=True, group="Reload and recycling",
         help="Development: watch the app's directory and roll new workers in when a .py file changes.",

@@ -45,6 +45,8 @@ from forkserve.http import uvicorn_api
 from forkserve.http.choice import http_protocol_class
 from forkserve.http.protocol import wrap_app
 from forkserve.http.uvicorn_api import asyncio_run
+from forkserve.policy import wsdrain as wsdrain_policy
+from forkserve.worker import wsdrain
 from forkserve.worker.info import worker_info
 from forkserve.worker.reqstats import RequestStats
 
@@ -159,6 +161,8 @@ class WorkerServer(uvicorn_api.Server):
         if ctx.config.health_path:
             path = ctx.config.health_path
             wrap_app(ctx.uv_config, lambda app: HealthCheck(app, path, self))
+        # The --ws protocol class, once uvicorn's Config is loaded (None with --ws none).
+        self.ws_class: type[Any] | None = getattr(ctx.uv_config, "ws_protocol_class", None)
         self.inbox: handoff.Inbox | None = None
         if ctx.handoff is not None:
             self.server_state.connections = handoff.CountedConnections(self.slot)
@@ -204,6 +208,7 @@ class WorkerServer(uvicorn_api.Server):
         slot.requests = state.total_requests
         slot.in_flight = len(state.tasks)
         slot.connections = len(state.connections)
+        slot.websockets = wsdrain.count(state.connections, self.ws_class)
         self._ticks += 1
         if self._ticks % 4 == 0:
             cpu = _cpu_demand()
@@ -316,6 +321,12 @@ class WorkerServer(uvicorn_api.Server):
             # This socket is this worker id's alone: once the master steers new connections
             # away (within its poll), what already waits in its queue is served here.
             await self._empty_accept_queues(sockets or [], settle=REUSEPORT_SETTLE)
+        if not self.force_exit:
+            # Stop accepting first: the clients told to leave must reconnect to another worker.
+            for server in self.servers:
+                server.close()
+            window = wsdrain_policy.window(self.ctx.config.ws_drain_period, self.ctx.config.graceful_timeout)
+            await wsdrain.drain(self.server_state.connections, self.ws_class, window)
         await super().shutdown(sockets=sockets)
         if self.inbox is not None:
             self.inbox.close()
