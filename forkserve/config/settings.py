@@ -119,6 +119,13 @@ def parse_seconds(raw: Any) -> float:
     return value
 
 
+def parse_optional_seconds(raw: Any) -> float | None:
+    """A number of seconds, or None (unset: follow another setting)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return parse_seconds(raw)
+
+
 def parse_positive_seconds(raw: Any) -> float:
     value = parse_seconds(raw)
     if value <= 0:
@@ -477,6 +484,12 @@ class Config:
         30.0, "-t", "--timeout", parse=parse_seconds, metavar="SECONDS",
         help="A worker whose event loop has not ticked for this long is hung: its stack is logged, then it "
         "is killed and replaced. 0 disables the check.",
+    )  # fmt: skip
+    startup_timeout: float | None = setting(
+        None, "--startup-timeout", parse=parse_optional_seconds, metavar="SECONDS", default_text="--timeout",
+        help="A worker that has not finished its lifespan startup this long after it was started has "
+        "failed to boot: its stack is logged, then it is killed (a fresh server exits 3, a reload is "
+        "aborted). 0 disables the check.",
     )  # fmt: skip
     graceful_timeout: float = setting(
         30.0, "--graceful-timeout", parse=parse_seconds, metavar="SECONDS",
