@@ -47,7 +47,8 @@ class ZygoteSide(MasterCore):
             self._zygote_start_failed(generation, error, adopt)
             return False
         handle.generations |= adopt
-        self.zygote_retry = None
+        if self.zygote_retry is not None and self.zygote_retry.generation == generation:
+            self.zygote_retry = None
         self.generations.add_pending(handle)
         return True
 

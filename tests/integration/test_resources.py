@@ -97,6 +97,19 @@ def test_each_master_os_call_failing_once_is_survived(serve):
     assert server.proc.poll() is None
 
 
+def test_a_dead_zygote_that_cannot_be_replaced_at_once_is_retried_while_its_workers_serve(serve):
+    server = serve("-w", "2", env={"FORKSERVE_FAULTS": "zygote_start@2:EAGAIN"}, wait=2)
+    workers = set(server.workers())
+    (zygote,) = [pid for pid, title in server.processes().items() if "zygote" in title]
+    os.kill(zygote, signal.SIGKILL)
+    serving_through(server, lambda: "started the zygote of generation 1 again" in server.log(), 10, "retry")
+    assert server.log().count("could not start the zygote of generation 1") == 1, server.tail()
+    assert set(server.workers()) == workers  # they served throughout, untouched
+    # The new zygote forks for generation 1: a killed worker is replaced.
+    os.kill(min(workers), signal.SIGKILL)
+    server.wait_workers(2, exclude={min(workers)})
+
+
 def test_a_worker_fork_failing_in_the_zygote_is_retried(serve):
     server = serve("-w", "1", env={"FORKSERVE_FAULTS": "worker_fork@2:EAGAIN"}, wait=1)
     zygote = [pid for pid, title in server.processes().items() if "zygote" in title]
