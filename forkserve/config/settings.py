@@ -42,6 +42,7 @@ from forkserve.config.parsers import (
     parse_metrics_bind,
     parse_optional_int,
     parse_optional_path,
+    parse_optional_seconds,
     parse_optional_str,
     parse_optional_workers,
     parse_positive_seconds,
@@ -130,6 +131,12 @@ class Config:
         30.0, "-t", "--timeout", parse=parse_seconds, metavar="SECONDS",
         help="A worker whose event loop has not ticked for this long is hung: its stack is logged, then it "
         "is killed and replaced. 0 disables the check.",
+    )  # fmt: skip
+    startup_timeout: float | None = setting(
+        None, "--startup-timeout", parse=parse_optional_seconds, metavar="SECONDS", default_text="--timeout",
+        help="A worker that has not finished its lifespan startup this long after it was started has "
+        "failed to boot: its stack is logged, then it is killed (a fresh server exits 3, a reload is "
+        "aborted). 0 disables the check.",
     )  # fmt: skip
     graceful_timeout: float = setting(
         30.0, "--graceful-timeout", parse=parse_seconds, metavar="SECONDS",

@@ -10,7 +10,9 @@ signal on exit, which is right for a CLI and wrong for a worker whose exit statu
     QUIT        immediate: exit now, skipping lifespan shutdown.
     USR1        reopen the log file.
     USR2        dump every thread's Python stack to the log (faulthandler; works while the loop is
-                blocked, which is why the master sends it to a hung worker before SIGKILL).
+                blocked, which is why the master sends it to a hung worker before SIGKILL), then,
+                if the loop runs, every asyncio task's stack: a lifespan startup that awaits
+                forever shows there, not in the threads' stacks.
 
 A ticker on the event loop writes the heartbeat and request counters into the worker's scoreboard
 slot, so they cost nothing per request and go stale exactly when the loop is blocked. The read end
@@ -30,6 +32,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -387,6 +390,35 @@ def _stack_dump_file(logs: LogSetup) -> Any:
     return stream if stream is not None and hasattr(stream, "fileno") else sys.stderr
 
 
+def _task_stacks() -> str:
+    """Each pending asyncio task's chain of awaits, innermost last, as a traceback reads."""
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # no loop runs (yet, or any more)
+        return ""
+    parts = []
+    for task in tasks:
+        frames: list[tuple[FrameType, int]] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                frames.append((frame, frame.f_lineno))
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        lines = traceback.format_list(traceback.StackSummary.extract(frames))
+        parts.append(f"Stack of asyncio task {task.get_name()!r} (most recent await last):\n{''.join(lines)}")
+    return "".join(parts)
+
+
+def _dump_task_stacks(file: Any) -> Any:
+    def handler(number: int, frame: FrameType | None) -> None:
+        # os.write, not logging: the handler may have interrupted a write holding the log lock.
+        with contextlib.suppress(OSError, ValueError):
+            os.write(file.fileno(), _task_stacks().encode(errors="replace"))
+
+    return handler
+
+
 def run(ctx: WorkerContext) -> int:
     """Serve until told to stop; return the process's exit code (3 when lifespan startup failed)."""
     from setproctitle import setproctitle
@@ -394,7 +426,10 @@ def run(ctx: WorkerContext) -> int:
     setproctitle(ctx.title)
     ctx.logs.set_role("worker", worker=ctx.worker_id, generation=ctx.generation)
     _reset_signals()
-    faulthandler.register(signal.SIGUSR2, file=_stack_dump_file(ctx.logs), all_threads=True)
+    dump_file = _stack_dump_file(ctx.logs)
+    signal.signal(signal.SIGUSR2, _dump_task_stacks(dump_file))
+    # Threads first, from C, at once (works while the loop is blocked); then the handler above.
+    faulthandler.register(signal.SIGUSR2, file=dump_file, all_threads=True, chain=True)
     slot = ctx.scoreboard[ctx.slot]
     slot.pid = os.getpid()
     slot.worker_id = ctx.worker_id
