@@ -44,6 +44,7 @@ from forkserve.errors import ConfigError
 from forkserve.services import controlpath, events, faults
 from forkserve.services.controlrequest import MAX_REQUEST, BadRequest, Request, parse
 from forkserve.services.events import FleetEvent
+from forkserve.services.resilience import Pacer
 from forkserve.services.serviceloop import (
     Connection,
     LineTooLong,
@@ -111,6 +112,8 @@ class ControlService:
         self.pool = Pool("control", POOL_SIZE)
         self._server: StreamServer | None = None
         self._serving = False
+        self._may_serve = False
+        self._start_errors = Pacer("starting the control socket's thread")
         self._feeds: list[queue.SimpleQueue[FleetEvent]] = []
         self._lock = threading.Lock()
         self._inode = 0
@@ -135,6 +138,7 @@ class ControlService:
         )  # fmt: skip
         master.events.subscribe(self._on_event)
         if master.exec_mode:
+            self._may_serve = True
             self._start_serving()
         # else: the master forks the zygote from itself, and forking a process that runs threads
         # can deadlock the child; clients wait in the listen queue until the first worker serves.
@@ -143,7 +147,13 @@ class ControlService:
     def _start_serving(self) -> None:
         if self._server is None or self._serving:
             return
-        self.loop.acquire()
+        try:
+            self.loop.acquire()
+        except (OSError, RuntimeError) as error:
+            # No thread to be had now (out of memory or tasks): the next fleet event tries again.
+            self._start_errors.failed(error)
+            return
+        self._start_errors.worked()
         self._serving = True
         self.loop.submit(self._server.serve())
 
@@ -196,6 +206,8 @@ class ControlService:
     def _on_event(self, event: FleetEvent) -> None:
         # On the master's thread: hand the event over, nothing more.
         if event.kind in (events.SERVING, events.STOPPING):
+            self._may_serve = True
+        if self._may_serve and not self._serving:
             self._start_serving()
         with self._lock:
             feeds = list(self._feeds)

@@ -65,6 +65,7 @@ class MonitorService:
         self.server: StreamServer | None = None
         self.pool = Pool("metrics", POOL_SIZE)
         self.serving = False
+        self.may_serve = False  # after the master's first loop turn: no fork from a threaded process
         self.stopping = False
         self.sweeps = Pacer("sweeping the metrics directory")
         self.answers = Pacer("answering on --metrics-bind")
@@ -106,9 +107,16 @@ class MonitorService:
         return listener
 
     def _start_serving(self) -> None:
+        self.may_serve = True
         if self.server is None or self.serving:
             return
-        self.loop.acquire()
+        try:
+            self.loop.acquire()
+        except (OSError, RuntimeError) as error:
+            # No thread to be had now (out of memory or tasks): the next fleet event tries again.
+            self.answers.failed(error)
+            return
+        self.answers.worked()
         self.serving = True
         self.loop.submit(self.server.serve())
         self.loop.submit(self._sweep_forever())
@@ -116,6 +124,8 @@ class MonitorService:
     def _on_event(self, event: events.FleetEvent) -> None:
         if event.kind == events.STOPPING:
             self.stopping = True
+        if self.may_serve and not self.serving:
+            self._start_serving()
 
     def stop(self) -> None:
         server, self.server = self.server, None

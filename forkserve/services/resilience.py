@@ -7,7 +7,8 @@ fd table. A loop that returns on the error is worse: /health stops answering for
 keeps a ``Pacer``: the first failure of a run is logged (what failed and that it will retry), the
 pause before the next try doubles from ``first`` up to ``cap``, while it keeps failing one summary
 line per ``every`` seconds says how many more failures there were, and the first success after a
-run logs that the loop works again. The decisions are pure (``now`` in, what to log and how long
+logged run says that the loop works again. A new run within ``every`` seconds of the last line is
+counted for the next summary rather than logged. The decisions are pure (``now`` in, what to log and how long
 to wait out), so the table of them is tested with a fake clock.
 """
 
@@ -50,25 +51,35 @@ class Pacer:
         self.clock = clock
         self.failures = 0  # in the current run of failures
         self.unlogged = 0  # failures since the last line about them
-        self.logged_at = 0.0
+        self.logged_at: float | None = None  # when the last line about a failure was logged
+        self.announced = False  # a "failed" line was logged and no "works again" since
 
     def decide(self, error: BaseException, now: float) -> Step:
         self.failures += 1
         pause = restart_delay(self.failures, first=self.first, cap=self.cap)
-        if self.failures == 1:
-            self.logged_at, self.unlogged = now, 0
+        quiet = self.logged_at is None or now - self.logged_at >= self.every
+        if self.failures == 1 and quiet:
+            self.logged_at, self.unlogged, self.announced = now, 0, True
             return Step(pause, f"{self.what} failed: {_describe(error)}; pausing and retrying until it works")
         self.unlogged += 1
-        if now - self.logged_at >= self.every:
+        if quiet:
             count, self.unlogged, self.logged_at = self.unlogged, 0, now
             cause = _describe(error)
             return Step(pause, f"{self.what} still failing: {count} more times since the last line ({cause})")
         return Step(pause, None)
 
     def decide_recovered(self) -> str | None:
+        """The line for a success after failures; None when the failure was not told either.
+
+        An error that comes and goes (a loop at the very edge of its fd limit) thus costs at most
+        one "failed", one "works again" and one summary line a minute, not a pair per flap.
+        """
         if not self.failures:
             return None
-        count, self.failures, self.unlogged = self.failures, 0, 0
+        count, self.failures = self.failures, 0
+        if not self.announced:
+            return None
+        self.announced = False
         return f"{self.what} works again after {count} failure{'' if count == 1 else 's'}"
 
     # Effects: the loop calls these.

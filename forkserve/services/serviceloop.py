@@ -56,9 +56,10 @@ class ServiceLoop:
         self._users = 0
 
     def acquire(self) -> None:
+        """Start the thread if it is not running; raises OSError or RuntimeError when it cannot."""
         with self._lock:
-            self._users += 1
             if self._loop is not None:
+                self._users += 1
                 return
             loop = asyncio.new_event_loop()
             started = threading.Event()
@@ -69,10 +70,15 @@ class ServiceLoop:
                 loop.run_forever()
                 loop.close()
 
-            self._thread = threading.Thread(target=run, name="forkserve-services", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=run, name="forkserve-services", daemon=True)
+            try:
+                thread.start()
+            except BaseException:
+                loop.close()
+                raise
             started.wait(5)
-            self._loop = loop
+            self._loop, self._thread = loop, thread
+            self._users += 1
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
         assert self._loop is not None, "acquire() first"
