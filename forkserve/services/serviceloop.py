@@ -265,9 +265,9 @@ class StreamServer:
                 await asyncio.sleep(self.pacer.failed(error))
                 continue
             self.pacer.worked()
-            self._admit(client)
+            await self._admit(client)
 
-    def _admit(self, client: socket.socket) -> None:
+    async def _admit(self, client: socket.socket) -> None:
         client.setblocking(False)
         if len(self.connections) >= self.limit:
             waiting = [c for c in self.connections if not c.busy]
@@ -280,6 +280,10 @@ class StreamServer:
             oldest = min(waiting, key=lambda c: c.since)
             self.evicted += 1
             self._drop(oldest)
+            # Its fd is closed once its task has unwound: wait for that, or a burst of connections
+            # (accepted without a pause while they queue) would hold many fds on their way out.
+            if oldest.task is not None:
+                await asyncio.wait([oldest.task], timeout=1.0)
         connection = Connection(client)
         self.connections.add(connection)
         connection.task = asyncio.get_running_loop().create_task(self._run(connection))
