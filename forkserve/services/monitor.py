@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ RECENT_EVENTS = 50
 MAX_CONNECTIONS = 64
 POOL_SIZE = 2
 SWEEP_EVERY = 0.5
+STOP_GRACE = 2.0
 BUSY = httpserve.response(503, b"too many connections to the metrics server; try again\n")
 
 
@@ -65,6 +67,7 @@ class MonitorService:
         self.server: StreamServer | None = None
         self.pool = Pool("metrics", POOL_SIZE)
         self.serving = False
+        self._sweeper: Future[None] | None = None
         self.may_serve = False  # after the master's first loop turn: no fork from a threaded process
         self.stopping = False
         self.sweeps = Pacer("sweeping the metrics directory")
@@ -119,7 +122,7 @@ class MonitorService:
         self.answers.worked()
         self.serving = True
         self.loop.submit(self.server.serve())
-        self.loop.submit(self._sweep_forever())
+        self._sweeper = self.loop.submit(self._sweep_forever())
 
     def _on_event(self, event: events.FleetEvent) -> None:
         if event.kind == events.STOPPING:
@@ -131,8 +134,12 @@ class MonitorService:
         server, self.server = self.server, None
         if server is not None:
             if self.serving:
+                if self._sweeper is not None:
+                    self._sweeper.cancel()
                 with contextlib.suppress(Exception):
-                    self.loop.submit(server.close(grace=0.0)).result(5)
+                    # Connections already taken are answered (a USR2 successor takes the queue);
+                    # no client waits longer than its head deadline anyway.
+                    self.loop.submit(server.close(STOP_GRACE, every=True)).result(STOP_GRACE + 3)
                 # No answer may still read the scoreboard when the master unmaps it.
                 self.pool.close(5)
                 self.loop.release()

@@ -15,6 +15,7 @@ to wait out), so the table of them is tested with a fake clock.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class Pacer:
         self.unlogged = 0  # failures since the last line about them
         self.logged_at: float | None = None  # when the last line about a failure was logged
         self.announced = False  # a "failed" line was logged and no "works again" since
+        self._lock = threading.Lock()
 
     def decide(self, error: BaseException, now: float) -> Step:
         self.failures += 1
@@ -86,13 +88,15 @@ class Pacer:
 
     def failed(self, error: BaseException) -> float:
         """Log (when due) and return the pause before the next try."""
-        step = self.decide(error, self.clock())
+        with self._lock:  # a pool's threads may share one pacer
+            step = self.decide(error, self.clock())
         if step.log is not None:
             logger.warning("%s", step.log)
         return step.pause
 
     def worked(self) -> None:
-        line = self.decide_recovered()
+        with self._lock:
+            line = self.decide_recovered()
         if line is not None:
             logger.info("%s", line)
 

@@ -310,12 +310,13 @@ class StreamServer:
         finally:
             self.connections.discard(connection)
 
-    async def close(self, grace: float) -> None:
-        """Stop accepting; give requests being answered GRACE seconds, then close every connection."""
+    async def close(self, grace: float, *, every: bool = False) -> None:
+        """Stop accepting; give requests being answered (EVERY: every connection) GRACE seconds,
+        then close every connection."""
         if self._accepting is not None:
             self._accepting.cancel()
         self.sock.close()
-        busy = [c.task for c in self.connections if c.busy and c.task is not None]
+        busy = [c.task for c in self.connections if (every or c.busy) and c.task is not None]
         if busy:
             await asyncio.wait(busy, timeout=grace)
         for connection in list(self.connections):
