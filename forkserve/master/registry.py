@@ -102,7 +102,7 @@ class WorkerRegistry:
         return True
 
     def _watch(self, record: WorkerRecord) -> None:
-        faults.inject("worker_pidfd")
+        faults.check(faults.WORKER_PIDFD)
         pidfd = os.pidfd_open(record.pid)
         try:
             self.selector.register(pidfd, selectors.EVENT_READ, ("worker", record))

@@ -53,7 +53,7 @@ class ZygoteSide(MasterCore):
         return True
 
     def _launch_zygote(self, generation: int) -> zygotes.ZygoteHandle:
-        faults.inject("channel_pair")
+        faults.check(faults.CHANNEL_PAIR)
         master_end, zygote_end = messages.channel_pair()
         pid = 0
         try:
@@ -75,7 +75,7 @@ class ZygoteSide(MasterCore):
                 environ=self.app_environ,
                 metrics_dir=self.metrics_dir,
             )
-            faults.inject("zygote_start")
+            faults.check(faults.ZYGOTE_START)
             proc = None
             if self.exec_mode:
                 proc = zygotes.start_exec(spec, zygote_end)
@@ -90,7 +90,7 @@ class ZygoteSide(MasterCore):
                     )
                 pid = zygotes.start_fork(lambda: self._become_zygote(spec, master_end))
             zygote_end.close()
-            faults.inject("zygote_pidfd")
+            faults.check(faults.ZYGOTE_PIDFD)
             handle = zygotes.new_handle(pid, generation, master_end, proc)
             try:
                 self.selector.register(handle.channel, selectors.EVENT_READ, ("channel", handle))

@@ -162,7 +162,7 @@ class Zygote:
         environ: dict[str, str] | None = None,
     ) -> None:
         try:
-            faults.inject("worker_fork")
+            faults.check(faults.WORKER_FORK)
             pid_r, pid_w = os.pipe()
         except OSError as error:
             self._report_failure(slot, worker_id, error)

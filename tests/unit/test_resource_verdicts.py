@@ -92,17 +92,17 @@ def test_an_os_error_names_the_limit_to_raise(number, doing, says):
 
 
 def test_the_fault_plan_fails_the_nth_call_only(monkeypatch):
-    monkeypatch.setattr(faults, "_plan", faults._parse("a@2,b@1:EAGAIN"))
+    monkeypatch.setattr(faults, "_plan", faults.parse("channel_pair@2,worker_fork@1:EAGAIN"))
     monkeypatch.setattr(faults, "_calls", {})
-    faults.inject("a")
+    faults.check(faults.CHANNEL_PAIR)
     with pytest.raises(OSError) as raised:
-        faults.inject("a")
+        faults.check(faults.CHANNEL_PAIR)
     assert raised.value.errno == errno.EMFILE
-    faults.inject("a")
+    faults.check(faults.CHANNEL_PAIR)
     with pytest.raises(OSError) as raised:
-        faults.inject("b")
+        faults.check(faults.WORKER_FORK)
     assert raised.value.errno == errno.EAGAIN
-    faults.inject("unplanned")
+    faults.check(faults.ZYGOTE_START)
 
 
 def test_the_loop_guard_logs_a_failure_once_and_backs_off(caplog):
