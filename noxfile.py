@@ -69,7 +69,7 @@ def _patch(name: str) -> int:
 
 
 def _run_tests(session: nox.Session, *deselect: str) -> None:
-    versions = "import sys, forkserve.supported as s; print(sys.version, 'uvicorn', s.installed_uvicorn())"
+    versions = "import sys, forkserve.common.supported as s; print(sys.version, s.installed_uvicorn())"
     session.run("python", "-c", versions)
     # pytest's cache (.pytest_cache) keeps uvicorn's sdist per version: downloaded once, not per session.
     session.run("python", "-m", "pytest", "-q", *TESTS, *deselect, *session.posargs)

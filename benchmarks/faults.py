@@ -76,7 +76,7 @@ def _split(text: str) -> list[str]:
 
 _DEFAULTS_SCRIPT = """
 import dataclasses, json
-from forkserve.config import Config
+from forkserve.config.settings import Config
 print(json.dumps({f.name: f.default for f in dataclasses.fields(Config)}, default=str))
 """
 

@@ -94,7 +94,7 @@ def middleware_cost(requests: int = 100_000, repeats: int = 5) -> tuple[float, f
     import asyncio
 
     from benchmarks.apps import app
-    from forkserve.reqstats import RequestStats
+    from forkserve.worker.reqstats import RequestStats
 
     scope = {"type": "http", "path": "/", "method": "GET", "headers": []}
 

@@ -25,7 +25,7 @@ from uvicorn.server import ServerState
 
 from benchmarks.apps import app as hello_app
 from benchmarks.apps_starlette import app as starlette_app
-from forkserve.protocol import http_protocol_class
+from forkserve.http.choice import http_protocol_class
 
 REQUESTS = {
     "hello": b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n",

@@ -1,4 +1,4 @@
-from forkserve.cli import main
+from forkserve.cli.main import main
 
 if __name__ == "__main__":
     main()

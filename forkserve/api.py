@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from forkserve.config import Config, Source, env_source, resolve
-from forkserve.configfile import discovered_source, file_source
-from forkserve.logs import LogSetup
-from forkserve.master import Master
+from forkserve.common.logs import LogSetup
+from forkserve.config.file import discovered_source, file_source
+from forkserve.config.settings import Config
+from forkserve.config.sources import Source, env_source, resolve
+from forkserve.master.master import Master
+from forkserve.zygote.zygote import run as run_zygote
 
 
 def build_config(
@@ -52,7 +54,8 @@ class Server:
 
     def __init__(self, app: Any, *, handle_signals: bool = True, **settings: Any) -> None:
         self.config, self.origins = build_config(settings)
-        self.master = Master(app, self.config, handle_signals=handle_signals)
+        # An app object is served by a zygote forked from this process: the master is handed its code.
+        self.master = Master(app, self.config, handle_signals=handle_signals, run_zygote=run_zygote)
 
     def run(self) -> int:
         return self.master.run()

@@ -1,6 +1,6 @@
 """Which worker takes a new connection: pure functions over a snapshot of the scoreboard.
 
-The balancer (``forkserve/balancer.py``) reads each worker's slot into a ``WorkerLoad``, asks
+The balancer (``forkserve/services/balancer.py``) reads each worker's slot into a ``WorkerLoad``, asks
 ``eligible`` who may take connections at all, then asks ``choose`` for each accepted connection.
 Nothing here reads a clock, a socket or shared memory, so every rule is a row in
 ``tests/unit/test_balance.py``.
@@ -43,7 +43,7 @@ IP_HASH = "ip-hash"
 # The modes in which the master accepts and hands each connection to a worker.
 HANDOFF_MODES = (ROUND_ROBIN, LEAST_CONN, IP_HASH)
 
-# Scoreboard slot states (forkserve.scoreboard.SlotState), as plain numbers.
+# Scoreboard slot states (forkserve.common.scoreboard.SlotState), as plain numbers.
 READY = 2
 MAX_PENDING = 64
 # A connection handed over and not picked up for this long means the worker's loop is stuck. A

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from forkserve.lifecycle import SERVING_OR_ABOUT_TO, State
+from forkserve.policy.lifecycle import SERVING_OR_ABOUT_TO, State
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from tests.conftest import APPS, free_port, wait_until
 from tests.examples.components import Component, start_nginx, start_redis
 from tests.examples.helpers import REPO, fresh_client
 from tests.examples.hosts import Host, Hosts
-from tests.integration.load import Load
+from tests.integration.load import background_load
 
 HOST_PORT = 8000
 
@@ -131,29 +131,29 @@ def only_generation(server, generation: int) -> bool:
 
 
 def test_reloading_one_host_under_load_through_nginx_fails_nothing(cluster):
-    with Load(cluster.url, keep_alive=8, fresh=4) as load:
+    with background_load(cluster.url, keep_alive=8, fresh=4) as load:
         wait_until(lambda: load.ok > 100, 15, "load through nginx", cluster.tail)
         first = cluster.servers[0]
         first.signal(signal.SIGHUP)
         wait_until(lambda: only_generation(first, 2), 30, "host 0 on generation 2", cluster.tail)
         mark = load.ok
         wait_until(lambda: load.ok > mark + 100, 15, "load after the reload", cluster.tail)
-    assert load.outcome.failed == 0, f"{load.outcome}\n{cluster.tail()}"
-    assert {cluster.host_of(body) for body in load.outcome.bodies} == {0, 1}
+    assert load.failed == 0, f"{load}\n{cluster.tail()}"
+    assert {cluster.host_of(body.decode()) for body in load.bodies()} == {0, 1}
     # Generation 2 of host 0 served through nginx too.
-    assert any(body.endswith(" 2") for body in load.outcome.bodies)
+    assert any(body.endswith(b" 2") for body in load.bodies())
 
 
 def test_killing_a_host_makes_nginx_route_around_it(cluster):
     doomed = cluster.servers[0]
-    with Load(cluster.url, keep_alive=8, fresh=4) as load:
+    with background_load(cluster.url, keep_alive=8, fresh=4) as load:
         wait_until(lambda: load.ok > 100, 15, "load through nginx", cluster.tail)
         doomed.processes()  # remember its workers, for the leak check
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.proc.wait(10)
         killed_at = load.ok
         wait_until(lambda: load.ok > killed_at + 200, 20, "load after the kill", cluster.tail)
-    assert load.outcome.failed == 0, f"{load.outcome}\n{cluster.tail()}"
+    assert load.failed == 0, f"{load}\n{cluster.tail()}"
     # Afterwards only the survivor answers.
     with fresh_client(cluster.url) as client:
         survivors = {cluster.host_of(client.get("/").text) for _ in range(20)}

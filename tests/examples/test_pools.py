@@ -11,7 +11,7 @@ import psycopg
 from tests.conftest import wait_until
 from tests.examples.conftest import POSTGRES_MAX_CONNECTIONS
 from tests.examples.helpers import serve_example
-from tests.integration.load import Load
+from tests.integration.load import background_load
 
 APPLICATION = "forkserve-pools-test"
 
@@ -63,7 +63,7 @@ def test_pools_stay_inside_the_connection_limit_through_rolling_reloads(serve, p
     assert first["pool_size"] == budget // 6  # 3 workers, each possibly beside its replacement
     with (
         ConnectionWatch(postgres_server.extra["url"]) as watch,
-        Load(server.url, path="/?sleep=0.005") as load,
+        background_load(server.url, path="/?sleep=0.005") as load,
     ):
         for generation in (2, 3):
             mark = load.ok
@@ -77,8 +77,8 @@ def test_pools_stay_inside_the_connection_limit_through_rolling_reloads(serve, p
             wait_until(
                 lambda mark=mark: load.ok > mark + 50, 15, "requests on the new generation", server.tail
             )
-    assert load.outcome.failed == 0, f"{load.outcome}\n{server.tail()}"
-    assert load.outcome.ok > 200, load.outcome
+    assert load.failed == 0, f"{load}\n{server.tail()}"
+    assert load.ok > 200, load
     assert watch.samples and max(watch.samples) <= budget, (max(watch.samples), budget)
     # It did use the database: every worker's pool was open while the load ran.
     assert max(watch.samples) >= 3 * first["pool_size"], max(watch.samples)

@@ -12,7 +12,7 @@ import threading
 import httpx
 
 import forkserve
-from forkserve.sizing import usable_cpu_count
+from forkserve.common.sizing import usable_cpu_count
 from tests.conftest import APPS, alive, free_port, wait_until
 
 

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.conftest import free_port
-from tests.integration.load import Load
+from tests.integration.load import background_load
 
 CHROMIUM = os.environ.get("FORKSERVE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -33,7 +33,7 @@ def test_the_dashboard_shows_every_worker_and_draws_the_request_rate(serve, brow
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    with Load(server.url, keep_alive=2, fresh=1):
+    with background_load(server.url, keep_alive=2, fresh=1):
         page.goto(f"http://{metrics}/dashboard")
         page.wait_for_function("document.querySelectorAll('#workers tr.worker').length === 2", timeout=10_000)
         # Requests/s needs two polls; then the chart has a line and the card a number.

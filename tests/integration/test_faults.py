@@ -15,7 +15,7 @@ import httpx
 import psutil
 
 from tests.conftest import wait_until
-from tests.integration.load import Load
+from tests.integration.load import background_load
 
 
 def established(pid: int, port: int) -> int:
@@ -28,7 +28,7 @@ def established(pid: int, port: int) -> int:
 
 def test_sigkill_under_load_fails_only_the_victims_connections(serve):
     server = serve("-w", "2", wait=2)
-    with Load(server.url, keep_alive=8, fresh=2) as load:
+    with background_load(server.url, keep_alive=8, fresh=2) as load:
         wait_until(lambda: load.ok > 200, 10, "load to run")
         victim = min(server.workers())
         held = established(victim, server.port)
@@ -41,7 +41,7 @@ def test_sigkill_under_load_fails_only_the_victims_connections(serve):
         mark = load.ok
         wait_until(lambda: load.ok > mark + 200, 10, "load after the replacement")
     # Only requests on the victim's own connections may fail: one per connection at most.
-    assert load.outcome.failed <= held + 2, f"{load.outcome}, victim held {held}"
+    assert load.failed <= held + 2, f"{load}, victim held {held}"
 
 
 def test_sigstopped_worker_is_detected_and_replaced(serve):

@@ -13,7 +13,7 @@ import pytest
 import trustme
 import uvicorn
 
-from forkserve.protocol import http_protocol_class
+from forkserve.http.choice import http_protocol_class
 from tests.conftest import wait_until
 
 

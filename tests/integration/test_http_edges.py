@@ -271,7 +271,7 @@ def test_proxy_headers_from_a_trusted_peer(connect):
 
 
 def test_proxy_headers_from_an_untrusted_peer_are_ignored(serve):
-    # With the health check on too: its wrapper goes inside the proxy layer (forkserve.protocol.wrap_app).
+    # With the health check on too: its wrapper goes inside the proxy layer (http.protocol.wrap_app).
     flags = ("-w", "1", "--forwarded-allow-ips", "10.0.0.1", "--health-path", "/healthz")
     server = serve(*flags, app="http_edges:app", wait=1)
     assert server.get("/healthz").status_code == 200

@@ -118,8 +118,8 @@ def test_unknown_user_is_one_line_and_exit_2(tmp_path):
 def test_switching_user_without_root_is_refused():
     # Checked in a forked child that became nobody (this machine's Python may not be executable by
     # nobody, so no fresh interpreter): the master's own check, on a real unprivileged process.
+    from forkserve.common.privileges import check_can_switch, resolve_identity
     from forkserve.errors import ConfigError
-    from forkserve.privileges import check_can_switch, resolve_identity
 
     daemon = resolve_identity("daemon", None)
     read_end, write_end = os.pipe()

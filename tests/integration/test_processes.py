@@ -166,13 +166,18 @@ def test_master_does_not_leak_fds_across_respawns(serve):
     # (0, 0.5, 1, 2 s) stays short.
     server = serve("-w", "5", wait=5)
     fd_dir = f"/proc/{server.pid}/fd"
-    before = sorted(os.listdir(fd_dir))
+
+    def open_files() -> list[str]:
+        # What each fd refers to, not its number: a pidfd freed and another opened may swap numbers.
+        return sorted(os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir))
+
+    before = open_files()
     for _ in range(4):
         victims = set(server.workers())
         for victim in victims:
             os.kill(victim, signal.SIGKILL)
         server.wait_workers(5, exclude=victims, timeout=15)
-    after = sorted(os.listdir(fd_dir))
+    after = open_files()
     assert server.log().count("was killed by SIGKILL") == 20
     assert after == before
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import alive, wait_until
-from tests.integration.load import Load
+from tests.integration.load import background_load
 
 
 def write_app(directory: Path, version: str, *, broken: bool = False) -> None:
@@ -57,7 +57,7 @@ def start_versioned(serve, tmp_path: Path, *args: str, workers: int = 2):
 def test_four_hups_under_load_fail_nothing_and_serve_new_code(serve, tmp_path):
     server = start_versioned(serve, tmp_path)
     original = set(server.workers())
-    with Load(server.url) as load:
+    with background_load(server.url) as load:
         for version in ("v2", "v3", "v4", "v5"):
             time.sleep(2.5)  # the scenario: HUPs 2.5 s apart under steady load
             write_app(tmp_path, version)
@@ -65,12 +65,11 @@ def test_four_hups_under_load_fail_nothing_and_serve_new_code(serve, tmp_path):
         wait_until(lambda: generation_only(server, 5, 2), 20, "generation 5 alone", server.tail)
         settled = load.ok
         wait_until(lambda: load.ok > settled + 50, 10, "more requests on generation 5")
-    outcome = load.outcome
-    assert outcome.failed == 0, f"{outcome}\n{server.tail()}"
-    assert outcome.ok > 500, outcome
+    assert load.failed == 0, f"{load}\n{server.tail()}"
+    assert load.ok > 500, load
     assert not set(server.workers()) & original
     assert server.get().text == "v5"
-    assert {"v1", "v5"} <= outcome.bodies
+    assert {b"v1", b"v5"} <= load.bodies()
 
 
 def test_request_in_flight_across_a_hup_completes(serve, tmp_path):
@@ -90,13 +89,13 @@ def test_hup_with_broken_code_keeps_the_old_workers_serving(serve, tmp_path):
     server = start_versioned(serve, tmp_path)
     before = set(server.workers())
     write_app(tmp_path, "v2", broken=True)
-    with Load(server.url, keep_alive=4, fresh=2) as load:
+    with background_load(server.url, keep_alive=4, fresh=2) as load:
         server.signal(signal.SIGHUP)
         server.wait_log(r"reload aborted: generation 2 failed to load: cannot load versioned:app")
         server.wait_log(r"generation 1 keeps serving; fix the app and send HUP again")
         mark = load.ok
         wait_until(lambda: load.ok > mark + 20, 10, "requests after the failed reload")
-    assert load.outcome.failed == 0, load.outcome
+    assert load.failed == 0, load
     assert set(server.workers()) == before
     assert "SyntaxError" in server.log()
     assert server.get().text == "v1"
@@ -111,12 +110,12 @@ def test_hup_storm_converges_to_one_generation(serve, tmp_path):
     server = start_versioned(serve, tmp_path)
     fd_dir = Path(f"/proc/{server.pid}/fd")
     fds_before = len(list(fd_dir.iterdir()))
-    with Load(server.url, keep_alive=8, fresh=4) as load:
+    with background_load(server.url, keep_alive=8, fresh=4) as load:
         for _ in range(10):
             server.signal(signal.SIGHUP)
             time.sleep(0.3)
         wait_until(lambda: generation_only(server, 11, 2), 30, "generation 11 alone", server.tail)
-    assert load.outcome.failed == 0, f"{load.outcome}\n{server.tail()}"
+    assert load.failed == 0, f"{load}\n{server.tail()}"
     seen_zygotes = [pid for pid, title in server.processes().items() if "zygote" in title]
     assert len(seen_zygotes) == 1
     assert len(list(fd_dir.iterdir())) == fds_before
@@ -125,21 +124,21 @@ def test_hup_storm_converges_to_one_generation(serve, tmp_path):
 def test_max_requests_recycles_workers_under_load_without_failures(serve, tmp_path):
     server = start_versioned(serve, tmp_path, "--max-requests", "300", "--max-requests-jitter", "50")
     original = set(server.workers())
-    with Load(server.url, keep_alive=8, fresh=2) as load:
+    with background_load(server.url, keep_alive=8, fresh=2) as load:
         server.wait_log(r"retiring worker \d \(pid \d+\): replaced \(recycled\)", count=4, timeout=30)
-    assert load.outcome.failed == 0, f"{load.outcome}\n{server.tail()}"
+    assert load.failed == 0, f"{load}\n{server.tail()}"
     assert not set(server.workers()) & original
     assert "asking to be replaced" in server.log()
 
 
 def test_ttou_drains_under_load_without_failures(serve, tmp_path):
     server = start_versioned(serve, tmp_path, workers=3)
-    with Load(server.url, keep_alive=8, fresh=2) as load:
+    with background_load(server.url, keep_alive=8, fresh=2) as load:
         server.signal(signal.SIGTTOU)
         wait_until(lambda: len(server.workers()) == 2, 15, "two workers", server.tail)
         mark = load.ok
         wait_until(lambda: load.ok > mark + 50, 10, "requests after scaling down")
-    assert load.outcome.failed == 0, load.outcome
+    assert load.failed == 0, load
 
 
 def test_term_answers_every_connection_waiting_in_the_accept_queue(serve):
@@ -214,7 +213,7 @@ def test_usr2_hands_over_to_a_new_master_without_failures(serve, tmp_path):
     pidfile = tmp_path / "app.pid"
     server = start_versioned(serve, tmp_path, "--pid", str(pidfile))
     old_workers = set(server.workers())
-    with Load(server.url, keep_alive=8, fresh=4) as load:
+    with background_load(server.url, keep_alive=8, fresh=4) as load:
         write_app(tmp_path, "v2")
         server.signal(signal.SIGUSR2)
         new_master = wait_until(
@@ -222,12 +221,12 @@ def test_usr2_hands_over_to_a_new_master_without_failures(serve, tmp_path):
         )
         assert int((tmp_path / "app.pid.oldbin").read_text()) == server.pid
         # Its workers serve beside the old ones, then the operator stops the old master.
-        wait_until(lambda: "v2" in load.outcome.bodies, 15, "the new master's workers to answer", server.tail)
+        wait_until(lambda: b"v2" in load.bodies(), 15, "the new master's workers to answer", server.tail)
         server.signal(signal.SIGTERM)
         assert server.wait_exit(15) == 0
         mark = load.ok
         wait_until(lambda: load.ok > mark + 100, 10, "requests after the old master left")
-    assert load.outcome.failed == 0, f"{load.outcome}\n{server.tail()}"
+    assert load.failed == 0, f"{load}\n{server.tail()}"
     assert list(masters_in_group(server)) == [new_master]
     assert not [pid for pid in old_workers if alive(pid)]
     assert not (tmp_path / "app.pid.oldbin").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from forkserve import supported
+from forkserve.common import supported
 
 UNSUPPORTED = "0.44.0"  # boots, then answers every request with 400 (issue 15)
 

@@ -8,8 +8,8 @@ uvicorn's tests/conftest.py; the test file itself is uvicorn's, unmodified. Each
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from forkserve.http_fast import FastHttpToolsProtocol
-from forkserve.protocol import http_protocol_class
+from forkserve.http.choice import http_protocol_class
+from forkserve.http.fast import FastHttpToolsProtocol
 
 
 @pytest.fixture(

@@ -6,15 +6,8 @@ from typing import Any
 
 import pytest
 
-from forkserve.config import (
-    DEFAULTS,
-    SETTINGS,
-    SETTINGS_BY_NAME,
+from forkserve.config.parsers import (
     BindSpec,
-    Config,
-    Setting,
-    Source,
-    env_source,
     parse_bind_one,
     parse_binds,
     parse_bool,
@@ -24,8 +17,9 @@ from forkserve.config import (
     parse_positive_seconds,
     parse_seconds,
     parse_workers,
-    resolve,
 )
+from forkserve.config.settings import DEFAULTS, SETTINGS, SETTINGS_BY_NAME, Config, Setting
+from forkserve.config.sources import Source, env_source, resolve
 from forkserve.errors import ConfigError
 
 BIND_FORMS = "expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"

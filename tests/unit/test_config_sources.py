@@ -9,17 +9,11 @@ from typing import Any
 import pytest
 
 from forkserve.api import build_config
-from forkserve.cli import effective_settings
-from forkserve.config import (
-    SETTINGS,
-    Source,
-    parse_header_overrides,
-    parse_size,
-    parse_static,
-    parse_tls_version,
-    resolve,
-)
-from forkserve.configfile import discovered_source, file_source
+from forkserve.cli.main import effective_settings
+from forkserve.config.file import discovered_source, file_source
+from forkserve.config.parsers import parse_header_overrides, parse_size, parse_static, parse_tls_version
+from forkserve.config.settings import SETTINGS
+from forkserve.config.sources import Source, resolve
 from forkserve.errors import ConfigError
 
 WORKERS_EXPECTED = "expected a number of workers of at least 1, or 'auto'"

@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from forkserve import controlpath
 from forkserve.api import build_config
-from forkserve.cli import command
-from forkserve.config import Config
+from forkserve.cli.main import command
+from forkserve.config.settings import Config
+from forkserve.services import controlpath
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from forkserve import docgen, errors
-from forkserve.config import SETTINGS, Setting, parse_bool
-from forkserve.lifecycle import TRANSITIONS, Event, State
+from forkserve import errors
+from forkserve.config import docgen
+from forkserve.config.parsers import parse_bool
+from forkserve.config.settings import SETTINGS, Setting
 from forkserve.policy import backoff, timeouts
+from forkserve.policy.lifecycle import TRANSITIONS, Event, State
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "configuration.md"
@@ -51,7 +53,7 @@ def help_text() -> str:
 def test_committed_page_is_the_rendered_table() -> None:
     committed = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
     assert committed == docgen.render_configuration(), (
-        "docs/configuration.md is stale: run `python -m forkserve.docgen` and commit the result"
+        "docs/configuration.md is stale: run `python -m forkserve.config.docgen` and commit the result"
     )
 
 
@@ -69,7 +71,7 @@ def test_check_names_the_command_to_run(tmp_path: Path, capsys: pytest.CaptureFi
     docgen.main(["--check", "--output", str(tmp_path / "missing.md")])
     message = capsys.readouterr().err.strip()
     assert "\n" not in message
-    assert "python -m forkserve.docgen" in message
+    assert "python -m forkserve.config.docgen" in message
 
 
 @pytest.mark.parametrize("spec", SETTINGS, ids=lambda spec: spec.name)
@@ -125,7 +127,7 @@ def test_design_page_lists_exactly_the_lifecycle_transitions() -> None:
     documented = {(State(a), Event(e), State(b)) for a, e, b in _TRANSITION_ROW.findall(text)}
     actual = {(state, event, new) for state, moves in TRANSITIONS.items() for event, new in moves.items()}
     assert documented == actual, (
-        "the lifecycle table in docs/design.md differs from forkserve.lifecycle.TRANSITIONS: "
+        "the lifecycle table in docs/design.md differs from forkserve.policy.lifecycle.TRANSITIONS: "
         f"missing {sorted(map(str, actual - documented))}, extra {sorted(map(str, documented - actual))}"
     )
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from forkserve import events
-from forkserve.events import EventLog, FleetEvent
+from forkserve.services import events
+from forkserve.services.events import EventLog, FleetEvent
 
 
 def test_keeps_only_the_newest_events_but_counts_all() -> None:

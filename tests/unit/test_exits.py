@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from forkserve.exits import describe_status, exit_code_of, signal_name
+from forkserve.policy.exits import describe_status, exit_code_of, signal_name
 
 CORE_DUMPED = 0x80
 

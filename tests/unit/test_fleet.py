@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from forkserve.lifecycle import State
 from forkserve.policy.fleet import Action, Retire, Spawn, WorkerView, plan
+from forkserve.policy.lifecycle import State
 
 S, B, R, D, K, X = State.SPAWNING, State.BOOTING, State.READY, State.DRAINING, State.KILLING, State.EXITED
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from forkserve import hooks
-from forkserve.config import Source, resolve
+from forkserve.common import hooks
+from forkserve.config.sources import Source, resolve
 from forkserve.errors import AppError, ConfigError
-from forkserve.workerinfo import share_of, worker_info
+from forkserve.worker.info import share_of, worker_info
 
 
 def top_level_hook(info: object) -> None:

@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from forkserve.config import Source, http_choice_problem, resolve
+from forkserve.config.parsers import http_choice_problem
+from forkserve.config.sources import Source, resolve
 from forkserve.errors import ConfigError
-from forkserve.protocol import http_protocol_class
+from forkserve.http.choice import http_protocol_class
 
 EVERYTHING = {"httptools", "zttp", "uvicorn.protocols.http.zttp_impl"}
 
@@ -65,7 +66,7 @@ def test_checking_a_choice_imports_nothing():
     # The master validates --http and must not import uvicorn (its memory; docs/benchmarks.md).
     script = (
         "import sys\n"
-        "from forkserve.config import resolve, Source\n"
+        "from forkserve.config.sources import resolve, Source\n"
         "resolve([Source('cli', {'http': 'zttp'})])\n"
         "print(sorted(m for m in ('uvicorn', 'httptools', 'zttp') if m in sys.modules))\n"
     )

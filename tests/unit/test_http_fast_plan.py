@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from forkserve import http_fast
-from forkserve.http_fast import plan_for
-from forkserve.protocol import wrap_app
+from forkserve.http import fast_plan
+from forkserve.http.fast_plan import plan_for
+from forkserve.http.protocol import wrap_app
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -67,25 +67,25 @@ def test_the_plan_follows_a_replaced_app():
 )
 def test_response_header_values(value, valid):
     if valid:
-        http_fast._check_value(value)
-        assert (value in http_fast._VALID_VALUES) == (len(value) <= 64)
+        fast_plan.check_value(value)
+        assert (value in fast_plan.VALID_VALUES) == (len(value) <= 64)
     else:
         with pytest.raises(RuntimeError, match="Invalid HTTP header value"):
-            http_fast._check_value(value)
-        assert value not in http_fast._VALID_VALUES
+            fast_plan.check_value(value)
+        assert value not in fast_plan.VALID_VALUES
 
 
 @pytest.mark.parametrize("name", [b"a: b", b"x y", b"bad\r\nname", b"(x)"])
 def test_a_bad_response_header_name_is_refused(name):
     with pytest.raises(RuntimeError, match="Invalid HTTP header name"):
-        http_fast._check_name(name)
-    assert name not in http_fast._VALID_NAMES
+        fast_plan.check_name(name)
+    assert name not in fast_plan.VALID_NAMES
 
 
 def test_bytearray_headers_are_checked_but_not_remembered():
-    http_fast._check_name(bytearray(b"x-only-in-a-bytearray"))
-    http_fast._check_value(bytearray(b"only-in-a-bytearray"))
-    assert b"x-only-in-a-bytearray" not in http_fast._VALID_NAMES
-    assert b"only-in-a-bytearray" not in http_fast._VALID_VALUES
+    fast_plan.check_name(bytearray(b"x-only-in-a-bytearray"))
+    fast_plan.check_value(bytearray(b"only-in-a-bytearray"))
+    assert b"x-only-in-a-bytearray" not in fast_plan.VALID_NAMES
+    assert b"only-in-a-bytearray" not in fast_plan.VALID_VALUES
     with pytest.raises(RuntimeError, match="Invalid HTTP header value"):
-        http_fast._check_value(bytearray(b"bad\r\n"))
+        fast_plan.check_value(bytearray(b"bad\r\n"))

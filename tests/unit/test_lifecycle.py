@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from forkserve.lifecycle import (
+from forkserve.policy.lifecycle import (
     LIVE,
     SERVING_OR_ABOUT_TO,
     TRANSITIONS,

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from forkserve import events
-from forkserve.eventlines import EventLines, describe
-from forkserve.events import FleetEvent
-from forkserve.logs import LOGGER_NAMES, Formatter, JsonFormatter, LogSetup
-from forkserve.protocol import AccessLine
+from forkserve.common.logs import LOGGER_NAMES, Formatter, JsonFormatter, LogSetup
+from forkserve.http.protocol import AccessLine
+from forkserve.services import events
+from forkserve.services.eventlines import EventLines, describe
+from forkserve.services.events import FleetEvent
 
 
 def record(

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from forkserve.logs import LOGGER_NAMES, Formatter, LogSetup, short_traceback
+from forkserve.common.logs import LOGGER_NAMES, Formatter, LogSetup, short_traceback
 
 DEBUG_HINT = "(the full traceback is shown with --log-level debug)"
 

@@ -14,17 +14,19 @@ import pytest
 from prometheus_client import values
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from forkserve import events, promdir
-from forkserve.config import Source, resolve
+from forkserve.common import promdir
+from forkserve.common.promdir import DbFile, MultiprocDir, fold, parse_db_name, plan_sweep, stale_dirs
+from forkserve.config.sources import Source, resolve
 from forkserve.errors import ConfigError
-from forkserve.fleetmetrics import (
+from forkserve.services import events
+from forkserve.services.fleetmetrics import (
     exit_reason,
     fleet_families,
     one_row_per_worker,
     request_totals,
 )
-from forkserve.promdir import DbFile, MultiprocDir, fold, parse_db_name, plan_sweep, stale_dirs
-from forkserve.reqstats import (
+from forkserve.services.status import FleetStatus, QueueStatus, WorkerStatus
+from forkserve.worker.reqstats import (
     BUCKETS,
     DURATION,
     REQUESTS,
@@ -33,7 +35,6 @@ from forkserve.reqstats import (
     bucket_index,
     status_class,
 )
-from forkserve.status import FleetStatus, QueueStatus, WorkerStatus
 
 
 @pytest.mark.parametrize(
@@ -185,7 +186,16 @@ def test_exit_reasons_are_a_fixed_set(reason: str, expected: str) -> None:
 
 
 def row(worker_id: int, state: str, generation: int = 1, slot: int = 0, **fields: Any) -> WorkerStatus:
-    values = {"uptime": 1.0, "requests": 0, "in_flight": 0, "connections": 0, "rss": 0, "busy": 0.0, **fields}
+    values = {
+        "uptime": 1.0,
+        "requests": 0,
+        "in_flight": 0,
+        "connections": 0,
+        "websockets": 0,
+        "rss": 0,
+        "busy": 0.0,
+        **fields,
+    }
     return WorkerStatus(worker_id, slot, 1000 + slot, generation, state, **values)
 
 

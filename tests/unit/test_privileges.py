@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from forkserve.config import Source, resolve
+from forkserve.common.privileges import Identity, parse_umask, resolve_identity
+from forkserve.config.sources import Source, resolve
 from forkserve.errors import ConfigError
-from forkserve.privileges import Identity, parse_umask, resolve_identity
 
 NOBODY = pwd.getpwnam("nobody")
 DAEMON = pwd.getpwnam("daemon")

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from forkserve.envfile import apply_env, read_env_file
+from forkserve.config.envfile import apply_env, read_env_file
 from forkserve.errors import ConfigError
-from forkserve.secure_headers import header_lists
+from forkserve.http.secure_headers import header_lists
 
 DEFAULT_HTTP = [
     (b"x-content-type-options", b"nosniff"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from forkserve.sizing import (
+from forkserve.common.sizing import (
     CgroupPaths,
     CpuBudget,
     affinity_count,

@@ -9,11 +9,18 @@ from dataclasses import replace
 
 import pytest
 
-from forkserve import fleetmetrics, statusview
-from forkserve.fleetmetrics import RequestTotals
-from forkserve.lifecycle import State, WorkerRecord
-from forkserve.scoreboard import Scoreboard, SlotState
-from forkserve.status import FleetStatus, ListenerStatus, ready_workers, scoreboard_snapshot, worker_status
+from forkserve.cli import statusview
+from forkserve.common.scoreboard import Scoreboard, SlotState
+from forkserve.policy.lifecycle import State, WorkerRecord
+from forkserve.services import fleetmetrics
+from forkserve.services.fleetmetrics import RequestTotals
+from forkserve.services.status import (
+    FleetStatus,
+    ListenerStatus,
+    ready_workers,
+    scoreboard_snapshot,
+    worker_status,
+)
 
 
 @pytest.fixture

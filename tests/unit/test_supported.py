@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from forkserve import supported
+from forkserve.common import supported
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from forkserve import events
-from forkserve.config import BindSpec
-from forkserve.sockets import binds_left
-from forkserve.systemd import (
+from forkserve.common.sockets import binds_left
+from forkserve.config.parsers import BindSpec
+from forkserve.services import events
+from forkserve.services.systemd import (
     Notifier,
     Watchdog,
     listen_fds,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forkserve.lifecycle import State
+from forkserve.policy.lifecycle import State
 from forkserve.policy.timeouts import Overdue, TimeView, overdue
 
 NOW = 1000.0

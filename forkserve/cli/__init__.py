@@ -1,0 +1,1 @@
+"""The ``forkserve`` command line and ``forkserve ctl``."""

@@ -1,0 +1,138 @@
+"""``forkserve APP [OPTIONS]``: the command line, built from the settings table.
+
+Every option is generated from ``forkserve.config.settings.SETTINGS`` and read as a raw string, so the CLI,
+the environment and the library validate through the same parsers and say the same thing about a
+bad value. Errors are rendered here, once: one line, ``forkserve: error: ...``, and the error's
+exit code; never a traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from forkserve import __version__
+from forkserve.api import build_config
+from forkserve.common.logs import LogSetup
+from forkserve.config.settings import SETTINGS, Config, Setting
+from forkserve.errors import ForkserveError
+from forkserve.master.master import Master
+
+
+def _option(spec: Setting) -> click.Option:
+    if spec.is_flag:
+        long_flags = [f for f in spec.flags if f.startswith("--")]
+        declarations = [f"{'/'.join(long_flags)}/--no-{long_flags[0][2:]}", spec.name]
+        return click.Option(declarations, default=None, help=spec.help)
+    return click.Option(
+        [*spec.flags, spec.name],
+        type=str,
+        default=None,
+        multiple=spec.multiple,
+        metavar=spec.metavar or None,
+        help=spec.help,
+    )
+
+
+def fail(error: ForkserveError) -> None:
+    click.echo(f"forkserve: error: {error}", err=True)
+    for line in error.detail.splitlines():
+        click.echo(f"  {line}", err=True)
+    sys.exit(error.exit_code)
+
+
+SECRET_SETTINGS = frozenset({"keyfile_password"})
+
+
+def effective_settings(config: Config, origins: Mapping[str, str]) -> str:
+    """--print-config: every setting, its effective value and where that value came from."""
+    rows = []
+    for spec in SETTINGS:
+        value = getattr(config, spec.name)
+        if value is None:
+            shown = "(not set)"
+        elif spec.name in SECRET_SETTINGS:
+            shown = "(hidden)"
+        elif isinstance(value, bool):
+            shown = "on" if value else "off"
+        elif isinstance(value, tuple):
+            shown = ", ".join(str(item) for item in value) or "(none)"
+        else:
+            shown = str(value)
+        rows.append((spec.name.replace("_", "-"), shown, origins.get(spec.name, "default")))
+    name_width = max(len(row[0]) for row in rows)
+    value_width = min(40, max(len(row[1]) for row in rows))
+    lines = [f"{'setting':<{name_width}}  {'value':<{value_width}}  from"]
+    lines += [f"{name:<{name_width}}  {shown:<{value_width}}  {origin}" for name, shown, origin in rows]
+    return "\n".join(lines)
+
+
+def serve(app_argument: str | None, print_config: bool = False, **values: Any) -> None:
+    try:
+        config, origins = build_config(values, cli=True)
+    except ForkserveError as error:
+        fail(error)
+    if print_config:
+        click.echo(effective_settings(config, origins))
+        sys.exit(0)
+    app = app_argument or config.app
+    if not app:
+        click.echo(
+            "forkserve: error: missing APP; name your ASGI app as module:attribute, "
+            "e.g. forkserve forkserve.demo:app -w auto (or set FORKSERVE_APP)",
+            err=True,
+        )
+        sys.exit(2)
+    try:
+        logs = LogSetup(config.log_level, "master", config.log_file, log_format=config.log_format)
+        master = Master(app, config, logs=logs, owns_process=True, argv=sys.argv[1:])
+        from setproctitle import setproctitle
+
+        setproctitle(f"forkserve: master [{app}]")
+        sys.exit(master.run())
+    except ForkserveError as error:
+        fail(error)
+
+
+command = click.Command(
+    "forkserve",
+    callback=serve,
+    params=[click.Argument(["app_argument"], required=False, metavar="APP"), *(_option(s) for s in SETTINGS)],
+    help="Serve the ASGI app APP (module:attribute) with a master, a zygote and pre-forked workers.\n\n"
+    "Signals to the master: TERM/INT graceful stop, QUIT immediate stop, HUP reload, TTIN/TTOU one "
+    "worker more/less, USR1 reopen log files. Every option can also be set as FORKSERVE_<NAME>.",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        click.echo(f"forkserve {__version__}")
+        ctx.exit()
+
+
+command.params.append(
+    click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+                 help="Show the version and exit.")
+)  # fmt: skip
+
+
+command.params.append(
+    click.Option(["--print-config"], is_flag=True, default=False,
+                 help="Print every setting's effective value and where it came from (default, file, "
+                 "environment variable or flag), then exit.")
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["ctl"]:
+        # A separate command group, so `forkserve APP` keeps its flags and an app may be named "ctl.py".
+        from forkserve.cli import ctl
+
+        ctl.main(args[1:])
+        return
+    command.main(args=args, prog_name="forkserve")

@@ -1,0 +1,1 @@
+"""The settings table, the parsers and the sources, and the docs generated from them."""

@@ -1,0 +1,1 @@
+"""The HTTP protocols a worker runs, and the middleware around the app."""

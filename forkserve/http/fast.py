@@ -1,0 +1,357 @@
+"""forkserve's fast HTTP/1.1 protocol (``--http fast``): uvicorn's httptools protocol, less Python.
+
+Theory of operation. Parsing is not where a worker's time goes: httptools parses a request in
+about a microsecond. The time goes to the Python around the ASGI call (docs/design.md has the
+profile). This class is uvicorn's ``HttpToolsProtocol`` with the per-request methods rewritten to
+do once per connection (or once per second) what uvicorn does once per request:
+
+* The scope is a copy of a per-connection template (type, asgi, server, client, scheme,
+  root_path) plus the six per-request keys; the path is split with ``bytes.partition`` unless the
+  target is unusual (absolute form, ``*``, a fragment), where ``httptools.parse_url`` decides.
+* No ``on_message_begin`` callback: the per-request state is reset when a head completes, which
+  saves a C-to-Python call per request.
+* Proxy headers are handled here instead of by uvicorn's ``ProxyHeadersMiddleware`` wrapping the
+  app: whether the peer is a trusted proxy is decided once per connection, and the headers are
+  only looked at for trusted peers. (WebSocket upgrades still go through the middleware.)
+* Response header names and short values are checked against uvicorn's expressions once per
+  worker (then found in a set), and the ``date``/``server`` lines are joined once per second.
+* A head with a content-length is written together with the first body chunk: one ``send`` per
+  small response instead of two (the ASGI spec lets a server hold the head until the first body
+  event). A head without one (a stream, whose first chunk may take a while) goes out at once.
+* ``receive()`` makes an ``asyncio.Event`` only when the app has to wait for body bytes; a task
+  removes itself from the server's task set when it finishes instead of through a done-callback.
+
+Rejected: running the app coroutine without a task until it first suspends (eager start). It
+saves the most, but Python 3.11 has no eager tasks, and code under the app (anyio, Starlette)
+expects ``asyncio.current_task()`` to be its own task.
+
+Where a setting needs per-request work it is paid only when set: ``--limit-concurrency``,
+access logging, trusted proxies, ``root_path``. A further per-request limit (a header count, a
+body size) belongs in ``on_header`` / ``on_body`` next to the checks already there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+import urllib.parse
+from collections import deque
+from typing import Any
+
+import httptools
+
+from forkserve.http.fast_cycle import FastCycle
+from forkserve.http.fast_plan import METHODS, plan_for
+from forkserve.http.protocol import HEAD_END, HEAD_TOO_LARGE, AccessLine, DrainingMixin, LingeringTransport
+from forkserve.http.uvicorn_api import (
+    HIGH_WATER_LIMIT,
+    TRACE_LOG_LEVEL,
+    Config,
+    HttpToolsProtocol,
+    ServerState,
+    service_unavailable,
+)
+
+
+class FastHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the per-request path rewritten (module docstring).
+
+    Also carries forkserve's per-connection limits (``--max-header-size``, ``--header-timeout``)
+    inline, since a mixin wrapping ``data_received`` would cost a call per read.
+    """
+
+    on_message_begin = None  # type: ignore[assignment]  # httptools then skips the callback
+    # Class attributes set per worker (see forkserve.http.choice.http_protocol_class).
+    header_timeout = 10.0
+    max_header_size = 64 * 1024
+    draining = False
+    header_deadline: float | None = None
+    header_bytes = 0
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        # Not calling HttpToolsProtocol.__init__: it looks up loggers and settings per connection.
+        if not config.loaded:
+            config.load()
+        plan = plan_for(config)
+        self.plan = plan
+        self.config = config
+        self.app = plan.app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.logger = plan.logger
+        self.access_logger = plan.access_logger
+        self.access_log = plan.access_log
+        self.parser = httptools.HttpRequestParser(self)
+        # As uvicorn: answer the first of pipelined requests sent after "Connection: close".
+        with contextlib.suppress(AttributeError):  # httptools < 0.6.3 has no leniencies
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.ws_protocol_class = config.ws_protocol_class
+        self.root_path = plan.root_path
+        self.asgi_version = config.asgi_version
+        self.limit_concurrency = config.limit_concurrency
+        self.app_state = app_state
+        self.timeout_keep_alive_task = None
+        self.timeout_keep_alive = config.timeout_keep_alive
+        self.server_state = server_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.transport = None  # type: ignore[assignment]
+        self.flow = None  # type: ignore[assignment]
+        self.server = None
+        self.client = None
+        self.scheme = None
+        self.pipeline = deque()
+        self.scope = None  # type: ignore[assignment]
+        self.headers = []
+        self.url = b""
+        self.expect_100_continue = False
+        self.cycle = None  # type: ignore[assignment]
+        self.upgrading = False
+        self.proxy_trusted = False
+        self.template: dict[str, Any] = {}
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[arg-type]
+        self.header_deadline = time.monotonic() + self.header_timeout
+        self.template = {
+            "type": "http",
+            "asgi": self.plan.asgi,
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+        }
+        trusted = self.plan.trusted
+        if trusted is not None:
+            self.proxy_trusted = (self.client[0] if self.client else None) in trusted
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = "{}:{} - ".format(*self.client) if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection lost", prefix)
+        cycle: Any = self.cycle
+        if cycle is not None:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.wake()
+        if self.flow is not None:
+            self.flow.resume_writing()
+        if exc is None:
+            self.transport.close()
+            self._unset_keepalive_if_required()
+        self.parser = None  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        transport: Any = self.transport
+        if transport.lingering:
+            return  # read and dropped: the response that closed this connection has been sent
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            # These bytes begin (or continue) the head of the next request.
+            if self.header_deadline is None:
+                self.header_deadline = time.monotonic() + self.header_timeout
+                self.header_bytes = 0
+            total = self.header_bytes + len(data)
+            if total > self.max_header_size:
+                # Only the head counts: a body may follow it in the same read.
+                end = data.find(HEAD_END)
+                if end < 0 or self.header_bytes + end + len(HEAD_END) > self.max_header_size:
+                    transport.write(HEAD_TOO_LARGE)
+                    transport.close()
+                    return
+            self.header_bytes = total
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    # Parser callbacks
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        if headers is None:
+            # A trailer field of a chunked body: llhttp reports trailers through this same
+            # callback after the body. Dropped, as uvicorn does; never the next request's header.
+            return
+        name = name.lower()
+        # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from the value.
+        value = value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        scope = self.template.copy()
+        method = parser.get_method()
+        scope["method"] = METHODS.get(method) or method.decode("ascii")
+        http_version = parser.get_http_version()
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        headers = self.headers
+        scope["headers"] = headers
+        self.scope = scope  # type: ignore[assignment]
+        if parser.should_upgrade() and self._should_upgrade():
+            self.upgrading = True  # handle_websocket_upgrade reads self.url and self.scope next
+            return
+        url = self.url
+        # The next request's state: nothing before the next head's first callback reads it. The
+        # header list is closed until this message completes, so trailers cannot reach it.
+        self.url = b""
+        self.headers = None  # type: ignore[assignment]
+        self.header_deadline = None
+        expect_100_continue = self.expect_100_continue
+        if expect_100_continue:
+            self.expect_100_continue = False
+        scope["state"] = self.app_state.copy()
+
+        if url[:1] == b"/" and b"#" not in url:
+            raw_path, _, query = url.partition(b"?")
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path, parsed.query or b""
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        if self.root_path:
+            scope["path"] = self.root_path + path
+            scope["raw_path"] = self.plan.root_path_bytes + raw_path
+        else:
+            scope["path"] = path
+            scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        if self.proxy_trusted:
+            self._apply_proxy_headers(scope, headers)
+
+        app = self.app
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
+        ):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+
+        keep_alive = http_version != "1.0" and parser.should_keep_alive() and not self.draining
+        existing = self.cycle
+        cycle: Any = FastCycle(self, scope, keep_alive, expect_100_continue)
+        self.cycle = cycle
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, app)
+        else:
+            # Pipelined: answered in order, once the current response is complete.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+
+    def _apply_proxy_headers(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+        # What uvicorn's ProxyHeadersMiddleware does, for a peer already known to be trusted.
+        proto: bytes | None = None
+        forwarded_for: list[bytes] = []
+        for name, value in headers:
+            if name == b"x-forwarded-proto":
+                proto = value
+            elif name == b"x-forwarded-for":
+                forwarded_for.append(value)
+        if proto is not None:
+            scheme = proto.decode("latin1").strip()
+            if scheme in ("http", "https", "ws", "wss"):
+                scope["scheme"] = scheme
+        if forwarded_for:
+            addresses = b", ".join(forwarded_for).decode("latin1")
+            host, port = self.plan.trusted.get_trusted_client_address(addresses)
+            if host:
+                scope["client"] = (host, port)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self.config.reset_contextvars:
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        # run_asgi's finally takes the task out of the set: cheaper than a done-callback, which is
+        # one more scheduled call per request. (A task cancelled before its first step skips that;
+        # only uvicorn's shutdown cancels tasks, after the graceful timeout, and it does not wait
+        # on the set again.)
+        cycle.task = task
+        self.tasks.add(task)
+
+    def on_body(self, body: bytes) -> None:
+        cycle: Any = self.cycle
+        if self.upgrading or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        if self.upgrading:
+            return  # the upgrade reads this request's headers next
+        self.headers = []
+        cycle: Any = self.cycle
+        if cycle.response_complete:
+            return
+        cycle.more_body = False
+        cycle.wake()
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        flow = self.flow
+        if flow.read_paused:
+            flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def header_overdue(self, now: float) -> bool:
+        """Called by the worker's sweep: close the connection if its request head is late."""
+        if self.header_deadline is None or now < self.header_deadline or self.transport.is_closing():
+            return False
+        self.transport.close()
+        return True
+
+
+class DrainingFastProtocol(DrainingMixin, FastHttpToolsProtocol):
+    """The fast protocol with forkserve's per-connection drain (forkserve.http.protocol)."""
+
+    # The fast class does the mixin's per-read work inline; keep its versions.
+    data_received = FastHttpToolsProtocol.data_received
+    header_overdue = FastHttpToolsProtocol.header_overdue
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        FastHttpToolsProtocol.connection_made(self, transport)
+        if self.access_log:
+            # As the mixin does: the access line is written when the response ends, with its latency.
+            self.access_line = self.access_logger = AccessLine(self.access_logger)
+
+    def on_headers_complete(self) -> None:
+        if self.access_line is not None:
+            self.access_line.started = time.perf_counter()
+        FastHttpToolsProtocol.on_headers_complete(self)

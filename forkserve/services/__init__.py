@@ -1,0 +1,1 @@
+"""Optional parts beside the master's loop, each seeing the master through a small port."""

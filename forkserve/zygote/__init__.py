@@ -1,0 +1,1 @@
+"""The zygote process: imports the app once per generation, then forks workers."""
