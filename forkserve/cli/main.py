@@ -85,13 +85,18 @@ def _gunicorn_option(name: str, flags: tuple[str, ...], is_flag: bool) -> click.
     )
 
 
-def serve(app: str | None, print_config: bool = False, check_config: bool = False, **values: Any) -> None:
-    gunicorn_flags = {
+def pop_gunicorn_flags(values: dict[str, Any]) -> dict[str, Any]:
+    """Take gunicorn's flags out of the parsed VALUES: the ones given, by gunicorn setting name."""
+    flags = {
         key.removeprefix(GUNICORN_PREFIX): values.pop(key)
         for key in list(values)
         if key.startswith(GUNICORN_PREFIX)
     }
-    gunicorn_flags = {key: value for key, value in gunicorn_flags.items() if value not in (None, False, ())}
+    return {key: value for key, value in flags.items() if value not in (None, False, ())}
+
+
+def serve(app: str | None, print_config: bool = False, check_config: bool = False, **values: Any) -> None:
+    gunicorn_flags = pop_gunicorn_flags(values)
     notes: list[str] = []
     if print_config:
         try:

@@ -316,6 +316,7 @@ FLAGS: dict[str, tuple[tuple[str, ...], bool]] = {
     "worker_tmp_dir": (("--worker-tmp-dir",), False),
     "worker_connections": (("--worker-connections",), False),
     "keepalive": (("--keepalive",), False),
+    "pidfile": (("-p",), False),
 }
 
 
