@@ -29,7 +29,7 @@ import signal
 import socket
 from typing import Any
 
-from forkserve.common import faults, hooks, messages, privileges, promdir
+from forkserve.common import faults, gunicorn_hooks, hooks, messages, privileges, promdir
 from forkserve.common.logs import LogSetup, line_buffered_stdio, short_traceback
 from forkserve.common.scoreboard import Scoreboard
 from forkserve.common.zygotespec import SPEC_VARIABLE, ZygoteSpec
@@ -98,6 +98,8 @@ class Zygote:
             # Before the app's first line runs, and for good: workers inherit the identity.
             become_configured_user(self.spec.config)
             prepare_path(self.spec.config.app_dir)
+            # A gunicorn.conf.py runs before the app's import, as in gunicorn; its worker hooks live here.
+            gunicorn_hooks.attach(self.spec.config)
             app = load_app(self.spec.app, factory=self.spec.config.factory)
             self.uv_config = worker.uvicorn_config(self.spec.config, appwrap.wrap(app, self.spec.config))
             self.uv_config.load()
@@ -161,6 +163,7 @@ class Zygote:
         generation: int,
         environ: dict[str, str] | None = None,
     ) -> None:
+        gunicorn_hooks.pre_fork(worker_id, generation, self.scoreboard.header.workers or 1)
         try:
             faults.check(faults.WORKER_FORK)
             pid_r, pid_w = os.pipe()

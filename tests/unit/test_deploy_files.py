@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from forkserve.api import build_config
-from forkserve.cli.main import command
+from forkserve.cli.main import command, pop_gunicorn_flags
 from forkserve.config.settings import Config
 from forkserve.services import controlpath
 
@@ -35,7 +35,9 @@ def forkserve_config(argv: list[str], environ: dict[str, str]) -> tuple[str, Con
     values = dict(context.params)
     positional = values.pop("app_argument")
     values.pop("print_config", None)
-    config, _ = build_config(values, environ=environ, cli=True)
+    values.pop("check_config", None)
+    gunicorn_flags = pop_gunicorn_flags(values)
+    config, _ = build_config(values, environ=environ, cli=True, gunicorn_flags=gunicorn_flags)
     app = positional or config.app
     assert app, f"{argv} names no app (positional APP or FORKSERVE_APP)"
     return app, config
