@@ -87,7 +87,7 @@ def serve(app: str | None, print_config: bool = False, **values: Any) -> None:
         sys.exit(2)
     try:
         config, _origins = build_config(values, cli=True)
-        logs = LogSetup(config.log_level, "master", config.log_file, log_format=config.log_format)
+        logs = LogSetup.from_config(config, "master")
         master = Master(app, config, logs=logs, owns_process=True, argv=sys.argv[1:])
         from setproctitle import setproctitle
 

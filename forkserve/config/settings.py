@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from forkserve.common import privileges
+from forkserve.common import accessformat, privileges
 from forkserve.common.hooks import Hook, parse_hook
 from forkserve.errors import ConfigError
 
@@ -202,6 +202,47 @@ def parse_memory(raw: Any) -> str:
     if value < 0 or (text.endswith("%") and value >= 100):
         raise ValueError("expected megabytes (e.g. 512) or a percentage of memory below 100%")
     return f"{number}%" if text.endswith("%") else number
+
+
+def parse_optional_bool(raw: Any) -> bool | None:
+    """True, False, or None (unset: decided at run time)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return parse_bool(raw)
+
+
+def parse_dirs(raw: Any) -> tuple[str, ...]:
+    """Directories that exist (checked now, so a typo fails before anything starts)."""
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    if not isinstance(raw, str) and not isinstance(raw, Mapping):
+        raw = [os.fspath(item) if isinstance(item, os.PathLike) else item for item in raw]
+    dirs = tuple(_items(raw, r"[,\s]+"))
+    for path in dirs:
+        if not os.path.isdir(path):
+            raise ValueError(f"{path!r} is not a directory")
+    return dirs
+
+
+def parse_patterns(raw: Any) -> tuple[str, ...]:
+    return tuple(_items(raw, r"[,\s]+"))
+
+
+def parse_access_logformat(raw: Any) -> str | None:
+    """gunicorn's access-log format, checked now by rendering it once with sample facts."""
+    text = parse_optional_str(raw)
+    if text is not None:
+        problem = accessformat.format_problem(text)
+        if problem:
+            raise ValueError(problem)
+    return text
+
+
+def parse_log_config(raw: Any) -> str | None:
+    path = parse_optional_path(raw)
+    if path is not None and not os.path.isfile(path):
+        raise ValueError("no such file; expected a logging config (.json, .yaml, .yml or ini)")
+    return path
 
 
 def parse_choice(*choices: str) -> Parser:
@@ -558,6 +599,25 @@ class Config:
         False, "--reload", parse=parse_bool, is_flag=True, group="Reload and recycling",
         help="Development: watch the app's directory and roll new workers in when a .py file changes.",
     )  # fmt: skip
+    reload_dirs: tuple[str, ...] = setting(
+        (), "--reload-dir", parse=parse_dirs, metavar="DIR", group="Reload and recycling",
+        multiple=True, default_text="--app-dir",
+        help="--reload: watch this directory (repeat for several).",
+    )  # fmt: skip
+    reload_includes: tuple[str, ...] = setting(
+        (), "--reload-include", parse=parse_patterns, metavar="GLOB", group="Reload and recycling",
+        multiple=True, default_text="*.py",
+        help="--reload: also reload when a file matching this glob changes (repeat for several).",
+    )  # fmt: skip
+    reload_excludes: tuple[str, ...] = setting(
+        (), "--reload-exclude", parse=parse_patterns, metavar="GLOB", group="Reload and recycling",
+        multiple=True, default_text=".*, .py[cod], .sw.*, ~*",
+        help="--reload: ignore changes to files matching this glob (repeat for several).",
+    )  # fmt: skip
+    reload_delay: float = setting(
+        0.25, "--reload-delay", parse=parse_seconds, metavar="SECONDS", group="Reload and recycling",
+        help="--reload: wait this long after a change for more before reloading once.",
+    )  # fmt: skip
     health_path: str | None = setting(
         None, "--health-path", parse=parse_optional_str, metavar="PATH", group="Application",
         help="Answer this path in each worker, before the app: 200 while serving, 503 while stopping.",
@@ -643,6 +703,38 @@ class Config:
         help="Log one line per request. Off by default, as in gunicorn: it costs a quarter of a small "
         "endpoint's throughput logging to a file, half logging to a terminal (see docs/benchmarks.md).",
     )  # fmt: skip
+    access_logfile: str | None = setting(
+        None, "--access-logfile", parse=parse_optional_path, metavar="FILE|-", group="Logging",
+        default_text="off, unless --access-log",
+        help="Write the access log here, apart from the error log: '-' is stdout. Setting it turns the "
+        "access log on (gunicorn's meaning); reopened on USR1.",
+    )  # fmt: skip
+    error_logfile: str | None = setting(
+        None, "--error-logfile", parse=parse_optional_path, metavar="FILE|-", group="Logging",
+        default_text="--log-file, else stderr",
+        help="gunicorn's name for --log-file: '-' is stderr. Give one of the two.",
+    )  # fmt: skip
+    access_logformat: str | None = setting(
+        None, "--access-logformat", parse=parse_access_logformat, metavar="FORMAT", group="Logging",
+        default_text="forkserve's line, with latency",
+        help="The access line in gunicorn's atoms, e.g. '%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s "
+        "\"%(f)s\" \"%(a)s\"' (every atom in docs/logging.md).",
+    )  # fmt: skip
+    capture_output: bool = setting(
+        False, "--capture-output", parse=parse_bool, is_flag=True, group="Logging",
+        help="Send the app's print() and anything else it writes to stdout or stderr into the error log, "
+        "one record per line (tagged, and JSON under --log-format json).",
+    )  # fmt: skip
+    log_config: str | None = setting(
+        None, "--log-config", parse=parse_log_config, metavar="FILE", group="Logging",
+        help="Configure logging from this file in every process: dictConfig from .json or .yaml/.yml, "
+        "fileConfig (ini) otherwise. forkserve then leaves the app's loggers alone.",
+    )  # fmt: skip
+    use_colors: bool | None = setting(
+        None, "--use-colors", parse=parse_optional_bool, is_flag=True, group="Logging",
+        default_text="on when the log is a terminal",
+        help="Colour the level names of text log lines.",
+    )  # fmt: skip
     proxy_headers: bool = setting(
         True, "--proxy-headers", parse=parse_bool, is_flag=True, group="Proxy",
         help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips for the client address and scheme.",
@@ -666,6 +758,35 @@ class Config:
         "auto", "--ws", parse=parse_choice("auto", "none", "websockets", "websockets-sansio", "wsproto"),
         metavar="auto|none|websockets|websockets-sansio|wsproto", group="Protocol",
         help="WebSocket implementation; 'none' refuses upgrades.",
+    )  # fmt: skip
+    ws_max_size: int = setting(
+        16 * 1024 * 1024, "--ws-max-size", parse=parse_int(1), metavar="BYTES", group="Protocol",
+        help="Close a WebSocket (1009) whose incoming message is larger than this.",
+    )  # fmt: skip
+    ws_max_queue: int = setting(
+        32, "--ws-max-queue", parse=parse_int(1), metavar="N", group="Protocol",
+        help="Incoming WebSocket messages buffered before the connection stops reading (websockets only).",
+    )  # fmt: skip
+    ws_ping_interval: float = setting(
+        20.0, "--ws-ping-interval", parse=parse_seconds, metavar="SECONDS", group="Protocol",
+        help="Send a WebSocket ping this often; 0 sends none.",
+    )  # fmt: skip
+    ws_ping_timeout: float = setting(
+        20.0, "--ws-ping-timeout", parse=parse_seconds, metavar="SECONDS", group="Protocol",
+        help="Close a WebSocket whose pong has not come back this long after a ping; 0 waits forever.",
+    )  # fmt: skip
+    ws_per_message_deflate: bool = setting(
+        True, "--ws-per-message-deflate", parse=parse_bool, metavar="BOOL", group="Protocol",
+        help="Offer the permessage-deflate WebSocket extension (uvicorn's form: --ws-per-message-deflate "
+        "false).",
+    )  # fmt: skip
+    server_header: bool = setting(
+        True, "--server-header", parse=parse_bool, is_flag=True, group="Protocol",
+        help="Send 'server: uvicorn' (or --secure-header Server=VALUE instead) on every response.",
+    )  # fmt: skip
+    date_header: bool = setting(
+        True, "--date-header", parse=parse_bool, is_flag=True, group="Protocol",
+        help="Send a Date header on every response.",
     )  # fmt: skip
     # -- Configuration sources, security and limits (docs/configuration-sources.md, docs/security.md)
     config: str | None = setting(
@@ -914,6 +1035,11 @@ def resolve(sources: Sequence[Source]) -> tuple[Config, dict[str, str]]:
 
 
 def _check_consistency(config: Config) -> None:
+    if config.error_logfile is not None and config.log_file not in (None, config.error_logfile):
+        raise ConfigError(
+            f"--error-logfile {config.error_logfile} and --log-file {config.log_file} name two error "
+            "logs; give one of them (they are the same setting under gunicorn's and forkserve's names)"
+        )
     if config.workers != "auto":
         low = config.min_workers or config.workers
         high = config.max_workers or max(config.workers, low)

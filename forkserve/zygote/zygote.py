@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkserve.common import hooks, messages, privileges, promdir
+from forkserve.common import applogs, hooks, messages, privileges, promdir
 from forkserve.common.logs import LogSetup, line_buffered_stdio, short_traceback
 from forkserve.common.scoreboard import Scoreboard
 from forkserve.config.envfile import apply_env
@@ -157,7 +157,12 @@ class Zygote:
             # Before the app's first line runs, and for good: workers inherit the identity.
             become_configured_user(self.spec.config)
             prepare_path(self.spec.config.app_dir)
-            app = load_app(self.spec.app, factory=self.spec.config.factory)
+            app_logging = applogs.AppLogging(self.logs, self.spec.config.log_config)
+            app_logging.before_import()
+            try:
+                app = load_app(self.spec.app, factory=self.spec.config.factory)
+            finally:
+                app_logging.after_import()
             self.uv_config = worker.uvicorn_config(self.spec.config, appwrap.wrap(app, self.spec.config))
             self.uv_config.load()
             self.uv_config.ssl = ssl_context
@@ -289,6 +294,8 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
     setproctitle(f"forkserve: zygote [{spec.app_name}] gen {spec.generation}")
     logs.set_role("zygote", generation=spec.generation)
     line_buffered_stdio()
+    if spec.config.capture_output:
+        applogs.capture_output(logs)
     _ignore_stray_signals(logs)
     # Nothing the import allocates should be collected and rewritten before the fork freezes it.
     gc.disable()
@@ -304,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     # Popped, so neither the app nor the workers see it in os.environ.
     spec = ZygoteSpec.from_json(args[0] if args else os.environ.pop(SPEC_VARIABLE))
-    logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file, log_format=spec.config.log_format)
+    logs = LogSetup.from_config(spec.config, "zygote")
     try:
         return run(spec, logs)
     except KeyboardInterrupt:
