@@ -61,7 +61,9 @@ def apply_log_config(path: str) -> None:
     except ConfigError:
         raise
     except Exception as exc:  # json, yaml, configparser and logging.config each raise their own
-        raise ConfigError(f"--log-config {path}: {type(exc).__name__}: {exc}") from None
+        # dictConfig says which entry failed and keeps why in the cause ("No module named ...").
+        why = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise ConfigError(f"--log-config {path}: {type(exc).__name__}: {exc}{why}") from None
 
 
 def _dict_config(data: Any) -> None:
@@ -81,13 +83,16 @@ class AppLogging:
         self.active = log_config is None
         self._root_level = logging.WARNING
         self._last_resort: logging.Handler | None = None
+        self._marker = max(1, logs.level - 1)
 
     def before_import(self) -> None:
         if not self.active:
             return
         root = logging.getLogger()
         self._root_level = root.level
-        root.setLevel(self.logs.level)
+        # One below the configured level: the same records pass, and a level the app sets itself
+        # (basicConfig(level=INFO) under --log-level info) can be told apart from this one.
+        root.setLevel(self._marker)
         self._last_resort = logging.lastResort
         logging.lastResort = self.logs.handler
 
@@ -96,11 +101,14 @@ class AppLogging:
             return
         logging.lastResort = self._last_resort
         root = logging.getLogger()
+        app_set_level = root.level != self._marker
         if root.handlers:
-            if root.level == self.logs.level:
+            if not app_set_level:
                 root.setLevel(self._root_level)
             logger.debug("the app configured the root logger itself; its records keep its handlers")
             return
+        if not app_set_level:
+            root.setLevel(self.logs.level)
         root.addHandler(self.logs.handler)
         self.logs.owns_root = True
 
