@@ -4,9 +4,11 @@ Every process (master, zygote, workers) writes whole lines to the same inherited
 to the same ``--log-file`` (``O_APPEND``), so lines interleave but never tear: each record is one
 ``write()``. The app's own ``print()`` output goes to the inherited stdout, which workers make
 line-buffered (``line_buffered_stdio``) for the same reason; block buffering would flush 8 KiB
-chunks that cut lines in the middle, with another worker's output in between. Only forkserve's
-and uvicorn's loggers are configured, never the root logger, so an application that embeds
-forkserve keeps its own logging.
+chunks that cut lines in the middle, with another worker's output in between. Here only
+forkserve's and uvicorn's loggers are configured, never the root logger, so an application that
+embeds forkserve keeps its own logging; the zygote hands an app that configured none to this
+stream (``forkserve.common.applogs``). The access log may have a handler of its own
+(``--access-logfile``).
 
 Each line names the process that wrote it: its role, pid, and for a worker its number and
 generation (``[worker 2 gen 3]``). ``--log-format json`` writes the same as one JSON object per

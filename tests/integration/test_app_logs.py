@@ -100,6 +100,26 @@ def test_app_records_and_prints_are_json_objects_under_log_format_json(serve, tm
     json_lines(log.read_text())
 
 
+def test_capture_output_points_fds_at_the_log_file_and_follows_rotation(serve, tmp_path):
+    log = tmp_path / "app.log"
+    server = serve("--log-file", str(log), "--capture-output", app="applogger:app")
+    wait_ready(log)
+    request(server, "/before")
+    wait_until(lambda: "fd write /before" in log.read_text(), 10, "the fd write in the log file")
+    log.rename(tmp_path / "app.log.1")
+    server.signal(signal.SIGUSR1)
+    wait_until(log.exists, 10, "the log file reopened")
+
+    def rotated() -> bool:
+        request(server, "/after")
+        return "fd write /after" in log.read_text() and re.search(
+            r"\[INFO\] printed /after$", log.read_text(), re.M
+        )
+
+    wait_until(rotated, 10, "the fd write and the print in the new file", lambda: log.read_text())
+    assert "fd write" not in server.log()
+
+
 def test_app_records_follow_log_level(serve, tmp_path):
     log = tmp_path / "app.log"
     server = serve("--log-file", str(log), "--log-level", "warning", app="applogger:app")

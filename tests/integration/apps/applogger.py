@@ -32,6 +32,8 @@ async def app(scope, receive, send):
     log.debug("named debug %s", path)
     print(f"printed {path}")
     print(f"to stderr {path}", file=sys.stderr)
+    # Below Python's streams, as C code or a subprocess writes.
+    os.write(1, f"fd write {path}\n".encode())
     body = b"ok"
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": body})
