@@ -116,7 +116,7 @@ def serve(
         )
         sys.exit(2)
     try:
-        logs = LogSetup(config.log_level, "master", config.log_file, log_format=config.log_format)
+        logs = LogSetup.from_config(config, "master")
         for note in notes:
             logging.getLogger("forkserve").info("%s", note)
         if check_config:

@@ -47,6 +47,7 @@ from forkserve.errors import EXIT_APP
 from forkserve.http import uvicorn_api
 from forkserve.http.choice import http_protocol_class
 from forkserve.http.protocol import wrap_app
+from forkserve.http.secure_headers import server_override
 from forkserve.http.uvicorn_api import asyncio_run
 from forkserve.policy import wsdrain as wsdrain_policy
 from forkserve.worker import wsdrain
@@ -65,6 +66,8 @@ REUSEPORT_SETTLE = 0.2
 
 def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
     """The uvicorn.Config for forkserve's settings; never binds, never configures logging."""
+    # --secure-header Server=VALUE replaces uvicorn's own Server header rather than adding a second.
+    server = server_override(config.secure_header)
     return uvicorn_api.Config(
         app,
         loop=config.loop,
@@ -79,7 +82,8 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
         lifespan=config.lifespan,  # type: ignore[arg-type]  # validated by the settings table
         log_config=None,
         log_level=None,
-        access_log=config.access_log,
+        # A --access-logformat line is written by forkserve.http.accesslog instead.
+        access_log=access_log_on(config) and config.access_logformat is None,
         proxy_headers=config.proxy_headers,
         forwarded_allow_ips=config.forwarded_allow_ips,
         root_path=config.root_path,
@@ -88,7 +92,20 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
         # uvicorn counts the connection asking too (N lets N - 1 others in); forkserve's N means N.
         limit_concurrency=config.limit_concurrency + 1 if config.limit_concurrency else None,
         timeout_graceful_shutdown=max(1, int(config.graceful_timeout)),
+        ws_max_size=config.ws_max_size,
+        ws_max_queue=config.ws_max_queue,
+        ws_ping_interval=config.ws_ping_interval or None,
+        ws_ping_timeout=config.ws_ping_timeout or None,
+        ws_per_message_deflate=config.ws_per_message_deflate,
+        server_header=config.server_header and server != "",
+        headers=[("server", server)] if server else None,
+        date_header=config.date_header,
     )
+
+
+def access_log_on(config: Config) -> bool:
+    """--access-log, or gunicorn's way: an --access-logfile given."""
+    return config.access_log or config.access_logfile is not None
 
 
 class HealthCheck:

@@ -23,4 +23,9 @@ def wrap(app: Any, config: Config) -> Any:
 
         # Outside the static files, so they get the headers too.
         app = SecureHeaders(app, config.secure_headers, config.secure_header)
+    if config.access_logformat and (config.access_log or config.access_logfile is not None):
+        from forkserve.http.accesslog import AccessFormatLog
+
+        # Outermost of forkserve's layers: the line shows what the client was sent.
+        app = AccessFormatLog(app, config.access_logformat)
     return app
