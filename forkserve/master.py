@@ -59,6 +59,11 @@ logger = logging.getLogger("forkserve")
 
 TICK = 0.25
 IMMEDIATE_GRACE = 1.0
+# Why a worker asked to be replaced ("recycle"), in the event line's words.
+RECYCLE_REASONS = {
+    "max-requests": "it served --max-requests",
+    "timeout": "a WSGI request outran --timeout",
+}
 HANDLED_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
     signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD, signal.SIGWINCH,
@@ -516,9 +521,11 @@ class Master:
             record = self.workers.get(int(message["slot"]))
             if record is not None and record.pid == message["pid"] and record.state is State.READY:
                 record.outgoing = True
+                reason = str(message.get("reason", "max-requests"))
+                why = RECYCLE_REASONS.get(reason, reason)
                 self.events.emit(
-                    events.RECYCLE, f"replacing worker {record.worker_id}: it served --max-requests",
-                    worker_id=record.worker_id, pid=record.pid, reason="max-requests",
+                    events.RECYCLE, f"replacing worker {record.worker_id}: {why}",
+                    worker_id=record.worker_id, pid=record.pid, reason=reason,
                 )  # fmt: skip
         elif op == "spawn_failed":
             record = self.workers.get(int(message["slot"]))

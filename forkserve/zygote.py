@@ -154,7 +154,9 @@ class Zygote:
             become_configured_user(self.spec.config)
             prepare_path(self.spec.config.app_dir)
             app = load_app(self.spec.app, factory=self.spec.config.factory)
-            self.uv_config = worker.uvicorn_config(self.spec.config, appwrap.wrap(app, self.spec.config))
+            self.uv_config = worker.uvicorn_config(
+                self.spec.config, appwrap.wrap(app, self.spec.config, self.spec.app_name)
+            )
             self.uv_config.load()
             self.uv_config.ssl = ssl_context
             self.hooks = hooks.WorkerHooks.from_config(self.spec.config)
