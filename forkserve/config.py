@@ -478,8 +478,8 @@ class Config:
     timeout: float = setting(
         30.0, "-t", "--timeout", parse=parse_seconds, metavar="SECONDS",
         help="A worker whose event loop has not ticked for this long is hung: its stack is logged, then it "
-        "is killed and replaced. A WSGI request running this long gets its worker drained and replaced "
-        "(docs/wsgi.md). 0 disables both checks.",
+        "is killed and replaced. A WSGI app stuck this long in one request gets its worker drained and "
+        "replaced (docs/wsgi.md). 0 disables both checks.",
     )  # fmt: skip
     graceful_timeout: float = setting(
         30.0, "--graceful-timeout", parse=parse_seconds, metavar="SECONDS",

@@ -13,11 +13,14 @@ thread pool is ours (``ThreadPool``), built on the first request, so threads onl
 a worker after the fork: the zygote stays single-threaded, which its forks rely on.
 
 A thread stuck in the app does not block the worker's event loop, so the heartbeat cannot see it.
-``ThreadPool`` therefore records when each call started; the worker samples it every second
-(``PoolSampler``): a call older than ``--timeout`` makes the worker log that thread's stack and
-ask to be replaced (the master drains it: the other threads' requests finish, the stuck one gets
-``--graceful-timeout``). Threads cannot be killed; a process can. The share of the pool in use
-counts as the worker's busyness, for the autoscaler.
+``ThreadPool`` therefore records, for each call, when the app last took control: at the start,
+and each time a read of ``wsgi.input`` returns or the server asks the response for its next chunk
+(``_Input``, ``_Output``). Time spent waiting on the client (a slow upload, a slow reader, a
+long stream that yields now and then) is progress, not a hang. The worker samples the pool every
+second (``PoolSampler``): an app that has held control longer than ``--timeout`` makes the worker
+log that thread's stack and ask to be replaced (the master drains it: the other threads' requests
+finish, the stuck one gets ``--graceful-timeout``). Threads cannot be killed; a process can. The
+share of the pool's thread-time in use counts as the worker's busyness, for the autoscaler.
 
 The a2wsgi names this relies on, all public: ``a2wsgi.WSGIMiddleware(app, workers=)`` and its
 ``executor`` attribute (a ``ThreadPoolExecutor``), in a2wsgi 1.10.1 and later (1.10.0 queued
@@ -33,7 +36,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -112,42 +115,66 @@ def adapt(app: Any, *, interface: str, threads: int, where: str) -> Any:
     return WSGIApp(app, threads)
 
 
+class Call:
+    """One request on a WSGI thread: when the app last had control back, and whether it has it now."""
+
+    __slots__ = ("app_since", "ident", "started", "waiting")
+
+    def __init__(self, now: float) -> None:
+        self.ident = threading.get_ident()
+        self.started = self.app_since = now
+        self.waiting = False  # True while the thread waits on the client, not on the app
+
+    def wait(self) -> None:
+        self.waiting = True
+
+    def resume(self) -> None:
+        # In this order: a sampler on another thread never pairs "not waiting" with a stale time.
+        self.app_since = time.monotonic()
+        self.waiting = False
+
+
 class ThreadPool(ThreadPoolExecutor):
-    """A worker's WSGI threads, keeping when each running call began and the thread-time spent."""
+    """A worker's WSGI threads, keeping a ``Call`` per running request and the thread-time spent."""
 
     def __init__(self, threads: int) -> None:
         super().__init__(max_workers=threads, thread_name_prefix="wsgi")
         self.threads = threads
         self._lock = threading.Lock()
-        self._running: dict[int, tuple[float, int]] = {}  # call -> (start, thread ident)
+        self._running: dict[int, Call] = {}
         self._finished = 0.0  # thread-seconds of the calls that have returned
-        self._calls = itertools.count()
+        self._keys = itertools.count()
+        self._local = threading.local()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         return super().submit(self._timed, fn, *args, **kwargs)
 
+    def current(self) -> Call | None:
+        """The call running on this thread, if it is one of the pool's."""
+        call: Call | None = getattr(self._local, "call", None)
+        return call
+
     def _timed(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        call = next(self._calls)
-        start = time.monotonic()
+        key = next(self._keys)
+        call = self._local.call = Call(time.monotonic())
         with self._lock:
-            self._running[call] = (start, threading.get_ident())
+            self._running[key] = call
         try:
             return fn(*args, **kwargs)
         finally:
+            self._local.call = None
             with self._lock:
-                del self._running[call]
-                self._finished += time.monotonic() - start
+                del self._running[key]
+                self._finished += time.monotonic() - call.started
 
     def sample(self, now: float) -> tuple[float, float, int]:
-        """(thread-seconds spent so far, age of the oldest running call, its thread ident)."""
+        """(thread-seconds spent so far, longest the app has held control, that thread's ident)."""
         with self._lock:
             running = list(self._running.values())
             spent = self._finished
-        spent += sum(now - start for start, _ in running)
-        if not running:
-            return spent, 0.0, 0
-        start, ident = min(running)
-        return spent, now - start, ident
+        spent += sum(now - call.started for call in running)
+        held = [(now - call.app_since, call.ident) for call in running if not call.waiting]
+        return (spent, *max(held)) if held else (spent, 0.0, 0)
 
 
 @dataclass(frozen=True)
@@ -156,9 +183,9 @@ class PoolReading:
     stuck: str | None  # why the worker must be replaced: a call has outrun --timeout
 
 
-def overdue(oldest: float, timeout: float) -> bool:
-    """A call running longer than --timeout (0: never) means its worker must go."""
-    return timeout > 0 and oldest > timeout
+def overdue(held: float, timeout: float) -> bool:
+    """An app holding a thread longer than --timeout (0: never) means its worker must go."""
+    return timeout > 0 and held > timeout
 
 
 class PoolSampler:
@@ -169,17 +196,18 @@ class PoolSampler:
         self._start = now
 
     def read(self, pool: ThreadPool, now: float, timeout: float) -> PoolReading:
-        spent, oldest, ident = pool.sample(now)
+        spent, held, ident = pool.sample(now)
         last_spent, last_time = self._mark if self._mark is not None else (0.0, self._start)
         self._mark = (spent, now)
         busy = min(1.0, max(0.0, (spent - last_spent) / (pool.threads * max(now - last_time, 1e-6))))
         stuck = None
-        if overdue(oldest, timeout):
+        if overdue(held, timeout):
             frame = sys._current_frames().get(ident)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else "(thread gone)\n"
             stuck = (
-                f"a WSGI request has run for {oldest:.0f} s, longer than --timeout {timeout:g}: asking to "
-                f"be replaced (the other requests finish; this one has --graceful-timeout). Its thread:\n"
+                f"a WSGI request has been in the app for {held:.0f} s without reading its body or handing "
+                f"over a response chunk, longer than --timeout {timeout:g}: asking to be replaced (the other "
+                f"requests finish; this one has --graceful-timeout). Its thread:\n"
                 f"{stack.rstrip()}"
             )
         return PoolReading(busy, stuck)
@@ -194,17 +222,79 @@ def active_pool() -> ThreadPool | None:
     return _pool
 
 
-def _terminated(app: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark wsgi.input as ending where the body ends, as gunicorn does.
+class _Input:
+    """``wsgi.input``, with the call marked as waiting on the client while a read blocks."""
 
-    The body reaches the app already de-chunked and ends with the request, so reading to EOF is
-    safe. Without the mark, Werkzeug (Flask) reads a chunked upload, which has no Content-Length, as
-    empty.
+    def __init__(self, stream: Any, call: Call) -> None:
+        self._stream = stream
+        self._call = call
+
+    def read(self, size: int = -1) -> bytes:
+        self._call.wait()
+        try:
+            return self._stream.read(size)  # type: ignore[no-any-return]
+        finally:
+            self._call.resume()
+
+    def readline(self, limit: int = -1) -> bytes:
+        self._call.wait()
+        try:
+            return self._stream.readline(limit)  # type: ignore[no-any-return]
+        finally:
+            self._call.resume()
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        self._call.wait()
+        try:
+            return self._stream.readlines(hint)  # type: ignore[no-any-return]
+        finally:
+            self._call.resume()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else the stream has (and nothing it lacks: Werkzeug asks hasattr(readinto)).
+        return getattr(self._stream, name)
+
+
+class _Output:
+    """The app's response iterable; between chunks the server, not the app, holds the thread."""
+
+    def __init__(self, iterable: Iterable[bytes], call: Call) -> None:
+        self._iterable = iterable
+        self._call = call
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._iterable:
+            self._call.wait()  # the adapter now waits for room to send it
+            yield chunk
+            self._call.resume()
+        self._call.wait()  # and then sends the end of the body
+
+    def close(self) -> None:
+        self._call.resume()
+        close = getattr(self._iterable, "close", None)
+        if close is not None:
+            close()
+
+
+def _served(app: Callable[..., Any], pool: ThreadPool) -> Callable[..., Any]:
+    """APP with its progress visible to the pool, and wsgi.input marked as terminated.
+
+    The body reaches the app already de-chunked and ends with the request, so reading it to EOF is
+    safe, and gunicorn says so too (``wsgi.input_terminated``); without it, Werkzeug (Flask) reads a
+    chunked upload, which has no Content-Length, as empty.
     """
 
     def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         environ["wsgi.input_terminated"] = True
-        return app(environ, start_response)  # type: ignore[no-any-return]
+        current = pool.current()
+        if current is None:
+            return app(environ, start_response)  # type: ignore[no-any-return]
+        environ["wsgi.input"] = _Input(environ["wsgi.input"], current)
+        return _Output(app(environ, start_response), current)
 
     return call
 
@@ -221,9 +311,10 @@ class WSGIApp:
         global _pool
         from a2wsgi import WSGIMiddleware
 
-        adapter = WSGIMiddleware(_terminated(self.app), workers=self.threads)
+        pool = ThreadPool(self.threads)
+        adapter = WSGIMiddleware(_served(self.app, pool), workers=self.threads)
         adapter.executor.shutdown(wait=False)  # its own never started a thread; ours replaces it
-        adapter.executor = _pool = ThreadPool(self.threads)
+        adapter.executor = _pool = pool
         return adapter
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

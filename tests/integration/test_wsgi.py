@@ -154,23 +154,40 @@ def test_max_requests_recycles_a_wsgi_worker_without_failures(serve):
     assert set(server.workers()) != original
 
 
-def test_a_request_past_timeout_replaces_its_worker_and_logs_the_stuck_stack(serve):
+def test_timeout_replaces_the_worker_of_a_stuck_request_not_of_a_slow_client_or_a_long_stream(serve):
     server = serve(
-        "-w", "1", "--threads", "2", "--timeout", "2", "--graceful-timeout", "3",
+        "-w", "1", "--threads", "3", "--timeout", "2", "--graceful-timeout", "3",
         app="flask_site:app", wait=1,
     )  # fmt: skip
     [first] = server.workers()
+
+    def slow_upload() -> Iterator[bytes]:
+        for _ in range(8):
+            time.sleep(0.5)
+            yield b"x" * 1000
+
+    # Twice --timeout long, but each makes progress: the client sends, the app yields.
+    with ThreadPoolExecutor(2) as pool:
+        upload = pool.submit(httpx.post, server.url + "/upload", content=slow_upload(), timeout=30)
+        stream = pool.submit(httpx.get, server.url + "/ticks?n=8&every=0.5", timeout=30)
+        assert upload.result().json()["bytes"] == 8000
+        assert stream.result().text == "".join(f"tick {n}\n" for n in range(8))
+    assert "asking to be replaced" not in server.log()
+    assert set(server.workers()) == {first}
+
     with ThreadPoolExecutor(1) as pool:
         stuck = pool.submit(httpx.get, server.url + "/sleep?s=60", timeout=30)
-        server.wait_log(r"a WSGI request has run for \d+ s, longer than --timeout 2: asking to be replaced")
-        # The other thread keeps serving meanwhile, and the replacement takes over.
+        server.wait_log(
+            r"a WSGI request has been in the app for \d+ s without reading its body or handing over a "
+            r"response chunk, longer than --timeout 2: asking to be replaced"
+        )
+        # The other threads keep serving meanwhile, and the replacement takes over.
         assert server.get().status_code == 200
         wait_until(lambda: first not in server.workers() and len(server.workers()) == 1, 15, "a new worker")
         # The stuck request is cut off with its worker, at --graceful-timeout.
         with pytest.raises(httpx.HTTPError):
             stuck.result(timeout=30).raise_for_status()
-    log = server.log()
-    assert 'in sleep\n    time.sleep(float(request.args.get("s", "1")))' in log, server.tail()
+    assert 'in sleep\n    time.sleep(float(request.args.get("s", "1")))' in server.log(), server.tail()
     assert server.get().status_code == 200
 
 

@@ -140,7 +140,9 @@ def test_sampler_reads_busyness_and_names_the_stuck_thread() -> None:
         assert reading.stuck is None
         reading = sampler.read(pool, start + 40, timeout=30)
         assert reading.stuck is not None
-        assert reading.stuck.startswith("a WSGI request has run for 40 s, longer than --timeout 30")
+        assert reading.stuck.startswith(
+            "a WSGI request has been in the app for 40 s without reading its body"
+        )
         assert "stuck_in_the_app" in reading.stuck
     finally:
         release.set()
@@ -149,3 +151,80 @@ def test_sampler_reads_busyness_and_names_the_stuck_thread() -> None:
     now = time.monotonic()
     sampler.read(pool, now, timeout=30)
     assert sampler.read(pool, now + 1, timeout=30) == wsgi.PoolReading(0.0, None)
+
+
+class Client:
+    """wsgi.input whose reads block until the test lets them through."""
+
+    def __init__(self) -> None:
+        self.reading = threading.Event()
+        self.release = threading.Event()
+
+    def read(self, size: int = -1) -> bytes:
+        self.reading.set()
+        self.release.wait(10)
+        return b""
+
+    def readline(self, limit: int = -1) -> bytes:
+        return b""
+
+
+def test_time_waiting_on_the_client_is_progress_not_a_hang() -> None:
+    pool = wsgi.ThreadPool(1)
+    client = Client()
+    handed_over, taken, resumed = threading.Event(), threading.Event(), threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["wsgi.input"].read()
+        start_response("200 OK", [])
+        yield b"one"
+        resumed.set()
+
+    def server_side() -> list[bytes]:
+        environ = {"wsgi.input": client}
+        response = wsgi._served(app, pool)(environ, lambda *a: None)
+        assert environ["wsgi.input_terminated"] is True
+        sent = []
+        for chunk in response:
+            sent.append(chunk)
+            handed_over.set()
+            taken.wait(10)  # the client is slow to take the chunk
+        response.close()
+        return sent
+
+    try:
+        future = pool.submit(server_side)
+        # Blocked reading the body, then handing over a chunk: not held by the app, however long.
+        assert client.reading.wait(5)
+        assert pool.sample(time.monotonic() + 100)[1] == 0.0
+        client.release.set()
+        assert handed_over.wait(5)
+        assert pool.sample(time.monotonic() + 100)[1] == 0.0
+        taken.set()
+        assert future.result(5) == [b"one"]
+        assert resumed.is_set()
+    finally:
+        client.release.set()
+        taken.set()
+        pool.shutdown(wait=True)
+
+
+def test_an_app_holding_its_thread_is_measured_from_its_last_progress() -> None:
+    pool = wsgi.ThreadPool(1)
+    release, inside = threading.Event(), threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        inside.set()
+        release.wait(10)
+        return [b""]
+
+    try:
+        pool.submit(wsgi._served(app, pool), {"wsgi.input": Client()}, lambda *a: None)
+        assert inside.wait(5)
+        now = time.monotonic()
+        spent, held, ident = pool.sample(now + 50)
+        assert held == pytest.approx(50, abs=1) and spent == pytest.approx(50, abs=1)
+        assert ident != threading.get_ident()
+    finally:
+        release.set()
+        pool.shutdown(wait=True)

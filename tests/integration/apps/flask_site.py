@@ -34,6 +34,19 @@ def download() -> Response:
     return Response((b"x" * 65536 for _ in range(chunks)), mimetype="application/octet-stream")
 
 
+@app.get("/ticks")
+def ticks() -> Response:
+    """A long response that makes progress: a chunk every EVERY seconds (server-sent events, say)."""
+    count, every = int(request.args.get("n", "4")), float(request.args.get("every", "0.5"))
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for number in range(count):
+            time.sleep(every)
+            yield f"tick {number}\n".encode()
+
+    return Response(chunks(), mimetype="text/plain")
+
+
 @app.get("/sleep")
 def sleep() -> str:
     time.sleep(float(request.args.get("s", "1")))
