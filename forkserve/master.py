@@ -484,8 +484,7 @@ class Master:
             except (OSError, ValueError):
                 message = None
             if message is None:
-                # Already closed and unregistered earlier in this pass (seen once in the suite, on
-                # TERM): the loop must survive it.
+                # _reap_zygote may have drained and closed it earlier in this same pass of the loop.
                 with contextlib.suppress(KeyError, ValueError):
                     self.selector.unregister(handle.channel)
                 handle.channel.close()
