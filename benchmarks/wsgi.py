@@ -10,6 +10,7 @@ Flask app (defined below, so every server imports exactly the same code):
   threads are for. A sync worker serves one such request at a time.
 
     python -m benchmarks.wsgi --rounds 3 --duration 5
+    python -m benchmarks.wsgi --quick                     # a smoke run: 1 round of 2 s
 
 Prints a markdown table (and every run) to paste into docs/wsgi.md; needs gunicorn installed
 (``pip install 'forkserve[bench]'``) in the interpreter given by --python.
@@ -18,7 +19,6 @@ Prints a markdown table (and every run) to paste into docs/wsgi.md; needs gunico
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
@@ -28,11 +28,12 @@ from pathlib import Path
 
 from flask import Flask
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.apps import BODY
 from benchmarks.harness import HOST
 from benchmarks.report import RunRecord
 from benchmarks.run import REPO_ROOT, module_argv, server_env
+from benchmarks.stats import median_or_nan, ratio
 
 app = Flask(__name__)
 
@@ -94,7 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--python", default=sys.executable, help="interpreter with forkserve and gunicorn")
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--logs", default=str(REPO_ROOT / "benchmarks" / "results" / "wsgi"))
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 2 s")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration = 1, 2
+    return args
 
 
 def run_once(name: str, scenario: str, round_no: int, args: argparse.Namespace) -> WsgiRun:
@@ -109,10 +114,10 @@ def run_once(name: str, scenario: str, round_no: int, args: argparse.Namespace) 
         path = SCENARIOS[scenario]
         if args.warmup:
             harness.run_wrk(port, 2, args.connections, args.warmup, path)
-        before = harness.cpu_snapshot(proc.pid)
+        before = sampling.cpu_snapshot(proc.pid)
         result = harness.run_wrk(port, 2, args.connections, args.duration, path)
-        after = harness.cpu_snapshot(proc.pid, before.tree)
-        record.foreign_cpu = harness.foreign_cpu_share(before, after)
+        after = sampling.cpu_snapshot(proc.pid, before.tree)
+        record.foreign_cpu = sampling.foreign_cpu_share(before, after)
         record.cpu_us_per_request = (after.server - before.server) / max(result.requests, 1) * 1e6
         record.requests_per_sec = result.requests_per_sec
         record.latency_ms = result.latency_ms
@@ -165,21 +170,19 @@ def render(args: argparse.Namespace, names: list[str], records: list[WsgiRun]) -
     ]
     for scenario in SCENARIOS:
         ok = {n: [r for r in records if r.server == f"{scenario}/{n}" and r.ok] for n in names}
-        rps = {n: _median([r.requests_per_sec or 0.0 for r in ok[n]]) for n in names}
-        base = rps.get(BASELINE, float("nan"))
+        rps = {n: median_or_nan([r.requests_per_sec for r in ok[n]]) for n in names}
         for n in names:
             runs = sum(1 for r in records if r.server == f"{scenario}/{n}")
+            versus = ratio(rps[n], rps.get(BASELINE))
+            p99 = median_or_nan([r.latency_ms["99"] for r in ok[n]])
             lines.append(
-                f"| {scenario} | {n} | {rps[n]:,.0f} | {_median([r.latency_ms['99'] for r in ok[n]]):.1f} | "
-                f"{rps[n] / base:.2f} | {_median([r.cpu_us_per_request for r in ok[n]]):.0f} | "
-                f"{len(ok[n])}/{runs} | {_median([r.foreign_cpu for r in ok[n]]):.0%} |"
+                f"| {scenario} | {n} | {rps[n]:,.0f} | {p99:.1f} | "
+                f"{'-' if versus is None else f'{versus:.2f}'} | "
+                f"{median_or_nan([r.cpu_us_per_request for r in ok[n]]):.0f} | {len(ok[n])}/{runs} | "
+                f"{median_or_nan([r.foreign_cpu for r in ok[n]]):.0%} |"
             )
     lines += ["", "```", *(f"round {r.round}  {r.server:24} {_figures(r)}" for r in records), "```"]
     return "\n".join(lines)
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
