@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, wait_until
-from tests.integration.load import Load
+from tests.integration.load import background_load
 from tests.integration.test_metrics import scrape, total
 
 UPLOAD = 128 * 1024 * 1024
@@ -130,7 +130,7 @@ def test_hups_under_load_fail_nothing_and_serve_new_code(serve, tmp_path, source
 
     write("v1")
     server = serve("--app-dir", str(tmp_path), "-w", "2", app="site_versioned:app", wait=2)
-    with Load(server.url, keep_alive=8, fresh=4) as load:
+    with background_load(server.url, keep_alive=8, fresh=4) as load:
         for version in ("v2", "v3", "v4"):
             mark = load.ok
             wait_until(lambda mark=mark: load.ok > mark + 100, 20, "requests before the HUP", server.tail)
@@ -140,17 +140,16 @@ def test_hups_under_load_fail_nothing_and_serve_new_code(serve, tmp_path, source
         wait_until(lambda: len(server.workers()) == 2, 20, "the old generation gone", server.tail)
         mark = load.ok
         wait_until(lambda: load.ok > mark + 100, 20, "requests on the last generation", server.tail)
-    outcome = load.outcome
-    assert outcome.failed == 0, f"{outcome}\n{server.tail()}"
-    assert {"v1", "v4"} <= outcome.bodies, outcome.bodies
+    assert load.failed == 0, f"{load}\n{server.tail()}"
+    assert {b"v1", b"v4"} <= load.bodies(), load.bodies()
 
 
 def test_max_requests_recycles_a_wsgi_worker_without_failures(serve):
     server = serve("-w", "2", "--max-requests", "150", app="flask_site:app", wait=2)
     original = set(server.workers())
-    with Load(server.url, keep_alive=6, fresh=2) as load:
+    with background_load(server.url, keep_alive=6, fresh=2) as load:
         server.wait_log(r"retiring worker \d \(pid \d+\): replaced \(recycled\)", count=2, timeout=30)
-    assert load.outcome.failed == 0, f"{load.outcome}\n{server.tail()}"
+    assert load.failed == 0, f"{load}\n{server.tail()}"
     assert set(server.workers()) != original
 
 
