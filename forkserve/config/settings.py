@@ -111,6 +111,8 @@ def setting(
 
 BALANCE_MODES = ("kernel", "reuseport", "round-robin", "least-conn", "ip-hash")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# --threads: see docs/wsgi.md for the measurement behind it.
+THREADS_DEFAULT = 4
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,8 @@ class Config:
     timeout: float = setting(
         30.0, "-t", "--timeout", parse=parse_seconds, metavar="SECONDS",
         help="A worker whose event loop has not ticked for this long is hung: its stack is logged, then it "
-        "is killed and replaced. 0 disables the check.",
+        "is killed and replaced. A WSGI app stuck this long in one request gets its worker drained and "
+        "replaced (docs/wsgi.md). 0 disables both checks.",
     )  # fmt: skip
     startup_timeout: float | None = setting(
         None, "--startup-timeout", parse=parse_optional_seconds, metavar="SECONDS", default_text="--timeout",
@@ -315,6 +318,17 @@ class Config:
         "auto", "--lifespan", parse=parse_choice("auto", "on", "off"), metavar="auto|on|off",
         group="Application",
         help="ASGI lifespan events: 'on' requires the app to support them, 'auto' uses them when it does.",
+    )  # fmt: skip
+    interface: str = setting(
+        "auto", "--interface", parse=parse_choice("auto", "asgi", "wsgi"), metavar="auto|asgi|wsgi",
+        group="Application",
+        help="What APP speaks: 'auto' tells a WSGI app (Flask, Django's wsgi.py) from an ASGI one by its "
+        "call signature, at boot, and logs which; 'asgi' or 'wsgi' forces it. See docs/wsgi.md.",
+    )  # fmt: skip
+    threads: int = setting(
+        THREADS_DEFAULT, "--threads", parse=parse_int(1), metavar="N", group="Application",
+        help="A WSGI app's requests run on a pool of this many threads in each worker, so N requests per "
+        "worker run at once (ASGI apps ignore it). See docs/wsgi.md for the choice of default.",
     )  # fmt: skip
     root_path: str = setting(
         "", "--root-path", parse=parse_str, metavar="PATH", group="Application",

@@ -13,7 +13,11 @@ from typing import Any
 from forkserve.config.settings import Config
 
 
-def wrap(app: Any, config: Config) -> Any:
+def wrap(app: Any, config: Config, name: str = "the app") -> Any:
+    from forkserve.http import wsgi
+
+    # A WSGI app becomes ASGI first, so every layer below sees ASGI only.
+    app = wsgi.adapt(app, interface=config.interface, threads=config.threads, where=name)
     if config.static:
         from forkserve.http.static import StaticMounts
 

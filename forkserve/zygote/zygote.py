@@ -106,7 +106,9 @@ class Zygote:
                 app = load_app(self.spec.app, factory=self.spec.config.factory)
             finally:
                 app_logging.after_import()
-            self.uv_config = worker.uvicorn_config(self.spec.config, appwrap.wrap(app, self.spec.config))
+            self.uv_config = worker.uvicorn_config(
+                self.spec.config, appwrap.wrap(app, self.spec.config, self.spec.app_name)
+            )
             self.uv_config.load()
             self.uv_config.ssl = ssl_context
             self.hooks = hooks.WorkerHooks.from_config(self.spec.config)
