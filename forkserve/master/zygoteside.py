@@ -159,11 +159,6 @@ class ZygoteSide(MasterCore):
         return self.run_zygote(spec, self.logs)
 
     def _read_channel(self, handle: zygotes.ZygoteHandle) -> None:
-        if handle.channel.fileno() == -1:
-            # Already read to EOF and closed: a zygote's exit and its channel's EOF can arrive in one
-            # select batch, and _reap_zygote drains the channel first. Unregistering fd -1 would
-            # raise out of the master's loop (seen at TERM after a HUP, Python 3.13).
-            return
         while True:
             try:
                 message = messages.receive(handle.channel)
