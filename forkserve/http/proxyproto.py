@@ -91,6 +91,8 @@ def announces_header(data: bytes) -> bool | None:
 def _parse_v1(data: bytes) -> Result:
     end = data.find(b"\r\n", 0, V1_MAX_LENGTH)
     line = data[: V1_MAX_LENGTH if end < 0 else end]
+    if end < 0 and line.endswith(b"\r") and len(data) < V1_MAX_LENGTH:
+        line = line[:-1]  # the read ended between CR and LF
     if b"\r" in line or b"\n" in line:
         return Invalid("v1: a CR or LF inside the line (it must end with CRLF)")
     if end < 0:
