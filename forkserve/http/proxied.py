@@ -36,6 +36,7 @@ not, and WebSocket upgrades would still see the proxy's address.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
@@ -63,11 +64,17 @@ class TrustedPeers:
             if item != "*" and not item.startswith("unix:")
         ]
 
+        # Decided once per address: the peers are a few proxies, and ip_address() costs microseconds.
+        self._decide = functools.lru_cache(maxsize=256)(self._trusts)
+
     def __contains__(self, host: str | None) -> bool:
         if self.everyone:
             return True
         if host is None:
             return self.unix
+        return self._decide(host)
+
+    def _trusts(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

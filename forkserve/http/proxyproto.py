@@ -27,8 +27,8 @@ docs/security.md).
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 
 SIGNATURE_V2 = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -110,25 +110,24 @@ def _parse_v1(data: bytes) -> Result:
         return Invalid(f"v1: protocol {fields[1][:8]!r} (expected TCP4, TCP6 or UNKNOWN)")
     if len(fields) != 6:
         return Invalid("v1: expected 'PROXY TCPn SRC DST SPORT DPORT' with single spaces")
-    version = 4 if fields[1] == "TCP4" else 6
+    family = socket.AF_INET if fields[1] == "TCP4" else socket.AF_INET6
     source, destination, source_port, destination_port = fields[2:]
-    for address in (source, destination):
-        if not _canonical_address(address, version):
-            return Invalid(f"v1: {address[:40]!r} is not an IPv{version} address as the spec writes them")
+    addresses = [_packed(family, address) for address in (source, destination)]
+    for address, packed in zip((source, destination), addresses, strict=True):
+        if packed is None:
+            return Invalid(f"v1: {address[:40]!r} is not an IPv{fields[1][3]} address as the spec writes it")
     for port in (source_port, destination_port):
         if not _PORT.fullmatch(port) or int(port) > 65535:
             return Invalid(f"v1: port {port[:8]!r} is not 0-65535 without leading zeros")
-    return Header(length, (_host(ipaddress.ip_address(source)), int(source_port)))
+    return Header(length, (_host(addresses[0]), int(source_port)))  # type: ignore[arg-type]
 
 
-def _canonical_address(text: str, version: int) -> bool:
-    if "%" in text:
-        return False  # a scope id names an interface of the proxy's host, not an address
+def _packed(family: int, text: str) -> bytes | None:
+    # inet_pton is the strict grammar: no leading zeros in IPv4, no IPv6 scope id.
     try:
-        address = ipaddress.ip_address(text)  # refuses IPv4 leading zeros (Python >= 3.9.5)
-    except ValueError:
-        return False
-    return address.version == version
+        return socket.inet_pton(family, text)
+    except (OSError, ValueError):
+        return None
 
 
 def _parse_v2(data: bytes) -> Result:
@@ -154,14 +153,19 @@ def _parse_v2(data: bytes) -> Result:
     if size < address_size:
         return Invalid(f"v2: {size} address bytes for a family that needs {address_size}")
     half = (address_size - 4) // 2
-    source = ipaddress.ip_address(data[V2_FIXED : V2_FIXED + half])
     port_at = V2_FIXED + 2 * half
-    return Header(length, (_host(source), int.from_bytes(data[port_at : port_at + 2], "big")))
+    source = _host(data[V2_FIXED : V2_FIXED + half])
+    return Header(length, (source, int.from_bytes(data[port_at : port_at + 2], "big")))
 
 
-def _host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    # A dual-stack proxy writes an IPv4 client as ::ffff:a.b.c.d; the app should see a.b.c.d, as
-    # it would from a direct connection.
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def _host(packed: bytes) -> str:
+    """An address in the form the app would see from a direct connection."""
+    if len(packed) == 4:
+        return socket.inet_ntop(socket.AF_INET, packed)
+    if packed.startswith(_V4_MAPPED):
+        # A dual-stack proxy writes an IPv4 client as ::ffff:a.b.c.d.
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed)
