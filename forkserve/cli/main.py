@@ -114,7 +114,7 @@ def serve(app: str | None, print_config: bool = False, check_config: bool = Fals
         sys.exit(2)
     try:
         config, _origins = build_config(values, cli=True, gunicorn_flags=gunicorn_flags, notes=notes)
-        logs = LogSetup(config.log_level, "master", config.log_file, log_format=config.log_format)
+        logs = LogSetup.from_config(config, "master")
         for note in notes:
             logging.getLogger("forkserve").info("%s", note)
         if check_config:
