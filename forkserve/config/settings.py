@@ -293,8 +293,14 @@ class Config:
         None, "--control-socket", parse=parse_optional_str, metavar="PATH|none", group="Control",
         default_text="$XDG_RUNTIME_DIR/forkserve/<pid>.sock",
         help="Serve 'forkserve ctl' on this unix socket (mode 0600, only this user or root may use it); "
-        "'none' turns it off. By default under $XDG_RUNTIME_DIR/forkserve, else /run/forkserve for root, "
-        "else /tmp/forkserve-<uid> (see docs/control.md).",
+        "'none' turns it off. By default under $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=), "
+        "else $XDG_RUNTIME_DIR/forkserve, else /run/forkserve for root, else /tmp/forkserve-<uid> "
+        "(see docs/control.md).",
+    )  # fmt: skip
+    app: str | None = setting(
+        None, "--app", parse=parse_optional_str, metavar="MODULE:ATTR", group="Application",
+        help="The ASGI app to serve, for where a positional APP is awkward (a container's environment, "
+        "a config file). The positional APP, when given, wins.",
     )  # fmt: skip
     factory: bool = setting(
         False, "--factory", parse=parse_bool, is_flag=True, group="Application",
