@@ -11,6 +11,9 @@
     post_worker_init(worker)     worker    after lifespan startup, before it serves; raising fails
                                            the worker's boot
     worker_exit(server, worker)  worker    after it drained and ran lifespan shutdown
+    worker_int(worker)           worker    on INT (before it drains) and on QUIT (before it exits)
+    worker_abort(worker)         worker    when the master kills it as hung (--timeout) or slow to
+                                           start: after its stack dump, before the SIGKILL
     child_exit(server, worker)   master    after a worker exited (worker.exit_status: words)
     nworkers_changed(server, new, old)  master  when the wanted number of workers changes
     on_exit(server)              master    once, as forkserve stops
@@ -27,8 +30,8 @@ a hook that raises is logged in one line with its name and the server goes on; i
 raising when_ready, pre_fork, child_exit or nworkers_changed stops the arbiter.
 
 The worker hooks are reached through forkserve's own hook settings (post_fork, worker_ready,
-worker_exit name the functions below), so they survive the zygote's exec: ``attach`` reads the
-file again there.
+worker_exit, worker_int, worker_abort name the functions below), so they survive the zygote's
+exec: ``attach`` reads the file again there.
 """
 
 from __future__ import annotations
@@ -161,7 +164,8 @@ def _this_worker(info: Any) -> tuple[_Attached, Worker] | None:
     return attached, worker
 
 
-# The three below are named by forkserve's post_fork, worker_ready and worker_exit settings.
+# The five below are named by forkserve's post_fork, worker_ready, worker_exit, worker_int and
+# worker_abort settings.
 
 
 def post_fork(info: Any) -> None:
@@ -182,6 +186,20 @@ def worker_exit(info: Any) -> None:
     if found is not None and "worker_exit" in found[0].hooks:
         found[1].booted, found[1].alive = True, False
         call("worker_exit", found[0].hooks["worker_exit"], _server(found[0], info.workers), found[1])
+
+
+def worker_int(info: Any) -> None:
+    found = _this_worker(info)
+    if found is not None and "worker_int" in found[0].hooks:
+        found[1].booted, found[1].alive = True, False
+        call("worker_int", found[0].hooks["worker_int"], found[1])
+
+
+def worker_abort(info: Any) -> None:
+    found = _this_worker(info)
+    if found is not None and "worker_abort" in found[0].hooks:
+        found[1].alive = False
+        call("worker_abort", found[0].hooks["worker_abort"], found[1])
 
 
 def run_on_starting(hook: Callable[..., Any], server: Server) -> None:

@@ -5,6 +5,9 @@
     post_fork(WorkerInfo)     worker, right after the fork, before its event loop and lifespan
     worker_ready(WorkerInfo)  worker, after lifespan startup, just before it takes requests
     worker_exit(WorkerInfo)   worker, after it drained and ran lifespan shutdown (not on QUIT)
+    worker_int(WorkerInfo)    worker, on INT (before it drains) and on QUIT (just before it exits)
+    worker_abort(WorkerInfo)  worker, when the master kills it as hung or slow to start: after its
+                              stack dump, before the SIGKILL that follows STACK_DUMP_GRACE later
 
 Each setting is an import string ``"module:function"`` (the CLI and environment) or, through
 ``forkserve.run(...)``, a callable. The master never imports the app, but a hook module is the
@@ -14,12 +17,18 @@ user's explicit choice: it is imported in the master for the master's hooks, and
 
 When a hook raises: ``on_starting`` stops the server (exit 3, the hook's error in one line);
 ``post_fork`` and ``worker_ready`` count as a failed worker boot (exit 3, as a failed lifespan
-startup: a fresh server stops, a reload is aborted); ``on_reload`` and ``worker_exit`` are
-logged in one line and the server goes on.
+startup: a fresh server stops, a reload is aborted); ``on_reload``, ``worker_exit``,
+``worker_int`` and ``worker_abort`` are logged in one line and the server goes on.
+
+``worker_int`` on QUIT and ``worker_abort`` run inside a signal handler, as gunicorn runs them:
+the handler may have interrupted anything, a log write included, so whatever they raise (a
+reentrant write's RuntimeError too) is swallowed after at most one line, and the worker's fate
+(exit, SIGKILL) does not wait on them beyond its usual bounds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -39,7 +48,7 @@ logger = logging.getLogger("forkserve")
 
 Hook = Callable[[Any], Any]
 MASTER_HOOKS = ("on_starting", "on_reload")
-WORKER_HOOKS = ("post_fork", "worker_ready", "worker_exit")
+WORKER_HOOKS = ("post_fork", "worker_ready", "worker_exit", "worker_int", "worker_abort")
 
 _REFERENCE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 
@@ -105,6 +114,8 @@ class WorkerHooks:
     post_fork: Hook | None = None
     worker_ready: Hook | None = None
     worker_exit: Hook | None = None
+    worker_int: Hook | None = None
+    worker_abort: Hook | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> WorkerHooks:
@@ -153,3 +164,15 @@ def run_post_fork(hook: Hook | None, info: Any) -> bool:
         logger.error("%s (worker pid %d)", describe_failure("post_fork", hook, exc), os.getpid())
         return False
     return True
+
+
+def run_signal_hook(name: str, hook: Hook | None, info: Any) -> None:
+    """Run worker_int or worker_abort, maybe from a signal handler: nothing it raises escapes."""
+    if hook is None:
+        return
+    try:
+        hook(info)
+    except Exception as exc:
+        # Logging itself may fail here (a write the signal interrupted): then say nothing.
+        with contextlib.suppress(Exception):
+            logger.error("%s (worker pid %d)", describe_failure(name, hook, exc), os.getpid())

@@ -289,6 +289,9 @@ class LogSetup:
                 access = logging.getLogger(name)
                 access.addHandler(self.access_handler)
                 access.propagate = False
+                # An access log asked for by name is written whatever --log-level says, as gunicorn
+                # writes its accesslog whatever its loglevel: the level is the error log's.
+                access.setLevel(min(self.level, logging.INFO))
 
     @classmethod
     def from_config(cls, config: Any, role: str) -> LogSetup:

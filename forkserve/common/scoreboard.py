@@ -5,7 +5,8 @@ anonymous ``MAP_SHARED`` mapping would not survive the zygote's ``exec``) and pa
 each process maps it. A slot belongs to one worker from the moment the master assigns it until the
 master has reaped that worker. Workers write only their own slot, from inside their event loop, so
 a blocked loop shows up as a stale heartbeat; the master writes a slot only while no worker owns
-it, except ``stop_mode``, which the master sets just before it signals the worker to stop, and
+it, except ``stop_mode``, which the master sets just before it signals the worker to stop (or
+kills it as hung), and
 ``rebalance``, which it bumps after adding a worker (see ``WorkerServer._rebalance``), and the
 ``Header`` after the slots, which only the master writes. Fields
 are plain machine words: a reader may see a counter one tick old, never a torn value
@@ -31,10 +32,13 @@ class SlotState(enum.IntEnum):
 
 
 class StopMode(enum.IntEnum):
-    """Written by the master into a worker's slot just before it sends TERM."""
+    """Written by the master into a worker's slot just before it sends TERM (or, for ABORT, USR2)."""
 
     RETIRE = 0  # reload, scale-down, recycling: other workers keep serving
     SHUTDOWN = 1  # the whole server stops: --shutdown-delay applies, the accept queue is emptied
+    # Killed as hung or slow to start: the USR2 that dumps its stack also runs --worker-abort, which
+    # an operator's own USR2 (a stack dump of a healthy worker) must not.
+    ABORT = 2
 
 
 class Slot(ctypes.Structure):

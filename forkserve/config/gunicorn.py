@@ -300,12 +300,8 @@ RULES: dict[str, Rule] = {
     "child_exit": lambda value: Hook(),
     "nworkers_changed": lambda value: Hook(),
     "on_exit": lambda value: Hook(),
-    "worker_int": lambda value: Hook(
-        "QUIT ends a forkserve worker at once, and INT drains it like TERM: use worker_exit"
-    ),
-    "worker_abort": lambda value: Hook(
-        "a hung worker's stack is logged by the master's watchdog instead (see --timeout)"
-    ),
+    "worker_int": lambda value: Hook(),
+    "worker_abort": lambda value: Hook(),
     "pre_exec": lambda value: Hook("USR2 starts the new master without it"),
     "pre_request": lambda value: Hook("UvicornWorker never calls it either; use ASGI middleware"),
     "post_request": lambda value: Hook("UvicornWorker never calls it either; use ASGI middleware"),
@@ -321,6 +317,8 @@ WORKER_HOOK_SETTINGS = {
     "post_fork": "post_fork",
     "post_worker_init": "worker_ready",
     "worker_exit": "worker_exit",
+    "worker_int": "worker_int",
+    "worker_abort": "worker_abort",
 }
 ADAPTER = "forkserve.common.gunicorn_hooks"
 

@@ -545,6 +545,16 @@ class Config:
         help="Call this (or await it) in each worker after it drained and ran lifespan shutdown, with a "
         "WorkerInfo. Not called on QUIT.",
     )  # fmt: skip
+    worker_int: str | Hook | None = setting(
+        None, "--worker-int", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this in a worker that receives INT or QUIT, with a WorkerInfo: on INT before it "
+        "drains, on QUIT just before it exits (from the signal handler: keep it short).",
+    )  # fmt: skip
+    worker_abort: str | Hook | None = setting(
+        None, "--worker-abort", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
+        help="Call this in a worker the master kills as hung (--timeout) or slow to start, with a "
+        "WorkerInfo, after its stack dump; SIGKILL follows half a second later.",
+    )  # fmt: skip
 
     @staticmethod
     def settings() -> list[Setting]:

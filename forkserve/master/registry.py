@@ -214,6 +214,8 @@ class WorkerRegistry:
                 )
                 if not stopped:
                     record.deadline = now + STACK_DUMP_GRACE
+                    # ABORT tells the worker's USR2 handler to run --worker-abort after the dump.
+                    self.scoreboard[record.slot].stop_mode = StopMode.ABORT
                     signal_process(record.pid, signal.SIGUSR2)
                     continue
                 # A stopped process runs no handler: no stack to wait for.

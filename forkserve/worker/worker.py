@@ -6,13 +6,16 @@ with forkserve owning the signal handlers (uvicorn's ``capture_signals`` re-rais
 signal on exit, which is right for a CLI and wrong for a worker whose exit status the master reads):
 
     TERM, INT   graceful: stop accepting, finish in-flight requests within --graceful-timeout, run
-                lifespan shutdown, exit 0. A second INT is immediate.
-    QUIT        immediate: exit now, skipping lifespan shutdown.
+                lifespan shutdown, exit 0. A second INT is immediate. INT runs --worker-int first
+                (on the loop, at its next turn).
+    QUIT        immediate: run --worker-int (in the handler, as gunicorn does), exit now, skipping
+                lifespan shutdown.
     USR1        reopen the log file.
     USR2        dump every thread's Python stack to the log (faulthandler; works while the loop is
                 blocked, which is why the master sends it to a hung worker before SIGKILL), then,
                 if the loop runs, every asyncio task's stack: a lifespan startup that awaits
-                forever shows there, not in the threads' stacks.
+                forever shows there, not in the threads' stacks. When the master marked the slot
+                ABORT (it is killing this worker as hung), --worker-abort runs after the dump.
 
 A ticker on the event loop writes the heartbeat and request counters into the worker's scoreboard
 slot, so they cost nothing per request and go stale exactly when the loop is blocked. The read end
@@ -198,7 +201,7 @@ class WorkerServer(uvicorn_api.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         handlers = {
             signal.SIGTERM: self._graceful,
-            signal.SIGINT: self._graceful,
+            signal.SIGINT: self._interrupted,
             signal.SIGQUIT: self._immediate,
             signal.SIGUSR1: self._reopen_logs,
         }
@@ -221,8 +224,22 @@ class WorkerServer(uvicorn_api.Server):
             # At once, not at the next tick: --balance stops sending this worker connections.
             self.slot.state = SlotState.DRAINING
 
+    def _interrupted(self, number: int, frame: FrameType | None) -> None:
+        if not self.stopping and self.ctx.hooks.worker_int is not None:
+            # On the loop rather than in the handler: the hook may log, and the handler may have
+            # interrupted a log write. The loop turns before the drain begins.
+            args = ("worker_int", self.ctx.hooks.worker_int, worker_info())
+            try:
+                asyncio.get_running_loop().call_soon_threadsafe(hooks.run_signal_hook, *args)
+            except RuntimeError:  # the loop has stopped already
+                hooks.run_signal_hook(*args)
+        self._graceful(number, frame)
+
     def _immediate(self, number: int, frame: FrameType | None) -> None:
-        # No logging here: the handler may have interrupted a write holding the log lock.
+        # No logging of our own here: the handler may have interrupted a write holding the log lock.
+        # gunicorn runs worker_int here all the same; run_signal_hook swallows what that breaks.
+        if number == signal.SIGQUIT:
+            hooks.run_signal_hook("worker_int", self.ctx.hooks.worker_int, worker_info())
         os._exit(0)
 
     def _reopen_logs(self, number: int, frame: FrameType | None) -> None:
@@ -452,11 +469,13 @@ def _task_stacks() -> str:
     return "".join(parts)
 
 
-def _dump_task_stacks(file: Any) -> Any:
+def _dump_task_stacks(file: Any, slot: Any, abort: hooks.Hook | None) -> Any:
     def handler(number: int, frame: FrameType | None) -> None:
         # os.write, not logging: the handler may have interrupted a write holding the log lock.
         with contextlib.suppress(OSError, ValueError):
             os.write(file.fileno(), _task_stacks().encode(errors="replace"))
+        if slot.stop_mode == StopMode.ABORT:
+            hooks.run_signal_hook("worker_abort", abort, worker_info())
 
     return handler
 
@@ -469,10 +488,10 @@ def run(ctx: WorkerContext) -> int:
     ctx.logs.set_role("worker", worker=ctx.worker_id, generation=ctx.generation)
     _reset_signals()
     dump_file = _stack_dump_file(ctx.logs)
-    signal.signal(signal.SIGUSR2, _dump_task_stacks(dump_file))
+    slot = ctx.scoreboard[ctx.slot]
+    signal.signal(signal.SIGUSR2, _dump_task_stacks(dump_file, slot, ctx.hooks.worker_abort))
     # Threads first, from C, at once (works while the loop is blocked); then the handler above.
     faulthandler.register(signal.SIGUSR2, file=dump_file, all_threads=True, chain=True)
-    slot = ctx.scoreboard[ctx.slot]
     slot.pid = os.getpid()
     slot.worker_id = ctx.worker_id
     slot.generation = ctx.generation

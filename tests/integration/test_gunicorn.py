@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import APPS, free_port, wait_until
+import httpx
+import pytest
+
+from tests.conftest import APPS, alive, free_port, wait_until
 
 # A gunicorn.conf.py as such projects write it, hooks and all; each hook records who called it.
 CONFIG = """
@@ -172,3 +177,103 @@ def test_settings_forkserve_cannot_honour_are_one_line_naming_the_alternative(tm
         done = check(tmp_path, "hello:app", *args)
         assert done.returncode == 2, done
         assert len(done.stderr.splitlines()) == 1 and words in done.stderr, done.stderr
+
+
+# The logging half of a real-world gunicorn.conf.py: each destination, gunicorn's access atoms.
+LOGGING_CONFIG = """
+bind = "127.0.0.1:{port}"
+workers = 2
+worker_class = "uvicorn.workers.UvicornWorker"
+accesslog = "access.log"
+errorlog = "error.log"
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({{x-trace}}i)s %(L)s'
+capture_output = True
+loglevel = "warning"
+"""
+
+
+def test_a_gunicorn_conf_py_writes_its_access_and_error_logs_where_it_names_them(serve, tmp_path):
+    port = free_port()
+    (tmp_path / "gunicorn.conf.py").write_text(LOGGING_CONFIG.format(port=port))
+    access, error = tmp_path / "access.log", tmp_path / "error.log"
+    server = serve(app="applogger:app", bind=False, port=port)
+    # Its startup lines go to error.log, and below loglevel: wait on the process tree instead.
+    wait_until(lambda: len(server.workers()) == 2, 15, "2 workers", server.tail)
+    headers = {"User-Agent": "probe/1", "Referer": "http://r/", "X-Trace": "t-42"}
+    assert httpx.get(server.url + "/one", headers=headers, timeout=10).status_code == 200
+    wait_until(lambda: access.exists() and "/one" in access.read_text(), 10, "the access line", server.tail)
+    wait_until(lambda: "printed /one" in error.read_text(), 10, "the print in the error log", server.tail)
+    [line] = access.read_text().splitlines()
+    assert re.fullmatch(
+        r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /one HTTP/1\.1" 200 2 '
+        r'"http://r/" "probe/1" t-42 \d+\.\d+',
+        line,
+    ), line
+    errors = error.read_text()
+    # loglevel = "warning": the app's WARNING records are there, its INFO records are not; with
+    # capture_output its print() lands there too. Nothing of it in the access log or on stderr.
+    assert "named warning /one" in errors and "root warning /one" in errors
+    assert "named info /one" not in errors and "Application startup complete" not in errors
+    assert "/one" not in server.log()
+    assert "named warning" not in access.read_text()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+
+HOOKS_CONFIG = """
+import json, os
+
+bind = "127.0.0.1:{port}"
+workers = 3
+timeout = 2
+
+def _record(hook, worker):
+    with open({log!r}, "a") as log:
+        log.write(json.dumps({{"hook": hook, "pid": os.getpid(), "worker_pid": worker.pid,
+                               "alive": worker.alive, "ppid": worker.ppid}}) + "\\n")
+
+def worker_int(worker):
+    worker.log.warning("worker_int ran in %d", worker.pid)
+    _record("worker_int", worker)
+
+def worker_abort(worker):
+    _record("worker_abort", worker)
+"""
+
+
+def test_worker_int_on_int_and_quit_and_worker_abort_on_a_hung_worker(serve, tmp_path):
+    log = tmp_path / "hooks.jsonl"
+    port = free_port()
+    (tmp_path / "gunicorn.conf.py").write_text(HOOKS_CONFIG.format(port=port, log=str(log)))
+    server = serve(app="hello:app", bind=False, port=port)
+    first, second, third = sorted(server.wait_workers(3))
+
+    # An operator's USR2 dumps a healthy worker's stack; only the master's hung check aborts.
+    os.kill(third, signal.SIGUSR2)
+    server.wait_log(r"Stack of asyncio task")
+    os.kill(first, signal.SIGINT)  # drains, like TERM, after worker_int
+    os.kill(second, signal.SIGQUIT)  # exits at once, after worker_int
+    wait_until(lambda: len(named(log, "worker_int")) == 2, 10, "worker_int x2", server.tail)
+    server.wait_log(rf"worker_int ran in {first}")
+    assert {line["pid"] for line in named(log, "worker_int")} == {first, second}
+    assert all(
+        line["pid"] == line["worker_pid"] and line["ppid"] == server.pid for line in named(log, "worker_int")
+    )
+    assert all(line["alive"] is False for line in named(log, "worker_int"))
+    assert not named(log, "worker_abort")
+    wait_until(lambda: not alive(first) and not alive(second), 10, "both to exit", server.tail)
+    server.wait_log(rf"\(pid {first}, generation 1\) exited cleanly")
+    server.wait_log(rf"\(pid {second}, generation 1\) exited cleanly")
+
+    fresh = server.wait_workers(3, exclude={first, second})
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(server.url + "/block", timeout=0.5)
+    [hung] = [int(pid) for pid in server.wait_log(r"\(pid (\d+)\) is hung", timeout=8)]
+    assert hung in fresh | {third}
+    wait_until(lambda: named(log, "worker_abort"), 5, "worker_abort", server.tail)
+    [abort] = named(log, "worker_abort")
+    assert abort["pid"] == abort["worker_pid"] == hung and abort["alive"] is False
+    server.wait_log(rf"\(pid {hung}, generation 1\) was killed by SIGKILL \(sent by forkserve\)")
+    assert len(named(log, "worker_int")) == 2  # the abort is not an interrupt
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0

@@ -146,7 +146,7 @@ CASES: list[tuple[str, object, object]] = [
 
 CALLED_HOOKS = {
     "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
-    "worker_exit", "child_exit", "nworkers_changed", "on_exit",
+    "worker_exit", "child_exit", "nworkers_changed", "on_exit", "worker_int", "worker_abort",
 }  # fmt: skip
 
 
