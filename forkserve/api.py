@@ -18,6 +18,9 @@ from forkserve.config.sources import Source, env_source, resolve
 from forkserve.master.master import Master
 from forkserve.zygote.zygote import run as run_zygote
 
+# gunicorn's flags from the environment (gunicorn reads them below its command line).
+ENV_ARGS = "GUNICORN_CMD_ARGS"
+
 
 def build_config(
     settings: Mapping[str, Any],
@@ -26,6 +29,8 @@ def build_config(
     cli: bool = False,
     cwd: Path | None = None,
     gunicorn_flags: Mapping[str, Any] | None = None,
+    env_args: Mapping[str, Any] | None = None,
+    env_gunicorn_flags: Mapping[str, Any] | None = None,
     notes: list[str] | None = None,
 ) -> tuple[Config, dict[str, str]]:
     """defaults < config file < FORKSERVE_* environment < the caller's settings (kwargs or flags).
@@ -34,20 +39,27 @@ def build_config(
     (Python) when its name ends in .py. Without one, the command line (``cli=True``) reads the
     [tool.forkserve] table of CWD/pyproject.toml if there is one, else CWD/gunicorn.conf.py, as
     gunicorn does. GUNICORN_FLAGS are gunicorn's own flags (``-k``, ``--preload``...), ranked as
-    flags. The info lines about gunicorn settings forkserve does not need go to NOTES (logged now
-    when it is None).
+    flags. ENV_ARGS and ENV_GUNICORN_FLAGS are the flags of ``GUNICORN_CMD_ARGS``, read as gunicorn
+    reads them: above the file, below the command line (and below ``FORKSERVE_*``). The info lines
+    about gunicorn settings forkserve does not need go to NOTES (logged now when it is None).
     """
     environ = os.environ if environ is None else environ
     env = env_source(environ)
     caller = Source("cli" if cli else "kwargs", settings)
-    named = settings.get("config") or environ.get("FORKSERVE_CONFIG")
+    named = settings.get("config") or environ.get("FORKSERVE_CONFIG") or (env_args or {}).get("config")
     if isinstance(named, os.PathLike):
         named = os.fspath(named)
     sources = [env, caller]
     translations: list[gunicorn.Translation] = []
+    if env_args:
+        sources.insert(0, Source("cli", env_args, label=ENV_ARGS, where=ENV_ARGS))
+    if env_gunicorn_flags:
+        flags, translation = gunicorn.flag_source(env_gunicorn_flags, where=ENV_ARGS)
+        sources.insert(0, flags)
+        translations.append(translation)
     if gunicorn_flags:
         flags, translation = gunicorn.flag_source(gunicorn_flags)
-        sources.insert(1, flags)
+        sources.insert(sources.index(caller), flags)
         translations.append(translation)
     if isinstance(named, str) and named:
         if gunicorn.is_python_config(named):
@@ -68,6 +80,8 @@ def build_config(
             translations.insert(0, translation)
             sources[:0] = [found, Source("kwargs", {"config": path}, label="found in the working directory")]
     config, origins = resolve(sources)
+    if gunicorn.trusted_proxies(translations, config, origins):
+        config, origins = resolve(sources)
     if config.config and gunicorn.is_python_config(config.config):
         # The zygote reads the file again for the workers' hooks, after the master's --chdir.
         config = dataclasses.replace(config, config=os.path.abspath(config.config))

@@ -9,6 +9,8 @@ exit code; never a traceback for a user's mistake.
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -16,11 +18,11 @@ from typing import Any
 import click
 
 from forkserve import __version__
-from forkserve.api import build_config
+from forkserve.api import ENV_ARGS, build_config
 from forkserve.common.logs import LogSetup
 from forkserve.config import gunicorn
 from forkserve.config.settings import SETTINGS, Config, Setting
-from forkserve.errors import ForkserveError
+from forkserve.errors import ConfigError, ForkserveError
 from forkserve.master.master import Master
 
 
@@ -95,13 +97,42 @@ def pop_gunicorn_flags(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in flags.items() if value not in (None, False, ())}
 
 
+def env_args(text: str) -> dict[str, Any]:
+    """GUNICORN_CMD_ARGS's flags, parsed as the command line's; a ConfigError in one line."""
+    try:
+        args = shlex.split(text)
+        asks = [arg for arg in args if arg in ("-h", "--help", "--version")]
+        if asks:
+            raise click.UsageError(f"{asks[0]} belongs on the command line")
+        # Resilient: no callbacks run. Click consumes the list it parses, hence the copies.
+        context = command.make_context("forkserve", list(args), resilient_parsing=True)
+        command.make_context("forkserve", list(args))  # the same, checking every flag and value
+    except (ValueError, click.ClickException) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        raise ConfigError(f"{ENV_ARGS}={text!r}: {message}") from None
+    return dict(context.params)
+
+
 def serve(
     app_argument: str | None, print_config: bool = False, check_config: bool = False, **values: Any
 ) -> None:
     gunicorn_flags = pop_gunicorn_flags(values)
     notes: list[str] = []
     try:
-        config, origins = build_config(values, cli=True, gunicorn_flags=gunicorn_flags, notes=notes)
+        from_env = env_args(os.environ.get(ENV_ARGS, ""))
+        app_argument = app_argument or from_env.pop("app_argument", None)
+        from_env.pop("app_argument", None)
+        print_config = bool(from_env.pop("print_config", False)) or print_config
+        check_config = bool(from_env.pop("check_config", False)) or check_config
+        env_gunicorn_flags = pop_gunicorn_flags(from_env)
+        config, origins = build_config(
+            values,
+            cli=True,
+            gunicorn_flags=gunicorn_flags,
+            env_args={key: value for key, value in from_env.items() if value not in (None, ())},
+            env_gunicorn_flags=env_gunicorn_flags,
+            notes=notes,
+        )
     except ForkserveError as error:
         fail(error)
     if print_config:

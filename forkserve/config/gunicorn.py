@@ -130,20 +130,6 @@ def _proxy_protocol(value: Any) -> Outcome:
     return Refuse("proxy_protocol takes off, v1, v2 or auto (forkserve reads v1 and v2 alike)")
 
 
-def _proxy_allow_ips(names: Mapping[str, Any], result: Translation, shown: Callable[[str, Any], str]) -> None:
-    """gunicorn's two lists of trusted proxies are one here: --forwarded-allow-ips."""
-    allow = names.get("proxy_allow_ips")
-    if allow is None or not result.values.get("proxy_protocol"):
-        return
-    forwarded = names.get("forwarded_allow_ips")
-    if forwarded is not None and str(forwarded).replace(" ", "") != str(allow).replace(" ", ""):
-        raise ConfigError(
-            f"{shown('proxy_allow_ips', allow)}: forkserve trusts one list of proxies for the PROXY "
-            "header and X-Forwarded-For, and forwarded_allow_ips differs; give both the same value"
-        )
-    result.values["forwarded_allow_ips"] = allow
-
-
 def _pythonpath(value: Any) -> Outcome:
     dirs = [part.strip() for part in str(value).split(",") if part.strip()]
     if len(dirs) <= 1:
@@ -253,8 +239,8 @@ RULES: dict[str, Rule] = {
     "ssl_context": refused_when_on("use certfile, keyfile, ca_certs, cert_reqs and ciphers"),
     # -- Proxies and protocols
     "proxy_protocol": lambda value: _proxy_protocol(value),
-    # Mapped to forwarded_allow_ips by translate(), and only when proxy_protocol is on.
-    "proxy_allow_ips": ignored("only used with proxy_protocol"),
+    # forwarded_allow_ips when the merged settings turn proxy_protocol on: see trusted_proxies().
+    "proxy_allow_ips": ignored(""),
     "protocol": lambda value: (
         Ignore("") if str(value).strip().lower() == "http" else Refuse("forkserve speaks HTTP only")
     ),
@@ -338,6 +324,7 @@ FLAGS: dict[str, tuple[tuple[str, ...], bool]] = {
     "worker_connections": (("--worker-connections",), False),
     "keepalive": (("--keepalive",), False),
     "pidfile": (("-p",), False),
+    "proxy_allow_ips": (("--proxy-allow-from",), False),
 }
 
 
@@ -347,6 +334,8 @@ class Translation:
     notes: list[str] = field(default_factory=list)  # one info line per accepted, unneeded setting
     environ: dict[str, str] = field(default_factory=dict)  # raw_env
     hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    proxy_allow_ips: Any = None  # held until the merge says whether proxy_protocol is on
+    proxy_allow_shown: str = ""
 
 
 def _in_file(where: str) -> Callable[[str, Any], str]:
@@ -371,6 +360,9 @@ def translate(names: Mapping[str, Any], shown: Callable[[str, Any], str]) -> Tra
         if name == "raw_env":
             result.environ.update(_environ(value, shown(name, value)))
             continue
+        if name == "proxy_allow_ips":
+            result.proxy_allow_ips, result.proxy_allow_shown = value, shown(name, value)
+            continue
         try:
             outcome = rule(value)
         except (TypeError, ValueError):
@@ -394,11 +386,39 @@ def translate(names: Mapping[str, Any], shown: Callable[[str, Any], str]) -> Tra
                     "version lacks; remove it, or upgrade forkserve"
                 )
             result.values[outcome.setting] = outcome.value
-    _proxy_allow_ips(names, result, shown)
     for hook, setting in WORKER_HOOK_SETTINGS.items():
         if hook in result.hooks:
             result.values[setting] = f"{ADAPTER}:{hook}"
     return result
+
+
+def trusted_proxies(translations: list[Translation], config: Any, origins: Mapping[str, str]) -> bool:
+    """gunicorn's two lists of trusted proxies are one here, --forwarded-allow-ips; True when the
+    sources must be merged again because a translation now sets it.
+
+    Decided after the merge: proxy_allow_ips means something only when proxy_protocol is on, and
+    that may come from another source (the file sets one, a flag the other). Off, gunicorn never
+    reads the list, so it must not widen who is trusted for X-Forwarded-For. TRANSLATIONS are in
+    rank order; the highest that gives the list wins, as a flag beats the file.
+    """
+    given = [t for t in translations if t.proxy_allow_ips is not None]
+    if not given or not config.proxy_protocol:
+        return False
+    translation = given[-1]
+    try:
+        wanted = SETTINGS_BY_NAME["forwarded_allow_ips"].parse(translation.proxy_allow_ips)
+    except ValueError as exc:
+        raise ConfigError(f"{translation.proxy_allow_shown}: {exc}") from None
+    if origins.get("forwarded_allow_ips", "default") == "default":
+        translation.values["forwarded_allow_ips"] = translation.proxy_allow_ips
+        return True
+    if wanted != config.forwarded_allow_ips:
+        raise ConfigError(
+            f"{translation.proxy_allow_shown}: forkserve trusts one list of proxies for the PROXY header "
+            f"and X-Forwarded-For, and forwarded_allow_ips ({origins['forwarded_allow_ips']}) differs; "
+            "give both the same value"
+        )
+    return False
 
 
 def _environ(value: Any, shown: str) -> dict[str, str]:
@@ -478,13 +498,17 @@ def python_file_source(path: str) -> tuple[Source, Translation]:
     return Source("file", translation.values, label=path), translation
 
 
-def flag_source(values: Mapping[str, Any]) -> tuple[Source, Translation]:
-    """gunicorn's own flags (FLAGS, as given on the command line) as forkserve settings."""
+def flag_source(values: Mapping[str, Any], where: str = "") -> tuple[Source, Translation]:
+    """gunicorn's own flags (FLAGS, as given on the command line, or in WHERE) as forkserve settings."""
     given = {name: value for name, value in values.items() if value is not None and value != ()}
     if "raw_env" in given:
         given["raw_env"] = list(given["raw_env"])
-    translation = translate(given, _as_flag)
-    return Source("cli", translation.values, label="gunicorn flag"), translation
+
+    def shown(name: str, value: Any) -> str:
+        return f"{where}: {_as_flag(name, value)}" if where else _as_flag(name, value)
+
+    translation = translate(given, shown)
+    return Source("cli", translation.values, label=where or "gunicorn flag", where=where), translation
 
 
 def report(translation: Translation) -> None:

@@ -26,11 +26,12 @@ class Source:
     kind: Literal["env", "cli", "kwargs", "file"]
     values: Mapping[str, Any]
     label: str = ""
+    where: str = ""  # flags not from the command line (GUNICORN_CMD_ARGS): said before the flag
 
 
 def _origin(source: Source, spec: Setting, key: str) -> str:
     if source.kind == "cli":
-        return spec.flags[-1]
+        return f"{source.where}: {spec.flags[-1]}" if source.where else spec.flags[-1]
     if source.kind == "env":
         return key
     if source.kind == "file":

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import APPS, alive, free_port, wait_until
+from tests.integration.test_proxy_protocol import REQUEST, body, exchange
 
 # A gunicorn.conf.py as such projects write it, hooks and all; each hook records who called it.
 CONFIG = """
@@ -277,3 +278,35 @@ def test_worker_int_on_int_and_quit_and_worker_abort_on_a_hung_worker(serve, tmp
     assert len(named(log, "worker_int")) == 2  # the abort is not an interrupt
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
+
+
+def test_gunicorn_cmd_args_are_flags_below_the_command_line(serve):
+    # The proxy trusted for PROXY headers is gunicorn's --proxy-allow-from, from the environment.
+    flags = "-w 3 --preload -k uvicorn.workers.UvicornWorker --proxy-protocol --proxy-allow-from 127.0.0.5"
+    server = serve("-w", "1", app="peer:app", env={"GUNICORN_CMD_ARGS": flags}, wait=1)
+    assert len(server.workers()) == 1  # the command line's -w beats the environment's
+    server.wait_log(r"GUNICORN_CMD_ARGS: --preload is not needed")
+    header = b"PROXY TCP4 203.0.113.9 10.0.0.1 4242 80\r\n" + REQUEST
+    assert body(exchange(server.port, header, source="127.0.0.5")[0]) == "http 203.0.113.9 4242"
+    # 127.0.0.1, trusted by default, is not in the list that replaced the default.
+    assert exchange(server.port, header, source="127.0.0.1")[0] == b""
+    server.wait_log(
+        r"refused a connection: 127\.0\.0\.1 sent a PROXY header but is not in --forwarded-allow-ips"
+    )
+
+
+def test_a_bad_gunicorn_cmd_args_is_one_line_naming_it(tmp_path):
+    for flags, words in [
+        ("-w many", "GUNICORN_CMD_ARGS: --workers 'many': expected a number of workers"),
+        ("--no-such-flag", "GUNICORN_CMD_ARGS='--no-such-flag': No such option '--no-such-flag'"),
+        ("-k gevent", "GUNICORN_CMD_ARGS: --worker-class 'gevent': forkserve's workers run ASGI apps"),
+        ("--proxy-protocol --proxy-allow-from 10.0.0.0/8 --forwarded-allow-ips 10.1.0.0/16",
+         "GUNICORN_CMD_ARGS: --proxy-allow-from '10.0.0.0/8': forkserve trusts one list"),
+    ]:  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "forkserve", "hello:app", "--app-dir", str(APPS), "--check-config"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+            env={**os.environ, "GUNICORN_CMD_ARGS": flags},
+        )  # fmt: skip
+        assert done.returncode == 2, done
+        assert done.stderr.splitlines() == [done.stderr.strip()] and words in done.stderr, done.stderr

@@ -200,17 +200,52 @@ def test_translate_gives_values_notes_hooks_and_errors():
         gunicorn.translate({"raw_env": "NOEQUALS"}, in_file)
 
 
-def test_proxy_allow_ips_is_forwarded_allow_ips_only_with_proxy_protocol():
-    on = {"proxy_protocol": True, "proxy_allow_ips": "10.0.0.0/8"}
-    expected = {"proxy_protocol": True, "forwarded_allow_ips": "10.0.0.0/8"}
-    assert gunicorn.translate(on, in_file).values == expected
-    # Without it, gunicorn never reads the list: it must not widen who is trusted for X-Forwarded-For.
-    assert gunicorn.translate({"proxy_allow_ips": "*"}, in_file).values == {}
-    same = {**on, "forwarded_allow_ips": "10.0.0.0/8"}
-    assert gunicorn.translate(same, in_file).values["forwarded_allow_ips"] == "10.0.0.0/8"
-    conflict = r"^gunicorn.conf.py: proxy_allow_ips = '10.0.0.0/8': forkserve trusts one list"
-    with pytest.raises(ConfigError, match=conflict):
-        gunicorn.translate({**on, "forwarded_allow_ips": "127.0.0.1"}, in_file)
+@pytest.mark.parametrize(
+    ("conf", "flags", "kwargs", "trusted", "origin"),
+    [
+        # With proxy_protocol on, gunicorn's list is forkserve's one list, from where it was given.
+        ("proxy_protocol = True\nproxy_allow_ips = '10.0.0.0/8'\n", {}, {}, "10.0.0.0/8", "FILE"),
+        ("proxy_protocol = True\n", {"proxy_allow_ips": "10.0.0.0/8"}, {}, "10.0.0.0/8", "gunicorn flag"),
+        ("", {"proxy_allow_ips": "10.0.0.0/8"}, {"proxy_protocol": True}, "10.0.0.0/8", "gunicorn flag"),
+        # The flag beats the file, as flags do.
+        ("proxy_protocol = 'v1'\nproxy_allow_ips = '10.0.0.0/8'\n", {"proxy_allow_ips": "10.1.0.0/16"}, {},
+         "10.1.0.0/16", "gunicorn flag"),
+        # Off, gunicorn never reads it: it must not widen who is trusted for X-Forwarded-For.
+        ("proxy_allow_ips = '*'\n", {}, {}, "127.0.0.1", "default"),
+        ("", {"proxy_allow_ips": "*"}, {}, "127.0.0.1", "default"),
+        # Both lists given, the same: fine.
+        ("proxy_protocol = True\nproxy_allow_ips = '10.0.0.0/8'\nforwarded_allow_ips = '10.0.0.0/8'\n",
+         {}, {}, "10.0.0.0/8", "FILE"),
+        ("proxy_protocol = True\nproxy_allow_ips = '10.0.0.0/8'\n", {}, {"forwarded_allow_ips": "10.0.0.0/8"},
+         "10.0.0.0/8", "kwargs"),
+    ],
+)  # fmt: skip
+def test_proxy_allow_ips_is_forwarded_allow_ips_only_with_proxy_protocol(
+    tmp_path, conf, flags, kwargs, trusted, origin
+):
+    path = tmp_path / "gunicorn.conf.py"
+    path.write_text(conf)
+    config, origins = build_config({"config": str(path), **kwargs}, environ={}, gunicorn_flags=flags)
+    assert config.forwarded_allow_ips == trusted
+    assert origins["forwarded_allow_ips"] == (str(path) if origin == "FILE" else origin)
+
+
+@pytest.mark.parametrize(
+    ("conf", "flags", "kwargs", "message"),
+    [
+        ("proxy_protocol = True\nproxy_allow_ips = '10.0.0.0/8'\nforwarded_allow_ips = '127.0.0.1'\n", {}, {},
+         r"^{path}: proxy_allow_ips = '10.0.0.0/8': forkserve trusts one list .* \({path}\) differs"),
+        ("", {"proxy_allow_ips": "10.0.0.0/8"}, {"proxy_protocol": 1, "forwarded_allow_ips": "10.2.0.0/16"},
+         r"^--proxy-allow-from '10.0.0.0/8': forkserve trusts one list .*\(kwargs\) differs; give both"),
+        ("proxy_protocol = True\n", {"proxy_allow_ips": "not-an-address"}, {},
+         r"^--proxy-allow-from 'not-an-address': "),
+    ],
+)  # fmt: skip
+def test_two_different_lists_of_trusted_proxies_are_one_line(tmp_path, conf, flags, kwargs, message):
+    path = tmp_path / "gunicorn.conf.py"
+    path.write_text(conf)
+    with pytest.raises(ConfigError, match=message.format(path=str(path).replace(".", r"\."))):
+        build_config({"config": str(path), **kwargs}, environ={}, gunicorn_flags=flags)
 
 
 @pytest.mark.parametrize(
