@@ -59,7 +59,7 @@ def fuzz(minutes: float) -> dict[str, Any]:
         for prop in (valid, mutated):
             try:
                 prop()
-            except AssertionError as exc:  # shrunk by Hypothesis before it reaches here
+            except Exception as exc:  # shrunk by Hypothesis before it reaches here
                 findings.append({"property": prop.__name__, "example": repr(exc.args)[:2000]})
     loop.close()
     return {

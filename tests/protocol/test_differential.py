@@ -61,6 +61,10 @@ def test_valid_streams_look_the_same_to_the_app_everywhere(loop, data: bytes, of
 
 @settings(CI)
 @given(case=mutated_stream(), offsets=OFFSETS)
+@example(
+    case=("bad-chunk-size", b"HEAD / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n"),
+    offsets=[],
+)
 def test_mutated_streams_never_show_the_app_a_request_an_oracle_would_not(loop, case, offsets) -> None:
     _kind, data = case
     assert compare(run_all(loop, split(data, offsets)), strict_oracles=False) == []
