@@ -102,8 +102,8 @@ class Server:
     def workers(self) -> dict[int, str]:
         return {pid: title for pid, title in self.processes().items() if "forkserve: worker" in title}
 
-    def ready_workers(self) -> set[int]:
-        """Worker pids that finished lifespan startup and are still alive."""
+    def ready_workers(self, workers: dict[int, str] | None = None) -> set[int]:
+        """Worker pids that finished lifespan startup and are still alive (of WORKERS, if given)."""
         log = self.log()
         started = {
             int(pid)
@@ -111,12 +111,15 @@ class Server:
                 r"\[(\d+)\] \[worker \d+ gen \d+\] \[INFO\] Application startup complete", log
             )
         }
-        return {pid for pid in self.workers() if pid in started}
+        return {pid for pid in (self.workers() if workers is None else workers) if pid in started}
 
     def wait_workers(self, count: int, timeout: float = 15.0, exclude: set[int] = frozenset()) -> set[int]:  # type: ignore[assignment]
         def enough() -> set[int]:
-            ready = self.ready_workers() - exclude
-            return ready if len(ready) >= count and len(self.workers()) == count else set()
+            # One look at the process tree for both facts: a draining worker that exits between
+            # two looks would otherwise be counted ready while the tree already has COUNT.
+            workers = self.workers()
+            ready = self.ready_workers(workers) - exclude
+            return ready if len(ready) >= count and len(workers) == count else set()
 
         result: set[int] = wait_until(enough, timeout, f"{count} ready workers", self.tail)
         return result
