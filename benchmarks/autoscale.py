@@ -3,7 +3,7 @@
 Run from the repository root with an interpreter that has matplotlib (forkserve itself runs under
 ``--forkserve-python``):
 
-    /work/benchvenv/bin/python -m benchmarks.autoscale --output docs/benchmarks-autoscale.md
+    python -m benchmarks.autoscale --output docs/benchmarks-autoscale.md
 
 Each run starts one server on ``benchmarks.apps_cpu:app`` and a load generator in a process of its
 own. The load follows ``--phases`` (DEFAULT_PHASES): idle trickles (a few requests a second, so
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import errno
 import hashlib
 import importlib.metadata
 import itertools
@@ -31,13 +29,12 @@ import os
 import re
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,14 +42,16 @@ from typing import Any
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.apps_cpu import CPU_PATH
+from benchmarks.client import Budget, Client, closed_loop, open_loop, watchdog
+from benchmarks.client import Outcome as Answer
 from benchmarks.harness import HOST
 from benchmarks.report import NOTES_MARKER, kept_notes
 from benchmarks.run import REPO_ROOT, RESULTS_DIR, machine_info, module_argv, package_versions, server_env
+from benchmarks.stats import median, percentile
 
 APP = "benchmarks.apps_cpu:app"
-DEFAULT_FORKSERVE_PYTHON = "/work/venv/bin/python"
 REQUEST_TIMEOUT = 10.0  # a request slower than this counts as failed: nothing here should take a second
 LEAD = 1.5  # seconds between starting the load generator and its first request, for its own start-up
 SAMPLE_INTERVAL = 0.25
@@ -127,24 +126,9 @@ class Outcome:
     error: str
 
 
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        return cls(reader, writer)
-
-    def reusable(self) -> bool:
-        # A connection the server closed while it sat idle (keep-alive timeout, a retiring worker) has
-        # had its FIN read by the loop by now. Sending on it would fail for a reason that is the
-        # client's to avoid, as real clients do; a close that races the request still counts.
-        return not self.reader.at_eof() and not self.writer.is_closing()
-
-    def close(self) -> None:
-        self.writer.close()
+def _pid_of(body: bytes) -> int | None:
+    match = re.fullmatch(rb"(\d+) \S+", body)
+    return int(match[1]) if match else None
 
 
 class LoadGenerator:
@@ -163,124 +147,58 @@ class LoadGenerator:
         self.clients = clients
         self.trickle_rate = trickle_rate
         self.reconnect_every = reconnect_every
-        self.request = f"GET {CPU_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode("ascii")
         self.outcomes: list[Outcome] = []
-        self._idle_pool: list[Connection] = []
 
-    def now(self) -> float:
-        return time.monotonic() - self.t0
+    def _client(self) -> Client:
+        return Client(
+            self.port,
+            path=CPU_PATH,
+            timeout=REQUEST_TIMEOUT,
+            body_ok=lambda body: _pid_of(body) is not None,
+            reconnect_every=self.reconnect_every,
+        )
 
-    async def _sleep_until(self, at: float) -> None:
-        delay = at - self.now()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    def _recorder(self, phase: int) -> Callable[[Answer], None]:
+        def record(answer: Answer) -> None:
+            pid = _pid_of(answer.body) if answer.ok else None
+            sent, done = answer.start - self.t0, answer.end - self.t0
+            self.outcomes.append(Outcome(sent, done, answer.ok, pid or 0, phase, answer.label))
+
+        return record
 
     async def run(self) -> None:
-        tasks = []
+        # Closed loop in the bursts: each client sends its next request when the last is answered.
+        clients: list[Client] = []
+        runs = []
         for index, phase, start, end in self.windows:
             if phase.kind == "burst":
-                tasks += [asyncio.create_task(self._client(index, start, end)) for _ in range(self.clients)]
-        tasks.append(asyncio.create_task(self._trickle()))
-        await asyncio.gather(*tasks)
-        for conn in self._idle_pool:
-            conn.close()
+                budget = Budget(self.t0 + end)
+                for _ in range(self.clients):
+                    clients.append(self._client())
+                    runs.append(self._burst(clients[-1], self.t0 + start, budget, self._recorder(index)))
+        async with watchdog(clients):
+            await asyncio.gather(*runs, self._trickle())
 
-    async def _client(self, phase: int, start: float, end: float) -> None:
-        await self._sleep_until(start)
-        conn: Connection | None = None
-        on_this_connection = 0
-        while self.now() < end:
-            outcome, conn = await self._one(conn, phase)
-            on_this_connection = on_this_connection + 1 if conn is not None else 0
-            if conn is not None and self.reconnect_every and on_this_connection >= self.reconnect_every:
-                # A client that reconnects now and then (a pool with a connection lifetime) gives the
-                # kernel a chance to hand its next connection to a worker added meanwhile.
-                conn.close()
-                conn, on_this_connection = None, 0
-            if not outcome.ok:
-                # Not a retry: the next request is a new one. The pause keeps a dead server from
-                # turning this loop into a failure counter spinning at full speed.
-                await asyncio.sleep(0.05)
-        if conn is not None:
-            conn.close()
+    async def _burst(
+        self, client: Client, start_at: float, budget: Budget, record: Callable[[Answer], None]
+    ) -> None:
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        await closed_loop(client, budget, record, pause_after_failure=0.05)
 
     async def _trickle(self) -> None:
-        # Open loop: requests go out on a fixed schedule whether or not earlier ones have finished,
-        # so a slow server shows up as latency rather than as fewer samples.
-        pending: set[asyncio.Task[None]] = set()
+        # Open loop in the idle phases: requests go out on a fixed schedule whether or not earlier
+        # ones have finished, so a slow server shows up as latency rather than as fewer samples.
         for index, phase, start, end in self.windows:
-            if phase.kind != "idle":
-                continue
-            at = start
-            while at < end:
-                await self._sleep_until(at)
-                task = asyncio.create_task(self._trickle_one(index))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                at += 1 / self.trickle_rate
-        if pending:
-            await asyncio.gather(*pending)
-
-    async def _trickle_one(self, phase: int) -> None:
-        conn = None
-        while self._idle_pool and conn is None:
-            candidate = self._idle_pool.pop()
-            if candidate.reusable():
-                conn = candidate
-            else:
-                candidate.close()
-        _, conn = await self._one(conn, phase)
-        if conn is not None:
-            self._idle_pool.append(conn)
-
-    async def _one(self, conn: Connection | None, phase: int) -> tuple[Outcome, Connection | None]:
-        """One request; returns its outcome and the connection if it may carry another."""
-        sent = self.now()
-        pid, error, keep = 0, "", False
-        try:
-            if conn is not None and not conn.reusable():
-                conn.close()
-                conn = None
-            if conn is None:
-                conn = await asyncio.wait_for(Connection.open(self.port), REQUEST_TIMEOUT)
-            pid, keep = await asyncio.wait_for(self._exchange(conn), REQUEST_TIMEOUT - (self.now() - sent))
-        except asyncio.TimeoutError:
-            error = "timeout"
-        except asyncio.IncompleteReadError as exc:
-            error = "closed mid-response" if exc.partial else "closed before any response"
-        except OSError as exc:
-            error = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-        except ValueError as exc:  # a malformed response, including a wrong status or body
-            error = str(exc)
-        except Exception as exc:  # whatever else went wrong is one failed request, not a lost run
-            error = type(exc).__name__
-        outcome = Outcome(sent, self.now(), not error, pid, phase, error)
-        self.outcomes.append(outcome)
-        if (error or not keep) and conn is not None:
-            conn.close()
-            conn = None
-        return outcome, conn
-
-    async def _exchange(self, conn: Connection) -> tuple[int, bool]:
-        conn.writer.write(self.request)
-        await conn.writer.drain()
-        head = await conn.reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or parts[1] != "200":
-            raise ValueError(f"status {parts[1] if len(parts) > 1 else status_line!r}")
-        headers = {}
-        for line in header_lines:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        if "content-length" not in headers:
-            raise ValueError("no content-length")  # the app always sends one: never chunked
-        body = await conn.reader.readexactly(int(headers["content-length"]))
-        match = re.fullmatch(rb"(\d+) \S+", body)
-        if match is None:
-            raise ValueError("unexpected body")
-        return int(match[1]), headers.get("connection", "").lower() != "close"
+            if phase.kind == "idle":
+                budget = Budget(self.t0 + end + REQUEST_TIMEOUT)
+                await open_loop(
+                    self._client,
+                    self.trickle_rate,
+                    self.t0 + start,
+                    self.t0 + end,
+                    budget,
+                    self._recorder(index),
+                )
 
 
 def load_generator_main(argv: Sequence[str]) -> int:
@@ -360,7 +278,7 @@ class Sampler:
 
     def sample(self) -> None:
         workers: dict[int, tuple[float, float]] = {}
-        for proc in harness.process_tree(self.pid):
+        for proc in sampling.process_tree(self.pid):
             try:
                 with proc.oneshot():
                     cmdline = proc.cmdline()
@@ -460,7 +378,7 @@ def _measure(
     sampler = Sampler(proc.pid, log_path, t0)
     sampler.sample()  # the server's CPU so far (its start-up), to be left out
     cpu_before = sampler.server_cpu
-    before = harness.cpu_snapshot(proc.pid, ())
+    before = sampling.cpu_snapshot(proc.pid, ())
     sampler.start()
     command = [
         sys.executable, "-m", "benchmarks.autoscale", LOAD_GENERATOR_FLAG,
@@ -473,14 +391,14 @@ def _measure(
         total = sum(p.seconds for p in settings.phases)
         loadgen.wait(timeout=LEAD + total + REQUEST_TIMEOUT + 15)
     finally:
-        _stop_group(loadgen)
+        harness.stop_server(loadgen, 5.0)
         time.sleep(SAMPLE_INTERVAL * 2)  # one more sample of the tree after the last request
         sampler.stop()
     # The load generator has been reaped, so its CPU time is in this process's RUSAGE_CHILDREN.
-    after = harness.cpu_snapshot(proc.pid, ())
+    after = sampling.cpu_snapshot(proc.pid, ())
     server_cpu = sampler.server_cpu - cpu_before
     record.server_cpu = server_cpu
-    record.foreign_cpu = harness.foreign_cpu_share(before, replace(after, server=after.server + server_cpu))
+    record.foreign_cpu = sampling.foreign_cpu_share(before, replace(after, server=after.server + server_cpu))
     record.timeline, record.log_events = sampler.timeline, sampler.log_events
     record.initial_workers = sampler.initial_workers or []
     record.worker_cpu = [(t, {str(pid): cpu for pid, cpu in cpus.items()}) for t, cpus in sampler.worker_cpu]
@@ -489,30 +407,8 @@ def _measure(
     record.outcomes = json.loads(out.read_text())
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-            return
-
-
 # --------------------------------------------------------------------------------------------------
 # Figures of one run, computed from its record (so --render can recompute them from saved JSON).
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 _RETIRING = re.compile(r"retiring worker \d+ \(pid (\d+)\)")
@@ -597,8 +493,8 @@ def run_stats(record: RunRecord, phases: Sequence[Phase], start_workers: int) ->
         idle_requests=len(idle_ok),
         max_workers=max((n for _, n in record.timeline), default=0),
         worker_seconds=_worker_seconds(record.timeline, windows[-1][3] if windows else 0.0),
-        cpu_use=[_median([b for t, b, _ in busy if s + 1 <= t < e]) for _, s, e in bursts],
-        cpu_demand=[_median([d for t, _, d in busy if s + 1 <= t < e]) for _, s, e in bursts],
+        cpu_use=[median([b for t, b, _ in busy if s + 1 <= t < e]) for _, s, e in bursts],
+        cpu_demand=[median([d for t, _, d in busy if s + 1 <= t < e]) for _, s, e in bursts],
         added_share=[_added_share(ok, i, record.initial_workers) for i, _, _ in bursts],
         second_worker=[_second_worker(ok, i, s) for i, s, _ in bursts],
         first_up=[
@@ -697,11 +593,6 @@ def _back_to(timeline: Sequence[tuple[float, int]], after: float, workers: int) 
 
 # --------------------------------------------------------------------------------------------------
 # The page and the plot.
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
 
 
 def _ms(value: float | None) -> str:
@@ -822,7 +713,7 @@ def _page_results(
     records: Sequence[RunRecord],
     by_config: dict[str, list[RunStats]],
 ) -> str:
-    reference = _median([s.burst_rps for s in by_config.get("fixed-4", [])])
+    reference = median([s.burst_rps for s in by_config.get("fixed-4", [])])
     lines = [
         "## Results",
         "",
@@ -838,14 +729,14 @@ def _page_results(
         if not stats:
             lines.append(f"| `{c.label}` | 0/{len(runs)} | failed | | | | | | | | | |")
             continue
-        rps = _median([s.burst_rps for s in stats])
+        rps = median([s.burst_rps for s in stats])
         ratio = f"{rps / reference:.2f}x" if rps is not None and reference else "n/a"
         lines.append(
             f"| `{c.label}` | {len(stats)}/{len(runs)} | {sum(s.ok for s in stats):,} "
             f"| {sum(s.failed for s in stats)} | {rps:.1f} | {ratio} "
-            f"| {_ms(_median([s.burst_p50 for s in stats]))} | {_ms(_median([s.burst_p99 for s in stats]))} "
-            f"| {_ms(_median([s.idle_p50 for s in stats]))} | {_ms(_median([s.idle_p99 for s in stats]))} "
-            f"| {max(s.max_workers for s in stats)} | {_median([s.worker_seconds for s in stats]):.0f} |"
+            f"| {_ms(median([s.burst_p50 for s in stats]))} | {_ms(median([s.burst_p99 for s in stats]))} "
+            f"| {_ms(median([s.idle_p50 for s in stats]))} | {_ms(median([s.idle_p99 for s in stats]))} "
+            f"| {max(s.max_workers for s in stats)} | {median([s.worker_seconds for s in stats]):.0f} |"
         )
     burst_count = len(next((s.burst_rps_each for v in by_config.values() for s in v), []))
     lines += [
@@ -879,8 +770,8 @@ def _page_results(
             first, added = (first, added) if c.name == "autoscaled" else ("n/a", "n/a")
             second = second if c.workers > 1 or c.name == "autoscaled" else "n/a"
             lines.append(
-                f"| `{c.label}` | {i + 1} | {_median([s.burst_rps_each[i] for s in stats]):.1f} "
-                f"| {_ms(_median([s.burst_p99_each[i] for s in stats]))} "
+                f"| `{c.label}` | {i + 1} | {median([s.burst_rps_each[i] for s in stats]):.1f} "
+                f"| {_ms(median([s.burst_p99_each[i] for s in stats]))} "
                 f"| {busy} | {first} | {added} | {second} |"
             )
     lines += [
@@ -1069,8 +960,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--forkserve-python",
-        default=DEFAULT_FORKSERVE_PYTHON if Path(DEFAULT_FORKSERVE_PYTHON).exists() else sys.executable,
-        help=f"interpreter that has forkserve (default {DEFAULT_FORKSERVE_PYTHON})",
+        default=sys.executable,
+        help="interpreter that has forkserve (default: the running one)",
     )
     parser.add_argument("--start-timeout", type=float, default=30.0, help="seconds a server has to start")
     parser.add_argument(
@@ -1222,7 +1113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shift = (rep - 1) % len(configs)
             for config in configs[shift:] + configs[:shift]:
                 # Not a gate (that could cost the time budget): a note of how busy the machine was.
-                harness.wait_for_quiet(0.10, 3.0)
+                sampling.wait_for_quiet(0.10, 3.0)
                 record = run_once(config, rep, settings)
                 records.append(record)
                 _progress(record, phases, args.rounds)

@@ -2,7 +2,7 @@
 
 Run from the repository root (about 5 minutes with the defaults):
 
-    python -m benchmarks.balance --python /work/benchvenv/bin/python --forkserve-python /work/venv/bin/python
+    python -m benchmarks.balance --python peers/bin/python --forkserve-python forkserve-venv/bin/python
 
 For each server and round, three fresh runs of wrk against ``benchmarks.apps_balance:app``:
 
@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,8 +37,9 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.harness import HOST
+from benchmarks.stats import median_or_nan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -145,11 +145,11 @@ def run_one(server: str, scenario: str, round_no: int, args: argparse.Namespace,
         if scenario == "keep-alive":
             record.burst = burst(port)
         wrk(port, scenario, 1, script)  # warm-up, not recorded
-        before = harness.cpu_snapshot(proc.pid)
+        before = sampling.cpu_snapshot(proc.pid)
         master_before = _cpu_seconds(proc.pid)
         result = wrk(port, scenario, args.duration, script)
         record.master_cpu = (_cpu_seconds(proc.pid) - master_before) / (time.monotonic() - before.wall)
-        record.foreign_cpu = harness.foreign_cpu_share(before, harness.cpu_snapshot(proc.pid, before.tree))
+        record.foreign_cpu = sampling.foreign_cpu_share(before, sampling.cpu_snapshot(proc.pid, before.tree))
         record.requests_per_sec = result.requests_per_sec
         record.latency_ms = result.latency_ms
         record.errors = result.socket_errors + result.non_2xx
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render:
         data = json.loads(Path(args.render).read_text())
-        runs = [Run(**run) for run in data["runs"]]
-        write_section(Path(args.output), render(runs, data["meta"]))
+        saved = [Run(**run) for run in data["runs"]]
+        write_section(Path(args.output), render(saved, data["meta"]))
         return 0
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             shift = (round_no - 1) % len(servers)
             for server in servers[shift:] + servers[:shift]:
                 for scenario in SCENARIOS:
-                    harness.wait_for_quiet(0.15, 20)
+                    sampling.wait_for_quiet(0.15, 20)
                     run = run_one(server, scenario, round_no, args, script)
                     runs.append(run)
                     print(_progress(run), flush=True)
@@ -248,7 +248,7 @@ def render(runs: list[Run], meta: dict[str, object]) -> str:
     ]
     for scenario in SCENARIOS:
         base_runs = [r.requests_per_sec or 0.0 for r in ok if r.server == BASELINE and r.scenario == scenario]
-        base = statistics.median(base_runs) if base_runs else None
+        base = median_or_nan(base_runs) if base_runs else None
         title = {
             "keep-alive": "Keep-alive (`wrk -c64`): throughput, and where a 32-connection burst lands",
             "new-conn": "One connection per request (`wrk -c64 -H 'Connection: close'`)",
@@ -269,12 +269,12 @@ def render(runs: list[Run], meta: dict[str, object]) -> str:
                     f"| {server} | failed | | | | | | |" + (" |" if scenario == "keep-alive" else "")
                 )
                 continue
-            rps = statistics.median(r.requests_per_sec or 0.0 for r in mine)
-            p50 = statistics.median(r.latency_ms.get("50", 0.0) for r in mine)
-            p99 = statistics.median(r.latency_ms.get("99", 0.0) for r in mine)
+            rps = median_or_nan(r.requests_per_sec or 0.0 for r in mine)
+            p50 = median_or_nan(r.latency_ms.get("50", 0.0) for r in mine)
+            p99 = median_or_nan(r.latency_ms.get("99", 0.0) for r in mine)
             ratio = f"{rps / base:.2f}x" if base else "-"
             shares = ", ".join(_share(r.shares) for r in mine)
-            master = statistics.median(r.master_cpu for r in mine)
+            master = median_or_nan(r.master_cpu for r in mine)
             other = max(r.foreign_cpu for r in mine)
             row = (
                 f"| {server} | {rps:,.0f} | {ratio} | {p50:.1f} | {p99:.1f} | {master:.0%} | {other:.0%} "

@@ -3,7 +3,7 @@
 Run from the repository root:
 
     python -m benchmarks.faults --output docs/reliability.md \\
-        --python /work/benchvenv/bin/python --forkserve-python /work/venv/bin/python
+        --python peers/bin/python --forkserve-python forkserve-venv/bin/python
 
 ``--quick`` runs shorter scenarios (a few minutes); ``--scenarios 1,2`` and ``--servers forkserve``
 pick a subset. The scenarios are in ``benchmarks/faults_scenarios.py``, the clients in

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import random
 import signal
@@ -31,26 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import stats
+from benchmarks.client import Budget, Client, Outcome, paced, parse_head, watchdog
+from benchmarks.failures import Failure, classify, label
+
 HOST = "127.0.0.1"
 MAX_FAILURE_EVENTS = 5000
-# Set by SIGTERM: the load stops sending (requests in flight still finish) and reports.
-_STOP = {"requested": False}
+# Stopped by SIGTERM: the load stops sending (requests in flight still finish) and reports.
+_BUDGETS: list[Budget] = []
 READ_LIMIT = 1 << 20  # the StreamReader's buffer limit; a response head never comes near it
-
-
-class BadResponse(Exception):
-    """The bytes that came back are not an HTTP/1.x response."""
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[bytes, bytes]
-    body: bytes
-
-    @property
-    def closes(self) -> bool:
-        return self.headers.get(b"connection", b"").lower() == b"close"
 
 
 def request_bytes(path: str, close: bool = False, host: str = "localhost") -> bytes:
@@ -58,37 +46,22 @@ def request_bytes(path: str, close: bool = False, host: str = "localhost") -> by
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1") + connection + b"\r\n"
 
 
-async def read_response(reader: asyncio.StreamReader) -> Response:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise BadResponse(lines[0][:80].decode("latin-1"))
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    length = int(headers.get(b"content-length", b"0") or b"0")
-    body = await reader.readexactly(length) if length else b""
-    return Response(int(parts[1]), headers, body)
+async def read_status(reader: asyncio.StreamReader) -> int:
+    """Read one Content-Length-framed response off a stream; its status."""
+    # For the attacks, which write raw bytes on a stream; a normal load uses benchmarks.client.
+    head = parse_head((await reader.readuntil(b"\r\n\r\n"))[:-4])
+    length = int(head.headers.get(b"content-length", b"0") or b"0")
+    if length:
+        await reader.readexactly(length)
+    return head.status
 
 
-def failure_kind(exc: BaseException, connecting: bool) -> str:
-    """One short word for what went wrong, the same for every server."""
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "connect timeout" if connecting else "timeout"
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return "reset"
-    if isinstance(exc, asyncio.IncompleteReadError):
-        return "closed early"
-    if isinstance(exc, BadResponse | asyncio.LimitOverrunError | ValueError):
-        return "bad response"
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return errno.errorcode.get(exc.errno, str(exc.errno))
-    return type(exc).__name__
+def failure_word(exc: BaseException, connecting: bool) -> str:
+    """The word of benchmarks.failures for ``exc``; a connection that never opened says so."""
+    failure = classify(exc, connecting)
+    if connecting and failure is not Failure.CONNECT_TIMEOUT:
+        return f"connect {label(failure, error=exc)}"
+    return label(failure, error=exc)
 
 
 async def connect(
@@ -161,118 +134,57 @@ def _pid_of(body: bytes) -> int | None:
     return int(first[0]) if first and first[0].isdigit() else None
 
 
+def _has_pid(body: bytes) -> bool:
+    return _pid_of(body) is not None
+
+
 class Load:
     def __init__(self, config: LoadConfig) -> None:
         self.config = config
         self.stats = LoadStats()
-        self.deadline = 0.0
-        self.sent = 0  # requests started; max_requests caps this, so in-flight ones cannot overshoot
+        self.budget = Budget(0.0, config.max_requests)
 
-    def _budget_left(self) -> bool:
-        return (
-            not _STOP["requested"]
-            and time.monotonic() < self.deadline
-            and self.sent < self.config.max_requests
-        )
+    def _client(self, path: str, keep_alive: bool, timeout: float) -> Client:
+        return Client(self.config.port, path=path, keep_alive=keep_alive, timeout=timeout, body_ok=_has_pid)
+
+    def _record(self, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.stats.succeed(outcome.start, outcome.end, _pid_of(outcome.body))
+        else:
+            self.stats.fail(outcome.label, outcome.end)
+
+    def _record_extra(self, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.stats.succeed(outcome.start, outcome.end, _pid_of(outcome.body))
+            self.stats.calls.append((outcome.start, _pid_of(outcome.body), outcome.body.decode("latin-1")))
+        else:
+            self.stats.fail(f"{self.config.extra_path}: {outcome.label}", outcome.end)
+            self.stats.calls.append((outcome.start, None, outcome.label))
 
     async def run(self) -> dict[str, Any]:
-        started = time.monotonic()
-        self.deadline = started + self.config.duration
-        interval = 1.0 / self.config.rate
-        tasks = [self._client(True, interval, i) for i in range(self.config.keepalive)]
-        tasks += [self._client(False, interval, i) for i in range(self.config.fresh)]
-        if self.config.extra_path:
-            tasks.append(self._extra())
-        await asyncio.gather(*tasks)
-        return self.result(started, time.monotonic())
-
-    async def _pace(self, next_at: float) -> float:
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        # A client that fell behind (a slow response) does not burst to catch up.
-        return max(next_at, time.monotonic())
-
-    async def _client(self, keepalive: bool, interval: float, index: int) -> None:
-        # Spread the clients' first requests over one interval so they do not all fire at once.
-        next_at = time.monotonic() + interval * index / max(1, self.config.keepalive + self.config.fresh)
-        writer: asyncio.StreamWriter | None = None
-        reader: asyncio.StreamReader | None = None
-        try:
-            while self._budget_left():
-                next_at = await self._pace(next_at) + interval
-                if not self._budget_left():
-                    break
-                self.sent += 1
-                t0 = time.monotonic()
-                connecting = writer is None
-                try:
-                    if writer is None or reader is None:
-                        reader, writer = await connect(self.config.port, self.config.timeout)
-                    connecting = False
-                    writer.write(request_bytes(self.config.path, close=not keepalive))
-                    remaining = self.config.timeout - (time.monotonic() - t0)
-                    response = await asyncio.wait_for(read_response(reader), max(0.01, remaining))
-                except Exception as exc:
-                    self.stats.fail(failure_kind(exc, connecting), time.monotonic())
-                    close_writer(writer)
-                    reader = writer = None
-                    continue
-                t1 = time.monotonic()
-                pid = _pid_of(response.body)
-                if response.status == 200 and pid is not None:
-                    self.stats.succeed(t0, t1, pid)
-                else:
-                    self.stats.fail(f"status {response.status}", t1)
-                if not keepalive or response.closes:
-                    close_writer(writer)
-                    reader = writer = None
-        finally:
-            close_writer(writer)
-
-    async def _extra(self) -> None:
         config = self.config
-        assert config.extra_path is not None
-        next_at = time.monotonic()
-        writer: asyncio.StreamWriter | None = None
-        reader: asyncio.StreamReader | None = None
-        try:
-            while self._budget_left():
-                next_at = await self._pace(next_at) + config.extra_interval
-                if not self._budget_left():
-                    break
-                self.sent += 1
-                t0 = time.monotonic()
-                connecting = writer is None
-                try:
-                    if writer is None or reader is None:
-                        reader, writer = await connect(config.port, config.extra_timeout)
-                    connecting = False
-                    writer.write(request_bytes(config.extra_path))
-                    response = await asyncio.wait_for(read_response(reader), config.extra_timeout)
-                except Exception as exc:
-                    kind = failure_kind(exc, connecting)
-                    self.stats.fail(f"{config.extra_path}: {kind}", time.monotonic())
-                    self.stats.calls.append((t0, None, kind))
-                    close_writer(writer)
-                    reader = writer = None
-                    continue
-                t1 = time.monotonic()
-                pid = _pid_of(response.body)
-                if response.status == 200 and pid is not None:
-                    self.stats.succeed(t0, t1, pid)
-                    self.stats.calls.append((t0, pid, response.body.decode("latin-1")))
-                else:
-                    self.stats.fail(f"{config.extra_path}: status {response.status}", t1)
-                    self.stats.calls.append((t0, None, f"status {response.status}"))
-                if response.closes:
-                    close_writer(writer)
-                    reader = writer = None
-        finally:
-            close_writer(writer)
+        started = time.monotonic()
+        self.budget.deadline = started + config.duration
+        _BUDGETS.append(self.budget)
+        interval = 1.0 / config.rate
+        clients = [self._client(config.path, True, config.timeout) for _ in range(config.keepalive)]
+        clients += [self._client(config.path, False, config.timeout) for _ in range(config.fresh)]
+        # Spread the clients' first requests over one interval so they do not all fire at once.
+        runs = [
+            paced(c, interval, started + interval * i / len(clients), self.budget, self._record)
+            for i, c in enumerate(clients)
+        ]
+        if config.extra_path:
+            extra = self._client(config.extra_path, True, config.extra_timeout)
+            clients.append(extra)
+            runs.append(paced(extra, config.extra_interval, started, self.budget, self._record_extra))
+        async with watchdog(clients):
+            await asyncio.gather(*runs)
+        return self.result(started, time.monotonic())
 
     def result(self, started: float, ended: float) -> dict[str, Any]:
         s = self.stats
+        p50, p99, most = stats.latency(s.latencies)
         return {
             "started": started,
             "ended": ended,
@@ -280,24 +192,14 @@ class Load:
             "failed": sum(s.failures.values()),
             "failures": dict(s.failures),
             "failure_events": s.failure_events,
-            **latency_summary(s.latencies),
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "max_ms": most,
             "pid_first": {str(k): v for k, v in s.pid_first.items()},
             "pid_last": {str(k): v for k, v in s.pid_last.items()},
             "pid_count": {str(k): v for k, v in s.pid_count.items()},
             "calls": s.calls,
         }
-
-
-def latency_summary(latencies: list[float]) -> dict[str, float | None]:
-    if not latencies:
-        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return {
-        "p50_ms": statistics.median(ordered) * 1000,
-        "p99_ms": p99 * 1000,
-        "max_ms": ordered[-1] * 1000,
-    }
 
 
 # --- slowloris -------------------------------------------------------------------------------
@@ -333,7 +235,7 @@ async def _slow_connection(config: SlowlorisConfig, conn: SlowConn, stop_at: flo
     try:
         reader, writer = await connect(config.port, config.connect_timeout, config.source)
     except Exception as exc:
-        conn.how = f"connect {failure_kind(exc, True)}"
+        conn.how = failure_word(exc, True)
         return
     conn.connected_at = time.monotonic()
 
@@ -343,7 +245,7 @@ async def _slow_connection(config: SlowlorisConfig, conn: SlowConn, stop_at: flo
             first = data.split(b"\r\n", 1)[0][:40].decode("latin-1")
             conn.how = first if data else "closed"
         except Exception as exc:
-            conn.how = failure_kind(exc, False)
+            conn.how = failure_word(exc, False)
         conn.closed_at = time.monotonic()
 
     watcher = asyncio.ensure_future(watch())
@@ -567,14 +469,14 @@ async def _one_malformed(config: MalformedConfig, payload: bytes, pipelined: boo
     try:
         reader, writer = await connect(config.port, config.timeout * 2, config.source)
     except Exception as exc:
-        return f"connect {failure_kind(exc, True)}", 0
+        return failure_word(exc, True), 0
     write_error: str | None = None
     try:
         writer.write(payload)
         try:
             await asyncio.wait_for(writer.drain(), config.timeout * 2)
         except Exception as exc:
-            write_error = failure_kind(exc, False)
+            write_error = failure_word(exc, False)
         if pipelined:
             return await _count_pipelined(reader, config.pipeline_timeout)
         try:
@@ -588,7 +490,7 @@ async def _one_malformed(config: MalformedConfig, payload: bytes, pipelined: boo
         except (ConnectionResetError, BrokenPipeError):
             return "reset, no response", 0
         except Exception as exc:
-            return failure_kind(exc, False), 0
+            return failure_word(exc, False), 0
         return status_class(line), 0
     finally:
         close_writer(writer)
@@ -600,11 +502,11 @@ async def _count_pipelined(reader: asyncio.StreamReader, timeout: float) -> tupl
     count = 0
     try:
         while count < PIPELINE_DEPTH:
-            response = await asyncio.wait_for(read_response(reader), max(0.01, deadline - time.monotonic()))
-            first = first or f"{response.status // 100}xx"
+            status = await asyncio.wait_for(read_status(reader), max(0.01, deadline - time.monotonic()))
+            first = first or f"{status // 100}xx"
             count += 1
     except Exception as exc:
-        first = first or failure_kind(exc, False)
+        first = first or failure_word(exc, False)
     return first or "no response", count
 
 
@@ -650,8 +552,8 @@ async def _attempt(config: FloodConfig, held: list[asyncio.StreamWriter]) -> str
     try:
         _, writer = await connect(config.port, config.connect_timeout, config.source)
     except Exception as exc:
-        kind = failure_kind(exc, True)
-        return {"connect timeout": "timed out", "refused": "refused"}.get(kind, kind)
+        kind = failure_word(exc, True)
+        return {"connect timeout": "timed out", "connect refused": "refused"}.get(kind, kind)
     # Held open, with a request in it, until the flood ends: it occupies its place in the queue.
     with contextlib.suppress(Exception):
         writer.write(request_bytes("/pid", close=True))
@@ -660,16 +562,10 @@ async def _attempt(config: FloodConfig, held: list[asyncio.StreamWriter]) -> str
 
 
 async def _probe(port: int, timeout: float) -> bool:
-    writer = None
-    try:
-        reader, writer = await connect(port, timeout)
-        writer.write(request_bytes("/pid", close=True))
-        response = await asyncio.wait_for(read_response(reader), timeout)
-        return response.status == 200
-    except Exception:
-        return False
-    finally:
-        close_writer(writer)
+    client = Client(port, path="/pid", keep_alive=False, timeout=timeout)
+    async with watchdog([client]):
+        outcome = await client.request()
+    return outcome.ok
 
 
 async def run_flood(config: FloodConfig) -> dict[str, Any]:
@@ -713,7 +609,8 @@ def run_job(job: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _request_stop(signum: int, frame: object) -> None:
-    _STOP["requested"] = True
+    for budget in _BUDGETS:
+        budget.stop()
 
 
 def main(argv: list[str]) -> int:

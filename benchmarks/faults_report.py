@@ -147,8 +147,10 @@ def _header(meta: dict[str, Any]) -> str:
 - *Steady load* (unless a scenario says otherwise): a separate process runs 8 keep-alive clients
   and 2 clients that open a new connection per request, each paced at 50 requests/s (500/s in all),
   on `127.0.0.1`, each request to `/pid` (answers the worker's pid). A request is ok when it gets 200
-  and a pid; anything else (refused, reset, closed early, no answer within 5 s, another status)
-  is failed. No retries: a keep-alive client whose request failed reconnects for its next one.
+  and a pid; anything else is failed, counted in the words every benchmark uses
+  (`benchmarks/failures.py`): `refused`, `connect timeout`, `reset`, `no response`, `short read`,
+  `timeout` (no answer within 5 s), `bad response`, `bad status NNN`, `bad body`.
+  No retries: a keep-alive client whose request failed reconnects for its next one.
 - Every server is started in a session of its own and stopped with TERM (then KILL after 10 s);
   whatever of its process group is still alive after that is killed and reported as a leftover.
 """

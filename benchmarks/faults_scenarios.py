@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import select
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.faults_clients import FloodConfig, LoadConfig, MalformedConfig, SlowlorisConfig
 from benchmarks.faults_servers import (
     CRASH_APP,
@@ -233,7 +232,7 @@ def worker_pids(running: Running) -> set[int]:
 
 
 def tree_rss_mb(running: Running) -> float:
-    return harness.tree_memory(running.proc.pid).rss / MIB
+    return sampling.tree_memory(running.proc.pid).rss / MIB
 
 
 def _s(seconds: float | None) -> str:
@@ -923,21 +922,12 @@ SCENARIOS: dict[int, Scenario] = {
 }
 
 
-def _cpu_now() -> tuple[float, float, float]:
-    """(wall, CPU seconds the machine spent busy, CPU seconds of this runner and its reaped children)."""
-    times = psutil.cpu_times()
-    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.monotonic(), busy, own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 OTHER_CPU_WARNING = 0.15
 
 
 def run_scenario(ctx: Ctx, scenario: Scenario, server: FaultServer) -> Row:
     row = Row(scenario=scenario.number, server=server.name)
-    cpu_before = _cpu_now()
+    cpu_before = sampling.cpu_snapshot(None)
     t0 = time.monotonic()
     try:
         scenario.run(ctx, server, row)
@@ -949,8 +939,7 @@ def run_scenario(ctx: Ctx, scenario: Scenario, server: FaultServer) -> Row:
     # Every server and client of the scenario has been reaped by now, so their CPU time is in
     # RUSAGE_CHILDREN; what the machine spent beyond that was someone else's (orphans that init
     # reaped count as someone else's too, so this errs on the high side).
-    wall, busy, ours = (after - before for after, before in zip(_cpu_now(), cpu_before, strict=True))
-    other = max(0.0, (busy - ours) / (wall * (psutil.cpu_count() or 1))) if wall > 0 else 0.0
+    other = sampling.foreign_cpu_share(cpu_before, sampling.cpu_snapshot(None))
     row.details["other_cpu_pct"] = round(other * 100)
     if other > OTHER_CPU_WARNING:
         row.notes.append(f"other processes used {other:.0%} of the CPUs meanwhile: figures may be disturbed")

@@ -6,7 +6,6 @@ the reason where it has none, so that the page can tell "failed the test" from "
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.harness import HOST
 from benchmarks.run import REPO_ROOT, module_argv, server_env
 
@@ -251,17 +250,10 @@ def alive(proc: psutil.Process) -> bool:
 
 
 def live_tree(pid: int) -> list[psutil.Process]:
-    return [p for p in harness.process_tree(pid) if alive(p)]
+    return [p for p in sampling.process_tree(pid) if alive(p)]
 
 
-def group_members(pgid: int) -> list[psutil.Process]:
-    """Every live process in the group, whoever its parent is now (orphans are reparented)."""
-    members = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                members.append(proc)
-    return members
+group_members = harness.group_members
 
 
 def fd_count(pid: int) -> int | None:
@@ -471,36 +463,12 @@ class Stopped:
 
 
 def stop(running: Running, grace: float = 10.0) -> Stopped:
-    """TERM the group, KILL it after ``grace``, and make sure nothing of it is left at all.
-
-    Like ``harness.stop_server``, but it also waits for members of the group whose master is
-    already gone (orphaned workers, reparented away from the tree), which a scenario can leave.
-    """
-    pgid = running.proc.pid
-    t0 = time.monotonic()
-    members = {p.pid: p for p in live_tree(pgid) + group_members(pgid)}
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        running.proc.wait(timeout=grace)
-    psutil.wait_procs(list(members.values()), timeout=max(0.0, grace - (time.monotonic() - t0)))
-    remaining = [p for p in members.values() if alive(p)] + group_members(pgid)
-    killed = running.proc.poll() is None or bool(remaining)
-    took = time.monotonic() - t0
-    if killed:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        for proc in remaining:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()  # left the group (setsid) but still ours
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            running.proc.wait(timeout=5)
-        psutil.wait_procs(remaining, timeout=5)
-    survivors = {p.pid: p for p in [p for p in members.values() if alive(p)] + group_members(pgid)}
+    """TERM the group, KILL it after ``grace``, and make sure nothing of it is left at all."""
+    stopped = harness.stop_server(running.proc, grace)
     return Stopped(
-        stop_seconds=took,
-        returncode=running.proc.returncode,
-        killed=killed,
-        survivors=[f"{pid} {cmdline_of(p)[:80]}" for pid, p in survivors.items()],
+        stop_seconds=stopped.seconds,
+        returncode=stopped.returncode,
+        killed=stopped.killed,
+        survivors=stopped.survivors,
         port_open=not harness.port_closed(running.port),
     )

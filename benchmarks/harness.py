@@ -1,6 +1,8 @@
-"""Start a server, load it with wrk, measure its memory, stop it and prove it is gone.
+"""The process-group harness: start a server in a session of its own, wait until it serves, load it
+with wrk, stop its whole group and prove nothing of it is left.
 
 Every wait here has a deadline: a server that hangs must cost one failed run, not the benchmark.
+CPU and memory sampling is in ``benchmarks.sampling``, the load client in ``benchmarks.client``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import http.client
 import os
 import pty
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.apps import BODY
+from benchmarks.sampling import process_tree
 
 HOST = "127.0.0.1"
 EXPECTED_BODY = BODY  # what benchmarks.apps answers; anything else on the port is not our server
@@ -38,13 +40,6 @@ class WrkResult:
     requests: int
     socket_errors: int
     non_2xx: int
-
-
-@dataclass(frozen=True)
-class Memory:
-    processes: int
-    rss: int
-    pss: int
 
 
 def free_port() -> int:
@@ -115,36 +110,36 @@ def _drain(fd: int, log_path: Path) -> None:
             os.close(fd)
 
 
-def answers(port: int, timeout: float = 1.0) -> bool:
-    """True if the server on ``port`` serves the benchmark app's response."""
+def answers(port: int, timeout: float = 1.0, path: str = "/", body: bytes | None = EXPECTED_BODY) -> bool:
+    """True if the server on ``port`` answers ``path`` with 200 (and ``body``, unless None)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("GET", "/")
+        conn.request("GET", path)
         response = conn.getresponse()
-        return response.status == 200 and response.read() == EXPECTED_BODY
+        got = response.read()
+        return response.status == 200 and (body is None or got == body)
     except (OSError, http.client.HTTPException):
         return False
     finally:
         conn.close()
 
 
-def wait_until_serving(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+def wait_until_serving(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    timeout: float,
+    path: str = "/",
+    body: bytes | None = EXPECTED_BODY,
+) -> None:
+    """Wait until the server answers ``path`` as ``answers`` checks; raise if it exits or never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerError(f"exited with status {proc.returncode} before serving")
-        if answers(port):
+        if answers(port, path=path, body=body):
             return
         time.sleep(0.05)
     raise ServerError(f"did not answer on port {port} within {timeout:.0f}s")
-
-
-def process_tree(pid: int) -> list[psutil.Process]:
-    try:
-        leader = psutil.Process(pid)
-        return [leader, *leader.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
 
 
 def wait_for_workers(pid: int, min_processes: int, timeout: float, settle: float = 0.5) -> None:
@@ -165,78 +160,6 @@ def wait_for_workers(pid: int, min_processes: int, timeout: float, settle: float
             return
         time.sleep(0.1)
     raise ServerError(f"process tree had {last_count} processes, expected at least {min_processes}")
-
-
-def tree_memory(pid: int) -> Memory:
-    """Sum RSS and PSS over the server's whole tree.
-
-    RSS counts pages shared between a pre-fork master and its workers once per process; PSS splits
-    them, so the two together show how much a fork model really shares.
-    """
-    rss = pss = processes = 0
-    for proc in process_tree(pid):
-        try:
-            info = proc.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        rss += info.rss
-        pss += info.pss
-        processes += 1
-    return Memory(processes=processes, rss=rss, pss=pss)
-
-
-@dataclass(frozen=True)
-class CpuSnapshot:
-    wall: float
-    busy: float  # CPU seconds the whole machine spent not idle
-    server: float  # CPU seconds of the server's tree
-    ours: float  # CPU seconds of this runner and its reaped children (wrk)
-    tree: tuple[psutil.Process, ...]
-
-
-def cpu_snapshot(pid: int, tree: tuple[psutil.Process, ...] | None = None) -> CpuSnapshot:
-    tree = tuple(process_tree(pid)) if tree is None else tree
-    times = psutil.cpu_times()
-    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    ours = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-    return CpuSnapshot(time.monotonic(), busy, _tree_cpu(tree), ours, tree)
-
-
-def _tree_cpu(tree: tuple[psutil.Process, ...]) -> float:
-    total = 0.0
-    for proc in tree:
-        try:
-            t = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += t.user + t.system
-    return total
-
-
-def wait_for_quiet(max_share: float, timeout: float) -> float:
-    """Wait until the machine's CPUs are at most ``max_share`` busy, or ``timeout`` has passed.
-
-    Called between runs, when no server of ours is up: whatever CPU is in use is someone else's, and
-    waiting it out is cheaper than running a server only to throw its figures away.
-    """
-    deadline = time.monotonic() + timeout
-    share = psutil.cpu_percent(interval=1.0) / 100
-    while share > max_share and time.monotonic() < deadline:
-        share = psutil.cpu_percent(interval=1.0) / 100
-    return share
-
-
-def foreign_cpu_share(before: CpuSnapshot, after: CpuSnapshot) -> float:
-    """Share of the machine's CPU capacity used by neither the server, wrk nor this runner.
-
-    Servers and wrk fight for the same cores here, so anything else running (a test suite, a build)
-    lowers the figures; this says how much it did, to tell a noisy run from a slow server.
-    """
-    own = (after.busy - before.busy) - (after.server - before.server) - (after.ours - before.ours)
-    capacity = (after.wall - before.wall) * (psutil.cpu_count() or 1)
-    return max(0.0, own / capacity) if capacity > 0 else 0.0
 
 
 _UNIT_TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -287,7 +210,8 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _group_members(pgid: int) -> list[psutil.Process]:
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Every live process in the group, whoever its parent is now (orphans are reparented)."""
     members = []
     for proc in psutil.process_iter():
         try:
@@ -312,6 +236,7 @@ def _still_running(procs: list[psutil.Process]) -> list[psutil.Process]:
 
 @dataclass(frozen=True)
 class StopResult:
+    seconds: float  # from SIGTERM until the group was gone (or SIGKILL)
     killed: bool  # SIGTERM was not enough within the grace period
     returncode: int | None
     survivors: list[str]  # processes alive even after SIGKILL; empty when all is well
@@ -320,16 +245,19 @@ class StopResult:
 def stop_server(proc: subprocess.Popen[bytes], grace: float) -> StopResult:
     """SIGTERM the server's process group, SIGKILL it after ``grace`` seconds.
 
-    The tree is recorded before signalling because a worker whose master died first is reparented
-    and would no longer show up as a child.
+    The tree and the group are recorded before signalling because a worker whose master died first
+    is reparented and would no longer show up as a child; members of the group whose master is
+    already gone (orphans a fault scenario left) are waited for too.
     """
     pgid = proc.pid  # start_new_session made the leader's pid its group id
-    tree = process_tree(proc.pid)
+    t0 = time.monotonic()
+    tree = list({p.pid: p for p in process_tree(proc.pid) + group_members(pgid)}.values())
     _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
+    deadline = t0 + grace
     _wait_leader(proc, grace)
     psutil.wait_procs(_still_running(tree), timeout=max(0.0, deadline - time.monotonic()))
-    killed = proc.poll() is None or bool(_still_running(tree) or _group_members(pgid))
+    killed = proc.poll() is None or bool(_still_running(tree) or group_members(pgid))
+    seconds = time.monotonic() - t0
     if killed:
         _signal_group(pgid, signal.SIGKILL)
         for straggler in _still_running(tree):
@@ -337,8 +265,9 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float) -> StopResult:
                 straggler.kill()  # left the group (setsid) but is still ours
         _wait_leader(proc, grace)
         psutil.wait_procs(_still_running(tree), timeout=grace)
-    survivors = {p.pid: p for p in _still_running(tree) + _group_members(pgid)}
+    survivors = {p.pid: p for p in _still_running(tree) + group_members(pgid)}
     return StopResult(
+        seconds=seconds,
         killed=killed,
         returncode=proc.returncode,
         survivors=[f"{pid} {_describe(p)}" for pid, p in survivors.items()],

@@ -5,14 +5,13 @@ so a noisy neighbour hits all of them alike, and the medians over rounds are com
 to gunicorn + UvicornWorker and to the ceiling (benchmarks/ceiling.py: uvloop + httptools and a
 fixed answer, no ASGI). Writes its section of docs/benchmarks.md.
 
-    python -m benchmarks.http_fast --rounds 3 --duration 5 --python /work/benchvenv/bin/python
+    python -m benchmarks.http_fast --rounds 3 --duration 5 --python peers/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -21,10 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.harness import HOST
 from benchmarks.report import RunRecord
 from benchmarks.run import REPO_ROOT, module_argv, server_env
+from benchmarks.stats import median_or_nan
 
 BASELINE = "gunicorn-uvicorn"
 CEILING = "ceiling"
@@ -114,10 +114,10 @@ def run_once(name: str, scenario: Scenario, round_no: int, args: argparse.Namesp
         harness.wait_for_workers(proc.pid, args.workers + 1, 30.0)
         if args.warmup:
             harness.run_wrk(port, args.threads, args.connections, args.warmup, scenario.path)
-        before = harness.cpu_snapshot(proc.pid)
+        before = sampling.cpu_snapshot(proc.pid)
         result = harness.run_wrk(port, args.threads, args.connections, args.duration, scenario.path)
-        after = harness.cpu_snapshot(proc.pid, before.tree)
-        record.foreign_cpu = harness.foreign_cpu_share(before, after)
+        after = sampling.cpu_snapshot(proc.pid, before.tree)
+        record.foreign_cpu = sampling.foreign_cpu_share(before, after)
         record.cpu_us_per_request = (after.server - before.server) / max(result.requests, 1) * 1e6
         record.requests_per_sec = result.requests_per_sec
         record.latency_ms = result.latency_ms
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace, names: list[str]) -> list[HttpRun]:
 
 
 def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+    return median_or_nan(values)
 
 
 def render(args: argparse.Namespace, names: list[str], records: list[HttpRun], command: str) -> str:

@@ -11,18 +11,16 @@ a reload in, and saves the dashboard as Chromium renders it to docs/img/dashboar
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import platform
 import signal
-import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.client import BackgroundLoad, LoadPlan
 from benchmarks.harness import (
     HOST,
     ServerError,
@@ -33,6 +31,7 @@ from benchmarks.harness import (
     stop_and_check,
     wait_until_serving,
 )
+from benchmarks.stats import median_or_nan
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "metrics.md"
@@ -120,10 +119,10 @@ def middleware_cost(requests: int = 100_000, repeats: int = 5) -> tuple[float, f
 def section(
     results: dict[bool, list[WrkResult]], rounds: int, duration: int, cost: tuple[float, float]
 ) -> str:
-    plain = statistics.median(r.requests_per_sec for r in results[False])
-    metered = statistics.median(r.requests_per_sec for r in results[True])
-    plain_p99 = statistics.median(r.latency_ms["99"] for r in results[False])
-    metered_p99 = statistics.median(r.latency_ms["99"] for r in results[True])
+    plain = median_or_nan(r.requests_per_sec for r in results[False])
+    metered = median_or_nan(r.requests_per_sec for r in results[True])
+    plain_p99 = median_or_nan(r.latency_ms["99"] for r in results[False])
+    metered_p99 = median_or_nan(r.latency_ms["99"] for r in results[True])
     raw_plain = ", ".join(f"{r.requests_per_sec:,.0f}" for r in results[False])
     raw_metered = ", ".join(f"{r.requests_per_sec:,.0f}" for r in results[True])
     return "\n".join(
@@ -153,26 +152,11 @@ def section(
     )
 
 
-def write_section(text: str) -> None:
-    page = DOC.read_text()
+def write_section(text: str, doc: Path = DOC) -> None:
+    page = doc.read_text()
     before, _, rest = page.partition(START)
     _, _, after = rest.partition(END)
-    DOC.write_text(before + text + after)
-
-
-def paced_client(port: int, stop: threading.Event) -> None:
-    """A gentle keep-alive client (a few hundred requests a second), so the charts have a shape."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=5)
-    deadline = time.monotonic() + 60
-    while not stop.is_set() and time.monotonic() < deadline:
-        try:
-            connection.request("GET", "/")
-            connection.getresponse().read()
-        except (OSError, http.client.HTTPException):
-            connection.close()
-            connection = http.client.HTTPConnection(HOST, port, timeout=5)
-        time.sleep(0.004 + 0.004 * (time.monotonic() % 3))
-    connection.close()
+    doc.write_text(before + text + after)
 
 
 def screenshot(path: Path) -> None:
@@ -184,24 +168,18 @@ def screenshot(path: Path) -> None:
         proc = start_server(command(port, metrics_port, workers=3), ROOT, environment(), log)
         try:
             wait_until_serving(proc, port, 30)
-            stop = threading.Event()
-            clients = [
-                threading.Thread(target=paced_client, args=(port, stop), daemon=True) for _ in range(4)
-            ]
+            # Gentle keep-alive clients (a few hundred requests a second), so the charts have a shape.
+            plan = LoadPlan(port=port, keep_alive=4, fresh=0, rate=150.0, duration=60.0)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
                 page = browser.new_page(viewport={"width": 1280, "height": 1000})
                 page.goto(f"http://{HOST}:{metrics_port}/dashboard")
-                for client in clients:
-                    client.start()
-                time.sleep(12)
-                os.kill(proc.pid, signal.SIGHUP)  # a rolling reload, for the event list
-                time.sleep(13)
-                page.screenshot(path=str(path), full_page=True)
+                with BackgroundLoad(plan):
+                    time.sleep(12)
+                    os.kill(proc.pid, signal.SIGHUP)  # a rolling reload, for the event list
+                    time.sleep(13)
+                    page.screenshot(path=str(path), full_page=True)
                 browser.close()
-            stop.set()
-            for client in clients:
-                client.join(10)
         finally:
             stop_and_check(proc, port, grace=10)
     print(f"wrote {path}")
@@ -215,11 +193,12 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--no-screenshot", action="store_true")
     parser.add_argument("--no-measure", action="store_true")
+    parser.add_argument("--output", type=Path, default=DOC, help="page whose marked section is rewritten")
     args = parser.parse_args()
     if not args.no_measure:
         results = measure(args.rounds, args.duration)
         text = section(results, args.rounds, args.duration, middleware_cost())
-        write_section(text)
+        write_section(text, args.output)
         print(text)
     if not args.no_screenshot:
         screenshot(SCREENSHOT)

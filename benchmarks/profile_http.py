@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.harness import HOST
 from benchmarks.run import REPO_ROOT, module_argv, server_env
 
@@ -76,7 +76,7 @@ def layer_of(stack: list[str]) -> str:
 def worker_pid(master: int, timeout: float = 30.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for child in harness.process_tree(master):
+        for child in sampling.process_tree(master):
             try:
                 if "forkserve: worker" in " ".join(child.cmdline()):
                     return child.pid
@@ -134,10 +134,10 @@ def report(args: argparse.Namespace, raw: Path, cpu: float, result: harness.WrkR
         "| layer | share of busy samples | µs/request |",
         "| --- | ---: | ---: |",
     ]
-    for layer, count in counts.most_common():
-        if count / busy >= 0.005:
-            lines.append(f"| {layer} | {count / busy:.0%} | {count / busy * per_request:.1f} |")
-    rest = sum(count for count in counts.values() if count / busy < 0.005)
+    for layer, n in counts.most_common():
+        if n / busy >= 0.005:
+            lines.append(f"| {layer} | {n / busy:.0%} | {n / busy * per_request:.1f} |")
+    rest = sum(n for n in counts.values() if n / busy < 0.005)
     if rest:
         lines.append(f"| (layers under 0.5% each) | {rest / busy:.0%} | {rest / busy * per_request:.1f} |")
     return "\n".join(lines)

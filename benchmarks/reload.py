@@ -6,7 +6,7 @@ retries; latency during the reloads is compared with a separate run of the same 
 Run from the repository root:
 
     python -m benchmarks.reload --rounds 3 --output docs/benchmarks-reload.md \
-        --python /work/benchvenv/bin/python --forkserve-python /work/venv/bin/python
+        --python peers/bin/python --forkserve-python forkserve-venv/bin/python
 
 See benchmarks/README.md for how to read the page it writes.
 """
@@ -16,32 +16,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import json
 import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import resource
-import select
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling, stats
 from benchmarks.apps import BODY
+from benchmarks.client import WATCHDOG_INTERVAL, Budget, LoadPlan, Outcome, run_load
 from benchmarks.harness import HOST
 from benchmarks.report import NOTES_MARKER, kept_notes
 from benchmarks.run import (
@@ -83,7 +81,6 @@ class Scenario:
 
 
 SCENARIO = Scenario()
-WATCHDOG_INTERVAL = 0.1  # how often overdue requests are failed as timeouts
 SAMPLE_INTERVAL = 0.25  # how often the process tree is read; every worker lives for seconds at least
 SETTLE_STABLE = 2.0  # a reload is over when the worker set has not changed for this long...
 SETTLE_TIMEOUT = 30.0  # ...and we stop waiting for that after this long past the load
@@ -128,25 +125,6 @@ RELOAD_MECHANISMS = {
 # --------------------------------------------------------------------------------------------
 
 
-class IncompleteResponse(Exception):
-    """The server closed the connection in the middle of a response (http.client: IncompleteRead)."""
-
-
-class NoResponse(IncompleteResponse):
-    """The server closed the connection without a byte of response (http.client: RemoteDisconnected)."""
-
-
-class BadResponse(Exception):
-    """The bytes received are not an HTTP/1.1 response we can frame."""
-
-
-class Response(NamedTuple):
-    # NamedTuples, not frozen dataclasses: built once per request, and their __init__ is slower.
-    status: int
-    body: bytes
-    close: bool  # the server will close the connection after this response
-
-
 @dataclass
 class LoadResult:
     t0: float  # time.monotonic() when the clients started; CLOCK_MONOTONIC is machine-wide
@@ -158,298 +136,30 @@ class LoadResult:
     cpu_seconds: float = 0.0  # the load generator's own CPU time
 
 
-def _request_bytes(port: int, keep_alive: bool) -> bytes:
-    # A client opening one connection per request says so, as HTTP/1.1 clients do.
-    close = b"" if keep_alive else b"Connection: close\r\n"
-    return b"GET / HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n" % (HOST.encode(), port, close)
-
-
-class _Head(NamedTuple):
-    version: bytes
-    status: int
-    headers: dict[bytes, bytes]
-
-
-def _parse_head(head: bytes) -> _Head:
-    status_line, *lines = head.split(b"\r\n")
-    parts = status_line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise BadResponse(status_line[:80])
-    headers = {}
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise BadResponse(line[:80])
-        headers[name.strip().lower()] = value.strip()
-    return _Head(parts[0], int(parts[1]), headers)
-
-
-def _wants_close(head: _Head) -> bool:
-    connection = head.headers.get(b"connection", b"").lower()
-    return connection == b"close" or (head.version == b"HTTP/1.0" and connection != b"keep-alive")
-
-
-def _chunked_body(buf: bytearray, start: int) -> tuple[bytes, int] | None:
-    """Decode a chunked body from buf[start:]: (body, end offset), or None if not all here yet.
-
-    The app sends Content-Length, but an error page from a server might not; framing it right keeps
-    such a response a counted non-200 instead of a parse failure.
-    """
-    body = bytearray()
-    pos = start
-    while True:
-        end = buf.find(b"\r\n", pos)
-        if end < 0:
-            return None
-        size = int(bytes(buf[pos:end]).split(b";", 1)[0], 16)
-        pos = end + 2
-        if size == 0:
-            trailers_end = buf.find(b"\r\n\r\n", pos - 2)
-            return None if trailers_end < 0 else (bytes(body), trailers_end + 4)
-        if len(buf) < pos + size + 2:
-            return None
-        body += buf[pos : pos + size]
-        pos += size + 2
-
-
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: frames responses as bytes arrive, hands each to the waiting request.
-
-    A protocol, not loop.sock_recv(): a response then costs one callback instead of a reader
-    registered and removed per read, which is what keeps this client from being the bottleneck.
-    """
-
-    def __init__(self) -> None:
-        self.transport: asyncio.WriteTransport | None = None
-        self.buf = bytearray()
-        self.head: _Head | None = None
-        self.waiter: asyncio.Future[Response] | None = None
-        self.closed = False  # EOF or error seen: the connection cannot carry another request
-        self.fd = -1
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio's, so this is a cast, not a check.
-        self.transport = cast(asyncio.WriteTransport, transport)
-        self.fd = transport.get_extra_info("socket").fileno()
-
-    def dropped(self) -> bool:
-        """True if this idle connection cannot carry another request.
-
-        Asks the socket itself, as urllib3 (wait_for_read(sock, 0)) and httpcore (is_readable) do
-        before reusing a connection: a FIN that arrived right behind the last response may not
-        have been read by the event loop yet. Between responses nothing may arrive, so readable
-        means EOF, a reset or stray bytes.
-        """
-        if self.closed:
-            return True
-        readable, _, _ = select.select([self.fd], [], [], 0)
-        return bool(readable)
-
-    def request(self, data: bytes) -> asyncio.Future[Response]:
-        if self.transport is None:
-            raise IncompleteResponse  # connection_made never came: nothing was sent
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        return self.waiter
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if self.waiter is None:
-            self.closed = True  # bytes nobody asked for: the connection is out of step, drop it
-            return
-        try:
-            response = self._frame(eof=False)
-        except (BadResponse, ValueError) as error:
-            self.fail(error)
-            return
-        if response is not None:
-            self._deliver(response)
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        if self.waiter is not None:
-            try:
-                response = self._frame(eof=True)
-            except (BadResponse, ValueError) as error:
-                self.fail(error)
-            else:
-                if response is None:
-                    self.fail(self._cut_short())
-                else:
-                    self._deliver(response)
-        return False  # let the transport close
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.waiter is not None:
-            self.fail(exc or self._cut_short())
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def _cut_short(self) -> IncompleteResponse:
-        return IncompleteResponse() if self.head is not None or self.buf else NoResponse()
-
-    def _frame(self, eof: bool) -> Response | None:
-        if self.head is None:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return None
-            self.head = _parse_head(bytes(self.buf[:end]))
-            del self.buf[: end + 4]
-        head = self.head
-        if b"chunked" in head.headers.get(b"transfer-encoding", b"").lower():
-            decoded = _chunked_body(self.buf, 0)
-            if decoded is None:
-                return None
-            body, used = decoded
-        elif b"content-length" in head.headers:
-            used = int(head.headers[b"content-length"])
-            if len(self.buf) < used:
-                return None
-            body = bytes(self.buf[:used])
-        elif eof:  # no framing: the body is everything up to the close
-            body, used = bytes(self.buf), len(self.buf)
+def _generate_record(result: LoadResult) -> Callable[[Outcome], None]:
+    def record(outcome: Outcome) -> None:
+        if outcome.ok:
+            result.ok_start.append(outcome.start - result.t0)
+            result.ok_latency.append(outcome.latency)
         else:
-            return None
-        del self.buf[:used]
-        return Response(head.status, body, close=eof or _wants_close(head))
+            client = "keep-alive" if outcome.keep_alive else "new-connection"
+            result.failures.append((outcome.start - result.t0, outcome.label, client))
 
-    def _deliver(self, response: Response) -> None:
-        waiter, self.waiter, self.head = self.waiter, None, None
-        if self.buf:
-            self.closed = True  # more bytes than one response: out of step, do not reuse
-        if waiter is not None and not waiter.done():
-            waiter.set_result(response)
-
-    def fail(self, error: BaseException) -> None:
-        waiter, self.waiter = self.waiter, None
-        self.closed = True
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
-
-
-_ERRNO_KINDS = {
-    errno.ECONNREFUSED: "refused",
-    errno.ECONNRESET: "reset",
-    errno.EPIPE: "reset",
-    errno.ECONNABORTED: "reset",
-}
-
-
-def _failure_kind(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):  # before OSError: it is one
-        return "timeout"
-    if isinstance(error, NoResponse):
-        return "no-response"
-    if isinstance(error, IncompleteResponse):
-        return "incomplete"
-    if isinstance(error, (BadResponse, ValueError)):
-        return "bad-response"
-    if isinstance(error, OSError) and error.errno is not None:
-        # By errno, because uvloop and asyncio do not always raise the same OSError subclass.
-        return _ERRNO_KINDS.get(error.errno) or f"os-{errno.errorcode.get(error.errno, error.errno)}"
-    return type(error).__name__
-
-
-class _Client:
-    """One client: sends a request, waits for the whole response, sends the next; never retries."""
-
-    def __init__(self, port: int, keep_alive: bool, result: LoadResult, scenario: Scenario) -> None:
-        self.port = port
-        self.keep_alive = keep_alive
-        self.result = result
-        self.timeout = scenario.request_timeout
-        self.request = _request_bytes(port, keep_alive)
-        self.label = "keep-alive" if keep_alive else "new-connection"
-        self.conn: _Connection | None = None
-        self.started: float | None = None  # when the request in flight started
-
-    def expire(self, now: float) -> None:
-        """Fail the response being waited for if it is overdue; called by the watchdog."""
-        conn = self.conn
-        if self.started is not None and now - self.started > self.timeout and conn and conn.waiter:
-            conn.fail(TimeoutError())
-
-    async def run(self, stop_at: float) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while time.monotonic() < stop_at:
-                await self._one(loop)
-        finally:
-            self._close()
-
-    async def _one(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.conn is not None and self.conn.dropped():
-            # The server closed the connection after a complete response, before we reused it:
-            # reconnecting is what any client does, not a failure.
-            self.result.closed_idle += 1
-            self._close()
-        start = self.started = time.monotonic()
-        try:
-            response = await self._exchange(loop, start)
-        except (OSError, IncompleteResponse, BadResponse, ValueError) as error:
-            self._close()  # its state is unknown now
-            self._fail(start, _failure_kind(error))
-            return
-        finally:
-            self.started = None
-        if response.close or not self.keep_alive:
-            if self.keep_alive:
-                self.result.closed_by_header += 1
-            self._close()
-        if response.status != 200:
-            self._fail(start, f"http-{response.status}")
-        elif response.body != BODY:
-            self._fail(start, "bad-body")
-        else:
-            self.result.ok_start.append(start - self.result.t0)
-            self.result.ok_latency.append(time.monotonic() - start)
-
-    async def _exchange(self, loop: asyncio.AbstractEventLoop, start: float) -> Response:
-        if self.conn is None:
-            conn = _Connection()
-            self.conn = conn
-            # A connect that hangs (a full accept queue drops SYNs) has no waiter for the watchdog
-            # to fail, so it gets a timer of its own.
-            async with asyncio.timeout_at(start + self.timeout):
-                await loop.create_connection(lambda: conn, HOST, self.port)
-        return await self.conn.request(self.request)
-
-    def _fail(self, start: float, kind: str) -> None:
-        self.result.failures.append((start - self.result.t0, kind, self.label))
-
-    def _close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+    return record
 
 
 async def _generate(port: int, scenario: Scenario, result: LoadResult) -> None:
-    stop_at = result.t0 + scenario.duration
-    clients = [_Client(port, True, result, scenario) for _ in range(scenario.keep_alive_clients)]
-    clients += [_Client(port, False, result, scenario) for _ in range(scenario.fresh_clients)]
-    # No request starts after stop_at and each one times out, so this bound is never the one that
-    # ends a healthy run; it only guarantees the process ends.
-    watchdog = asyncio.create_task(_watchdog(clients))
-    try:
-        async with asyncio.timeout(scenario.duration + scenario.request_timeout + 2):
-            await asyncio.gather(*(client.run(stop_at) for client in clients))
-    finally:
-        watchdog.cancel()
-
-
-async def _watchdog(clients: list[_Client]) -> None:
-    # One timer for all clients instead of an asyncio.timeout() per request, which schedules and
-    # cancels a timer every time: CPU the server under test would lose. A 5 s timeout does not
-    # need better than 0.1 s.
-    while True:
-        await asyncio.sleep(WATCHDOG_INTERVAL)
-        now = time.monotonic()
-        for client in clients:
-            client.expire(now)
+    plan = LoadPlan(
+        port=port,
+        keep_alive=scenario.keep_alive_clients,
+        fresh=scenario.fresh_clients,
+        duration=scenario.duration,
+        timeout=scenario.request_timeout,
+    )
+    budget = Budget(result.t0 + scenario.duration)
+    totals = await run_load(plan, _generate_record(result), budget, body_ok=BODY.__eq__)
+    result.closed_by_header = totals.closed_by_header
+    result.closed_idle = totals.closed_idle
 
 
 def _event_loop_name() -> str:
@@ -526,7 +236,7 @@ def receive_result(conn: multiprocessing.connection.Connection, t0: float, scena
 
 def worker_pids(master: int) -> set[int]:
     workers = set()
-    for proc in harness.process_tree(master)[1:]:
+    for proc in sampling.process_tree(master)[1:]:
         try:
             title = " ".join(proc.cmdline())
             if proc.status() == psutil.STATUS_ZOMBIE:
@@ -575,47 +285,6 @@ def wait_for_worker_count(watch: WorkerWatch, workers: int, timeout: float) -> N
         raise harness.ServerError(f"never had {workers} stable workers, last {sorted(watch.current)}")
 
 
-@dataclass(frozen=True)
-class CpuMark:
-    wall: float
-    busy: float
-    server: float
-    ours: float
-
-
-def server_cpu(master: int) -> float:
-    """CPU seconds of the server: its live processes plus the exited workers its master reaped.
-
-    A reload replaces workers, so summing only the live tree would lose the old workers' share.
-    """
-    try:
-        times = psutil.Process(master).cpu_times()
-    except psutil.Error:
-        return 0.0
-    total = times.user + times.system + times.children_user + times.children_system
-    for proc in harness.process_tree(master)[1:]:
-        with contextlib.suppress(psutil.Error):
-            child = proc.cpu_times()
-            total += child.user + child.system
-    return total
-
-
-def cpu_mark(master: int) -> CpuMark:
-    times = psutil.cpu_times()
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the load generator, once joined
-    ours = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
-    return CpuMark(time.monotonic(), busy, server_cpu(master), ours)
-
-
-def foreign_share(before: CpuMark, after: CpuMark) -> float:
-    """Share of the machine used by neither the server, the load generator nor this runner."""
-    other = (after.busy - before.busy) - (after.server - before.server) - (after.ours - before.ours)
-    capacity = (after.wall - before.wall) * (psutil.cpu_count() or 1)
-    return max(0.0, other / capacity) if capacity > 0 else 0.0
-
-
 # --------------------------------------------------------------------------------------------
 # One run: start a fresh server, load it (and signal it), stop it.
 # --------------------------------------------------------------------------------------------
@@ -652,21 +321,10 @@ class RunRecord:
         return sum(self.failures.values())
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    # Nearest rank: always a latency that some request really had.
-    index = max(0, math.ceil(q * len(sorted_values)) - 1)
-    return sorted_values[index]
-
-
 def fill_from_load(record: RunRecord, result: LoadResult, scenario: Scenario) -> None:
     lo, hi = scenario.window
-    window = sorted(
-        lat for start, lat in zip(result.ok_start, result.ok_latency, strict=True) if lo <= start < hi
-    )
-    if window:
-        record.p50_ms = percentile(window, 0.50) * 1000
-        record.p99_ms = percentile(window, 0.99) * 1000
-        record.max_ms = window[-1] * 1000
+    window = [lat for start, lat in zip(result.ok_start, result.ok_latency, strict=True) if lo <= start < hi]
+    record.p50_ms, record.p99_ms, record.max_ms = stats.latency(window)
     record.ok = len(result.ok_start)
     record.failures = dict(Counter(kind for _, kind, _ in result.failures))
     record.failed_clients = dict(Counter(client for _, _, client in result.failures))
@@ -714,16 +372,16 @@ def run_once(spec: ServerSpec, mode: str, round_no: int, settings: Settings, sce
 def _load_and_signal(
     proc: subprocess.Popen[bytes], port: int, record: RunRecord, watch: WorkerWatch, scenario: Scenario
 ) -> None:
-    before = cpu_mark(proc.pid)
+    before = sampling.cpu_snapshot(proc.pid)
     watch.start()
     record.workers_before = sorted(watch.initial)
     with load_process(port, scenario) as (t0, conn):
         times = scenario.signal_times if record.mode == RELOAD else []
         record.signals_at = _signal_while_watching(proc.pid, t0, times, watch, scenario.duration)
         result = receive_result(conn, t0, scenario)
-    after = cpu_mark(proc.pid)
+    after = sampling.cpu_snapshot(proc.pid)
     fill_from_load(record, result, scenario)
-    record.foreign_cpu = foreign_share(before, after)
+    record.foreign_cpu = sampling.foreign_cpu_share(before, after)
     if record.mode == RELOAD:
         settled = watch.wait_settled(scenario.workers, SETTLE_STABLE, SETTLE_TIMEOUT)
         record.settled_at = None if settled is None else round(settled - t0, 2)
@@ -823,15 +481,6 @@ class Summary:
         )
 
 
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def _ratio(value: float | None, base: float | None) -> float | None:
-    return value / base if value is not None and base else None
-
-
 def summarize(records: list[RunRecord], servers: list[str]) -> list[Summary]:
     return [_summarize_server(server, [r for r in records if r.server == server]) for server in servers]
 
@@ -844,22 +493,22 @@ def _summarize_server(server: str, runs: list[RunRecord]) -> Summary:
     for r in reload.values():
         kinds.update(r.failures)
     # Paired within a round: both runs of a round met about the same machine.
-    ratios = [_ratio(reload[n].p99_ms, steady[n].p99_ms) for n in paired]
+    ratios = [stats.ratio(reload[n].p99_ms, steady[n].p99_ms) for n in paired]
     return Summary(
         server=server,
         rounds=len(paired),
-        ok=_median([float(r.ok) for r in reload.values()]),
+        ok=stats.median([float(r.ok) for r in reload.values()]),
         failed=sum(kinds.values()),
         failed_by_kind=dict(kinds),
         steady_failed=sum(r.failed for r in steady.values()),
-        steady_p50=_median([r.p50_ms for r in steady.values()]),
-        steady_p99=_median([r.p99_ms for r in steady.values()]),
-        reload_p50=_median([r.p50_ms for r in reload.values()]),
-        reload_p99=_median([r.p99_ms for r in reload.values()]),
-        ratio=_median(ratios),
+        steady_p50=stats.median([r.p50_ms for r in steady.values()]),
+        steady_p99=stats.median([r.p99_ms for r in steady.values()]),
+        reload_p50=stats.median([r.p50_ms for r in reload.values()]),
+        reload_p99=stats.median([r.p99_ms for r in reload.values()]),
+        ratio=stats.median(ratios),
         replaced_rounds=sum(r.replaced for r in reload.values()),
-        new_workers=_median([float(r.new_workers_seen) for r in reload.values()]),
-        settled_at=_median([r.settled_at for r in reload.values()]),
+        new_workers=stats.median([float(r.new_workers_seen) for r in reload.values()]),
+        settled_at=stats.median([r.settled_at for r in reload.values()]),
     )
 
 
@@ -942,19 +591,19 @@ def _method(meta: dict[str, Any]) -> str:
   response is complete, for {s["duration"]:g} s. No request is retried.
 - **Reload run**: SIGHUP to the master at t = {signals} s. **Steady run**: the same load on a
   freshly started server, no signal.
-- **Failure** (counted per request): `reset` (connection reset, or broken pipe while sending),
-  `refused`, `no-response` (the server closed the connection after the request was sent, without
-  a byte of response: http.client's `RemoteDisconnected`; a keep-alive connection closed by the
-  server just as the next request went out ends this way), `incomplete` (EOF in the middle of a
-  response), `http-NNN` (any status but 200), `bad-body`, `bad-response`, `timeout` (no complete
-  response {s["request_timeout"]:g} s after the request started, connect included; checked every
-  {WATCHDOG_INTERVAL:g} s).
+- **Failure** (counted per request, in the words every benchmark uses, `benchmarks/failures.py`):
+  `reset` (connection reset, or broken pipe while sending), `refused`, `no response` (the server
+  closed the connection after the request was sent, without a byte of response: http.client's
+  `RemoteDisconnected`; a keep-alive connection closed by the server just as the next request went
+  out ends this way), `short read` (EOF in the middle of a response), `bad status NNN` (any status
+  but 200), `bad body`, `bad response`, `timeout` (no complete response {s["request_timeout"]:g} s
+  after the request started; checked every {WATCHDOG_INTERVAL:g} s), `connect timeout`.
 - **Not a failure**: a keep-alive connection that the server ends cleanly: `Connection: close`
   on a complete response, or EOF after a complete response that the client sees before it sends
   the next request (a zero-timeout poll of the socket right before reuse, the check urllib3 and
   httpcore make). The client reconnects, as every HTTP client does. An EOF that arrives after
   that check loses the race with the next request, which is then counted as failed
-  (`no-response`), as it would be for any client that does not retry: a server avoids it by
+  (`no response`), as it would be for any client that does not retry: a server avoids it by
   announcing the close with `Connection: close`.
 - **Latency**: from the start of a request (connect included for new-connection clients) to its
   complete response, successful requests only, for requests started between t = {lo:g} s and

@@ -19,15 +19,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
-from benchmarks import harness
+from benchmarks import harness, sampling
 from benchmarks.harness import HOST
 from benchmarks.report import RunRecord, kept_notes, render_markdown, summarize
 
@@ -36,8 +36,53 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 APP = "benchmarks.apps:app"
 BASELINE = "gunicorn-uvicorn"
 
-# (python, port, workers) -> argv
-CommandBuilder = Callable[[str, int, int], list[str]]
+
+class CommandBuilder(Protocol):
+    def __call__(self, python: str, port: int, workers: int, app: str = APP) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """An app every server serves, like for like: the same import string, the same measured path.
+
+    Every app answers ``/`` with benchmarks.apps' body, which is how the harness knows a server is up.
+    """
+
+    name: str
+    target: str  # module:attribute, as each server's command line takes it
+    path: str  # what wrk requests
+    description: str
+    package: str | None = None  # a distribution the app needs, checked before running
+
+
+APPS: dict[str, AppSpec] = {
+    app.name: app
+    for app in (
+        AppSpec("hello", APP, "/", "plain ASGI hello-world app (`benchmarks/apps.py`)"),
+        AppSpec(
+            "fastapi",
+            "benchmarks.apps_fastapi:app",
+            "/items/42?q=widgets",
+            "FastAPI JSON route with a pydantic response model (`benchmarks/apps_fastapi.py`)",
+            "fastapi",
+        ),
+        AppSpec(
+            "django",
+            "benchmarks.apps_django:app",
+            "/items/42?q=widgets",
+            "Django async view returning JSON through Django's ASGI handler (`benchmarks/apps_django.py`, "
+            "settings `benchmarks/django_settings.py`)",
+            "django",
+        ),
+        AppSpec(
+            "heavy",
+            "benchmarks.apps_heavy:app",
+            "/item",
+            "heavy-import app: a registry of 300,000 small objects, a window of 1,000 read by each request "
+            "(`benchmarks/apps_heavy.py`)",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -55,45 +100,51 @@ def module_argv(python: str, line: str) -> list[str]:
     return [python, "-m", *shlex.split(line)]
 
 
-def forkserve_command(python: str, port: int, workers: int) -> list[str]:
+def forkserve_command(python: str, port: int, workers: int, app: str = APP) -> list[str]:
     # The only place that knows forkserve's command line.
-    return module_argv(python, f"forkserve {APP} -w {workers} -b {HOST}:{port} --no-access-log")
+    return module_argv(python, f"forkserve {app} -w {workers} -b {HOST}:{port} --no-access-log")
 
 
-def gunicorn_uvicorn_command(python: str, port: int, workers: int) -> list[str]:
+def gunicorn_uvicorn_command(python: str, port: int, workers: int, app: str = APP) -> list[str]:
     # gunicorn 27 starts a control socket at one default path (~/.gunicorn/gunicorn.ctl) for every
     # instance; two instances at once would fight over it, so it is disabled.
     return module_argv(
         python,
-        f"gunicorn -k uvicorn.workers.UvicornWorker -w {workers} -b {HOST}:{port} --no-control-socket {APP}",
+        f"gunicorn -k uvicorn.workers.UvicornWorker -w {workers} -b {HOST}:{port} --no-control-socket {app}",
     )
 
 
-def gunicorn_asgi_command(python: str, port: int, workers: int) -> list[str]:
+def gunicorn_preload_command(python: str, port: int, workers: int, app: str = APP) -> list[str]:
+    # The app imported once in the arbiter and shared by fork, as forkserve's zygote does: the fair
+    # peer for memory on the heavy app (issue 19).
+    return [*gunicorn_uvicorn_command(python, port, workers, app)[:-1], "--preload", app]
+
+
+def gunicorn_asgi_command(python: str, port: int, workers: int, app: str = APP) -> list[str]:
     # "auto" would quietly fall back to the pure-Python parser if gunicorn_h1c failed to import;
     # "fast" makes the worker refuse to start instead, so a result here is always the C parser's.
     return module_argv(
         python,
-        f"gunicorn -k asgi --http-parser fast -w {workers} -b {HOST}:{port} --no-control-socket {APP}",
+        f"gunicorn -k asgi --http-parser fast -w {workers} -b {HOST}:{port} --no-control-socket {app}",
     )
 
 
-def uvicorn_command(python: str, port: int, workers: int) -> list[str]:
+def uvicorn_command(python: str, port: int, workers: int, app: str = APP) -> list[str]:
     return module_argv(
-        python, f"uvicorn {APP} --workers {workers} --no-access-log --host {HOST} --port {port}"
+        python, f"uvicorn {app} --workers {workers} --no-access-log --host {HOST} --port {port}"
     )
 
 
-def granian_command(python: str, port: int, workers: int) -> list[str]:
+def granian_command(python: str, port: int, workers: int, app: str = APP) -> list[str]:
     return module_argv(
         python,
-        f"granian --interface asgi --workers {workers} --host {HOST} --port {port} --no-access-log {APP}",
+        f"granian --interface asgi --workers {workers} --host {HOST} --port {port} --no-access-log {app}",
     )
 
 
-def hypercorn_command(python: str, port: int, workers: int) -> list[str]:
+def hypercorn_command(python: str, port: int, workers: int, app: str = APP) -> list[str]:
     # The uvloop worker class, because every other server here runs on uvloop too.
-    return module_argv(python, f"hypercorn -k uvloop -w {workers} -b {HOST}:{port} {APP}")
+    return module_argv(python, f"hypercorn -k uvloop -w {workers} -b {HOST}:{port} {app}")
 
 
 SERVERS: dict[str, ServerSpec] = {
@@ -129,8 +180,16 @@ SERVERS: dict[str, ServerSpec] = {
             "hypercorn",
             "Access log off by hypercorn's default (no `--access-logfile`); uvloop worker class.",
         ),
+        ServerSpec(
+            "gunicorn-preload",
+            gunicorn_preload_command,
+            "gunicorn",
+            "gunicorn + UvicornWorker with `--preload`: the app imported once before the fork.",
+        ),
     )
 }
+# What a run without --servers measures; gunicorn-preload is asked for by name (--app heavy).
+DEFAULT_SERVERS = tuple(name for name in SERVERS if name != "gunicorn-preload")
 
 # Reported alongside the servers: they decide how fast the uvicorn-based stacks are.
 SUPPORT_PACKAGES = ("uvloop", "httptools", "gunicorn-h1c")
@@ -153,6 +212,7 @@ class Settings:
     python: str
     forkserve_python: str
     logs_dir: Path
+    app: AppSpec = APPS["hello"]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -187,20 +247,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
-        help=f"comma list, a subset of {','.join(SERVERS)} (default all)",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma list, a subset of {','.join(SERVERS)} (default {','.join(DEFAULT_SERVERS)})",
     )
     parser.add_argument("--python", default=sys.executable, help="interpreter that has the peer servers")
     parser.add_argument(
         "--forkserve-python", default=None, help="interpreter that has forkserve (default: --python)"
     )
-    parser.add_argument("--output", default="docs/benchmarks.md", help="markdown page to write")
+    parser.add_argument(
+        "--app",
+        choices=list(APPS),
+        default="hello",
+        help="the app every server serves (default hello): "
+        + "; ".join(f"{a.name}: {a.path}" for a in APPS.values()),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 1 round of 2 s, 1 s warm-up, no waiting for a quiet machine, no repeats",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="markdown page to write (default docs/benchmarks.md, or docs/benchmarks-APP.md)",
+    )
     parser.add_argument(
         "--render",
         metavar="RESULTS_JSON",
         help="only rewrite --output from a saved benchmarks/results/*.json",
     )
     args = parser.parse_args(argv)
+    if args.output is None:
+        args.output = "docs/benchmarks.md" if args.app == "hello" else f"docs/benchmarks-{args.app}.md"
+    if args.quick:
+        args.rounds, args.duration, args.warmup, args.retries, args.quiet_timeout = 1, 2, 1, 0, 0.0
     unknown = [name for name in _split(args.servers) if name not in SERVERS]
     if unknown:
         parser.error(f"unknown server(s) {', '.join(unknown)}; known: {', '.join(SERVERS)}")
@@ -227,7 +307,7 @@ def server_env() -> dict[str, str]:
 def run_once(spec: ServerSpec, round_no: int, settings: Settings, attempt: int = 0) -> RunRecord:
     port = harness.free_port()
     record = RunRecord(round=round_no, server=spec.name, port=port)
-    command = spec.build(interpreter_for(spec, settings), port, settings.workers)
+    command = spec.build(interpreter_for(spec, settings), port, settings.workers, settings.app.target)
     repeat = f"-repeat{attempt}" if attempt else ""
     log_path = settings.logs_dir / f"{round_no:02d}-{spec.name}{repeat}.log"
     proc = harness.start_server(command, REPO_ROOT, server_env(), log_path, tty=spec.tty)
@@ -245,11 +325,13 @@ def _measure(proc: subprocess.Popen[bytes], port: int, record: RunRecord, settin
     harness.wait_until_serving(proc, port, settings.start_timeout)
     harness.wait_for_workers(proc.pid, settings.workers + 1, max(1.0, deadline - time.monotonic()))
     if settings.warmup > 0:
-        harness.run_wrk(port, settings.threads, settings.connections, settings.warmup)
-    before = harness.cpu_snapshot(proc.pid)
-    result = harness.run_wrk(port, settings.threads, settings.connections, settings.duration)
-    record.foreign_cpu = harness.foreign_cpu_share(before, harness.cpu_snapshot(proc.pid, before.tree))
-    memory = harness.tree_memory(proc.pid)
+        harness.run_wrk(port, settings.threads, settings.connections, settings.warmup, settings.app.path)
+    before = sampling.cpu_snapshot(proc.pid)
+    result = harness.run_wrk(
+        port, settings.threads, settings.connections, settings.duration, settings.app.path
+    )
+    record.foreign_cpu = sampling.foreign_cpu_share(before, sampling.cpu_snapshot(proc.pid, before.tree))
+    memory = sampling.tree_memory(proc.pid)
     record.requests_per_sec = result.requests_per_sec
     record.latency_ms = result.latency_ms
     record.requests = result.requests
@@ -285,7 +367,7 @@ def _run_undisturbed(spec: ServerSpec, round_no: int, settings: Settings, record
     # a third of them. A median absorbs one such run, not several, so a disturbed run is repeated
     # (a bounded number of times) and kept in the raw figures for the record.
     for attempt in range(settings.retries + 1):
-        harness.wait_for_quiet(settings.max_other_cpu, settings.quiet_timeout)
+        sampling.wait_for_quiet(settings.max_other_cpu, settings.quiet_timeout)
         record = run_once(spec, round_no, settings, attempt)
         disturbed = record.ok and record.foreign_cpu > settings.max_other_cpu
         record.repeated = disturbed and attempt < settings.retries
@@ -337,7 +419,8 @@ def collect_versions(specs: list[ServerSpec], settings: Settings) -> dict[str, d
     by_python: dict[str, list[str]] = {}
     for spec in specs:
         packages = by_python.setdefault(interpreter_for(spec, settings), [])
-        for package in (spec.package, "uvicorn", *SUPPORT_PACKAGES):
+        app_packages = (settings.app.package,) if settings.app.package else ()
+        for package in (spec.package, "uvicorn", *SUPPORT_PACKAGES, *app_packages):
             if package not in packages:
                 packages.append(package)
     return {python: package_versions(python, packages) for python, packages in by_python.items()}
@@ -346,10 +429,12 @@ def collect_versions(specs: list[ServerSpec], settings: Settings) -> dict[str, d
 def missing_servers(
     specs: list[ServerSpec], versions: dict[str, dict[str, str | None]], settings: Settings
 ) -> list[str]:
+    needed = [settings.app.package] if settings.app.package else []
     return [
-        f"{spec.name} ({spec.package} not installed in {interpreter_for(spec, settings)})"
+        f"{spec.name} ({package} not installed in {interpreter_for(spec, settings)})"
         for spec in specs
-        if versions[interpreter_for(spec, settings)].get(spec.package) is None
+        for package in [spec.package, *needed]
+        if versions[interpreter_for(spec, settings)].get(package) is None
     ]
 
 
@@ -382,7 +467,7 @@ def wrk_version() -> str:
 
 def display_command(spec: ServerSpec, settings: Settings) -> str:
     # A fixed placeholder port keeps the command readable and the same across runs.
-    argv = spec.build(interpreter_for(spec, settings), 0, settings.workers)
+    argv = spec.build(interpreter_for(spec, settings), 0, settings.workers, settings.app.target)
     return shlex.join(argv).replace(f"{HOST}:0", f"{HOST}:PORT").replace("--port 0", "--port PORT")
 
 
@@ -400,6 +485,12 @@ def build_meta(
         "versions": versions,
         "servers": {s.name: {"command": display_command(s, settings), "note": s.note} for s in specs},
         "baseline": BASELINE,
+        "app": {
+            "name": settings.app.name,
+            "target": settings.app.target,
+            "path": settings.app.path,
+            "description": settings.app.description,
+        },
         "rounds": settings.rounds,
         "duration": settings.duration,
         "connections": settings.connections,
@@ -448,6 +539,7 @@ def settings_from(args: argparse.Namespace, logs_dir: Path) -> Settings:
         python=args.python,
         forkserve_python=args.forkserve_python or args.python,
         logs_dir=logs_dir,
+        app=APPS[args.app],
     )
 
 

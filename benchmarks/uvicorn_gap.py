@@ -32,15 +32,15 @@ from benchmarks.run import (
 )
 
 
-def _uvicorn(python: str, port: int, workers: int, extra: str) -> list[str]:
-    return module_argv(python, f"uvicorn {APP} --workers {workers} --host {HOST} --port {port} {extra}")
+def _uvicorn(python: str, port: int, workers: int, extra: str, app: str = APP) -> list[str]:
+    return module_argv(python, f"uvicorn {app} --workers {workers} --host {HOST} --port {port} {extra}")
 
 
-def _gunicorn(python: str, port: int, workers: int, extra: str) -> list[str]:
+def _gunicorn(python: str, port: int, workers: int, extra: str, app: str = APP) -> list[str]:
     return module_argv(
         python,
         f"gunicorn -k uvicorn.workers.UvicornWorker -w {workers} -b {HOST}:{port} --no-control-socket "
-        f"{extra} {APP}",
+        f"{extra} {app}",
     )
 
 
@@ -48,7 +48,7 @@ def _variant(name: str, server: str, extra: str, note: str, tty: bool = False) -
     build = _uvicorn if server == "uvicorn" else _gunicorn
     return ServerSpec(
         name,
-        lambda python, port, workers: build(python, port, workers, extra),
+        lambda python, port, workers, app=APP: build(python, port, workers, extra, app),
         server,
         note,
         tty=tty,
@@ -94,7 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--python", default=sys.executable, help="interpreter with uvicorn and gunicorn")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 1 round of 2 s, no waiting for quiet, no repeats"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration = 1, 2
     stamp = "gap-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     settings = Settings(
         rounds=args.rounds,
@@ -107,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_timeout=30.0,
         stop_timeout=10.0,
         max_other_cpu=0.10,
-        retries=2,
-        quiet_timeout=60.0,
+        retries=0 if args.quick else 2,
+        quiet_timeout=0.0 if args.quick else 60.0,
         python=args.python,
         forkserve_python=args.python,
         logs_dir=RESULTS_DIR / stamp,

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.load import Load
+from tests.integration.load import background_load
 
 MODES = ["kernel", "reuseport", "round-robin", "least-conn", "ip-hash"]
 HANDOFF = ["round-robin", "least-conn", "ip-hash"]
@@ -73,7 +73,7 @@ def worker_pid(server, worker_id: int) -> int:
 def test_a_hup_under_load_fails_nothing(serve, mode):
     server = start(serve, mode)
     original = set(server.workers())
-    with Load(server.url, keep_alive=8, fresh=4) as load:
+    with background_load(server.url, keep_alive=8, fresh=4) as load:
         wait_until(lambda: load.ok > 50, 10, "load to start", server.tail)
         server.signal(signal.SIGHUP)
         wait_until(
@@ -82,10 +82,10 @@ def test_a_hup_under_load_fails_nothing(serve, mode):
         )  # fmt: skip
         mark = load.ok
         wait_until(lambda: load.ok > mark + 100, 10, "requests after the reload", server.tail)
-    assert load.outcome.failed == 0, f"{load.outcome}\n{server.tail()}"
+    assert load.failed == 0, f"{load}\n{server.tail()}"
     if mode in ("reuseport", "round-robin", "least-conn"):
         # Both new workers serve (kernel mode may favour one; ip-hash sends one address to one).
-        served = {int(body.split()[0]) for body in load.outcome.bodies}
+        served = {int(body.split()[0]) for body in load.bodies()}
         assert served >= server.ready_workers(), f"{served} vs {server.ready_workers()}"
 
 
