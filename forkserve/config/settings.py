@@ -396,6 +396,11 @@ class Config:
         help="Serve the files under DIR at /PREFIX from the workers, before the app. For small deployments; "
         "see docs/security.md for the nginx recipe. Repeat for several.",
     )  # fmt: skip
+    static_dotfiles: bool = setting(
+        False, "--static-dotfiles", parse=parse_bool, is_flag=True, group="Security",
+        help="Let --static serve files and directories whose name starts with a dot (.env, .git/). "
+        "Off: they are a 404, as if absent.",
+    )  # fmt: skip
     on_starting: str | Hook | None = setting(
         None, "--on-starting", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",
         help="Call this in the master once the sockets are bound, before the app loads, with a ServerInfo. "

@@ -44,7 +44,15 @@ import httptools
 
 from forkserve.http.fast_cycle import FastCycle
 from forkserve.http.fast_plan import METHODS, plan_for
-from forkserve.http.protocol import HEAD_END, HEAD_TOO_LARGE, AccessLine, DrainingMixin, LingeringTransport
+from forkserve.http.protocol import (
+    HEAD_END,
+    HEAD_TOO_LARGE,
+    AccessLine,
+    DrainingMixin,
+    LingeringTransport,
+    refuse_head,
+    send_refusal,
+)
 from forkserve.http.uvicorn_api import (
     HIGH_WATER_LIMIT,
     TRACE_LOG_LEVEL,
@@ -69,6 +77,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
     draining = False
     header_deadline: float | None = None
     header_bytes = 0
+    refusal: bytes | None = None  # see forkserve.http.protocol.refuse_head
 
     def __init__(
         self,
@@ -157,9 +166,12 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            # These bytes begin (or continue) the head of the next request.
+        if self.headers is not None:
+            # The parser is between messages or in a head (the list is closed from a head's end to
+            # its message's end), whether or not an earlier request is still being answered:
+            # these bytes begin (or continue) the next head.
+            if self.refusal is not None:
+                return  # that head was refused; the answer waits for the response in flight
             if self.header_deadline is None:
                 self.header_deadline = time.monotonic() + self.header_timeout
                 self.header_bytes = 0
@@ -168,12 +180,15 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
                 # Only the head counts: a body may follow it in the same read.
                 end = data.find(HEAD_END)
                 if end < 0 or self.header_bytes + end + len(HEAD_END) > self.max_header_size:
-                    transport.write(HEAD_TOO_LARGE)
-                    transport.close()
+                    refuse_head(self, HEAD_TOO_LARGE)
                     return
             self.header_bytes = total
         try:
             self.parser.feed_data(data)
+            if self.header_deadline is None and self.url:
+                # The read that ended one message began the next head (its URL is under way):
+                # that head's clock starts now, even if no further read comes.
+                self.header_deadline = time.monotonic() + self.header_timeout
         except httptools.HttpParserError:
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
@@ -314,7 +329,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        if self.transport.is_closing() or (self.refusal is not None and send_refusal(self)):
             return
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
@@ -334,7 +349,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         """Called by the worker's sweep: close the connection if its request head is late."""
         if self.header_deadline is None or now < self.header_deadline or self.transport.is_closing():
             return False
-        self.transport.close()
+        refuse_head(self, b"")
         return True
 
 

@@ -23,6 +23,13 @@ Two limits against hostile or broken clients, which uvicorn lacks on the httptoo
   A slowloris client trickling one byte at a time is closed; so is a connection that never speaks.
 * ``--max-header-size``: a head that grows past this many bytes gets 431 and a close, before the
   parser has buffered it all.
+
+Both hold for every head on a connection, also one that arrives while an earlier request is still
+being answered (its app running, or its response unread): a read that starts once the earlier
+request's message is complete counts toward the next head. (The rest of the read that completed it
+does not, so a head can overshoot by at most one read, 256 KiB.) Such a head is refused without
+cutting off the answer in flight: reading stops, nothing more reaches the parser, and the 431 (or,
+for a late head, the close) follows the last response already owed (``refuse_head``).
 * ``--max-header-count`` (431) and ``--limit-max-request-size`` (413), checked once per request at
   the moment uvicorn picks the ASGI app to run it (``app`` below is a property for that reason):
   the head is parsed, no body byte has reached the app. A Content-Length over the limit is refused
@@ -135,6 +142,31 @@ HEAD_TOO_LARGE = (
 )
 
 
+def refuse_head(protocol: Any, answer: bytes) -> None:
+    """A request head broke a limit: send ``answer`` (431, or nothing for a late head) and close.
+
+    If a response is still owed on the connection it goes out first: ``protocol.refusal`` holds the
+    answer until ``on_response_complete`` finds nothing more owed (see the module docstring).
+    """
+    protocol.header_deadline = None
+    cycle = protocol.cycle
+    if cycle is None or cycle.response_complete:
+        protocol.transport.write(answer)
+        protocol.transport.close()
+    elif protocol.refusal is None:
+        protocol.refusal = answer
+        protocol.flow.pause_reading()
+
+
+def send_refusal(protocol: Any) -> bool:
+    """Called as a response completes: send a refused head's answer once no response is owed."""
+    if protocol.refusal is None or getattr(protocol, "pipeline", None) or protocol.transport.is_closing():
+        return False
+    protocol.transport.write(protocol.refusal)
+    protocol.transport.close()
+    return True
+
+
 def _discard(*_data: Any) -> None:
     pass
 
@@ -231,6 +263,8 @@ class DrainingMixin:
     # request is part-way in.
     header_deadline: float | None = None
     header_bytes = 0
+    # The answer to a refused head, held while an earlier response is still owed (refuse_head).
+    refusal: bytes | None = None
     max_header_count = 100
     max_request_size = 0  # 0: no limit
     _app: Any = None
@@ -283,13 +317,14 @@ class DrainingMixin:
     def on_response_complete(self) -> None:
         if self.access_line is not None:
             self.access_line.write(time.perf_counter())
+        send_refusal(self)
         super().on_response_complete()  # type: ignore[misc]
 
     def header_overdue(self, now: float) -> bool:
         """Called by the worker's sweep: close the connection if its request head is late."""
         if self.header_deadline is None or now < self.header_deadline or self.transport.is_closing():
             return False
-        self.transport.close()
+        refuse_head(self, b"")
         return True
 
     def eof_received(self) -> None:
@@ -315,8 +350,10 @@ class DrainingMixin:
         if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
             return  # read and dropped: the response that closed this connection has been sent
         cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            # These bytes begin (or continue) the head of the next request.
+        if cycle is None or cycle.response_complete or not cycle.more_body:
+            # The last request's message is complete: these bytes begin (or continue) the next head.
+            if self.refusal is not None:
+                return  # that head was refused; the answer waits for the response in flight
             if self.header_deadline is None:
                 self.header_deadline = time.monotonic() + self.header_timeout
                 self.header_bytes = 0
@@ -324,8 +361,7 @@ class DrainingMixin:
             # Only the head counts: a body may follow it in the same read.
             self.header_bytes += len(data) if end < 0 else end + len(HEAD_END)
             if self.header_bytes > self.max_header_size:
-                self.transport.write(HEAD_TOO_LARGE)
-                self.transport.close()
+                refuse_head(self, HEAD_TOO_LARGE)
                 return
         super().data_received(data)  # type: ignore[misc]
         if self.cycle is not cycle:
@@ -363,9 +399,18 @@ else:
         # uvicorn appends them to the list the app already holds as scope["headers"] (and its
         # proxy-headers middleware may read them). A trailer is never a header: dropped.
         in_trailers = False
+        in_head = False
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.in_head and self.header_deadline is None and not self.transport.is_closing():
+                # The read that ended one message began the next head: its clock starts now,
+                # even if no further read comes.
+                self.header_deadline = time.monotonic() + self.header_timeout
 
         def on_message_begin(self) -> None:
             self.in_trailers = False
+            self.in_head = True
             super().on_message_begin()
 
         def on_header(self, name: bytes, value: bytes) -> None:
@@ -377,6 +422,7 @@ else:
 
         def on_headers_complete(self) -> None:
             self.in_trailers = True
+            self.in_head = False
             super().on_headers_complete()
 
     DrainingHttpToolsProtocol = _DrainingHttpTools
