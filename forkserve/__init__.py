@@ -16,6 +16,7 @@ from forkserve.errors import (
     BindPermissionError,
     ConfigError,
     ForkserveError,
+    ResourceError,
     WorkerBootError,
 )
 from forkserve.version import __version__
@@ -60,6 +61,7 @@ __all__ = [
     "ConfigError",
     "ForkserveError",
     "Master",
+    "ResourceError",
     "Server",
     "ServerInfo",
     "WorkerBootError",

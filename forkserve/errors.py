@@ -9,7 +9,10 @@ one line that names the problem and the fix, so a user's mistake never shows a t
      +-- AppError                  exit 3  the app failed to import, or its lifespan startup failed
      +-- BindError                 exit 4  the address is in use
      |    +-- BindPermissionError  exit 5  the address needs privileges this process lacks
-     +-- WorkerBootError           exit 3  a worker of a fresh server died before it served
+     +-- WorkerBootError           exit 3  a worker of a fresh server died before it served (or
+     |                                     never finished its startup)
+     +-- ResourceError             exit 1  the first workers could not be created (a process or
+                                           file limit): the message names the limit to raise
 
 ``forkserve ctl`` (a client, see ``forkserve.cli.ctl``) adds: 6 no server answers, 7 this user may not
 steer it, 8 the action did not complete in time.
@@ -36,6 +39,10 @@ class AppError(ForkserveError):
 
 
 class WorkerBootError(AppError):
+    pass
+
+
+class ResourceError(ForkserveError):
     pass
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-COLUMNS = ("WORKER", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "IN FLIGHT", "CONNS", "RSS", "BUSY")
+COLUMNS = ("WORKER", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "IN FLIGHT", "CONNS", "WS", "RSS", "BUSY")
 
 
 def human_bytes(count: float) -> str:
@@ -40,6 +40,7 @@ def worker_row(worker: dict[str, Any]) -> tuple[str, ...]:
         str(worker["requests"]),
         str(worker["in_flight"]),
         str(worker["connections"]),
+        str(worker.get("websockets", 0)),
         human_bytes(worker["rss"]) if worker["rss"] else "-",
         f"{100 * worker['busy']:.0f}%",
     )
@@ -80,7 +81,8 @@ def render(status: dict[str, Any], events: int = 5) -> list[str]:
     rows.append(
         (
             "total", "", "", "", "", str(totals["requests"]), str(totals["in_flight"]),
-            str(totals["connections"]), human_bytes(totals["rss"]) if totals["rss"] else "-", "",
+            str(totals["connections"]), str(totals.get("websockets", 0)),
+            human_bytes(totals["rss"]) if totals["rss"] else "-", "",
         )
     )  # fmt: skip
     lines += table(rows, COLUMNS)

@@ -8,7 +8,7 @@ interleaving. Messages are small (well under a page).
     zygote -> master   {"op": "loaded"}                       app imported; ready to fork
                        {"op": "failed", "message": ..., "detail": ..., "exit_code": 3}
                        {"op": "spawned", "slot": 5, "pid": 1234}
-                       {"op": "spawn_failed", "slot": 5}      the fork itself failed
+                       {"op": "spawn_failed", "slot": 5, "errno": 11, "error": ...}  the fork failed
     worker -> master   {"op": "ready", "slot": 5, "pid": 1234}       lifespan done; serving
                        {"op": "recycle", "slot": 5, "pid": 1234}     --max-requests reached
 """

@@ -57,8 +57,10 @@ class Slot(ctypes.Structure):
         # Connections this worker has taken from its hand-off channel (--balance round-robin,
         # least-conn, ip-hash): the balancer counts what it sent, so the difference is in transit.
         ("handoffs_taken", ctypes.c_uint64),
+        # Open WebSocket connections (also counted in ``connections``), as of the last tick.
+        ("websockets", ctypes.c_uint32),
         # Room for the fields later features add, so the layout's size stays put.
-        ("_reserved", ctypes.c_uint8 * 40),
+        ("_reserved", ctypes.c_uint8 * 36),
     ]
 
 

@@ -52,6 +52,13 @@ def parse_seconds(raw: Any) -> float:
     return value
 
 
+def parse_optional_seconds(raw: Any) -> float | None:
+    """A number of seconds, or None (unset: follow another setting)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return parse_seconds(raw)
+
+
 def parse_positive_seconds(raw: Any) -> float:
     value = parse_seconds(raw)
     if value <= 0:

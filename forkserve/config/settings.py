@@ -42,6 +42,7 @@ from forkserve.config.parsers import (
     parse_metrics_bind,
     parse_optional_int,
     parse_optional_path,
+    parse_optional_seconds,
     parse_optional_str,
     parse_optional_workers,
     parse_positive_seconds,
@@ -131,6 +132,12 @@ class Config:
         help="A worker whose event loop has not ticked for this long is hung: its stack is logged, then it "
         "is killed and replaced. 0 disables the check.",
     )  # fmt: skip
+    startup_timeout: float | None = setting(
+        None, "--startup-timeout", parse=parse_optional_seconds, metavar="SECONDS", default_text="--timeout",
+        help="A worker that has not finished its lifespan startup this long after it was started has "
+        "failed to boot: its stack is logged, then it is killed (a fresh server exits 3, a reload is "
+        "aborted). 0 disables the check.",
+    )  # fmt: skip
     graceful_timeout: float = setting(
         30.0, "--graceful-timeout", parse=parse_seconds, metavar="SECONDS",
         help="On TERM/INT/HUP, how long a worker may take to finish in-flight requests before it is killed.",
@@ -206,6 +213,12 @@ class Config:
         0.0, "--shutdown-delay", parse=parse_seconds, metavar="SECONDS", group="Reload and recycling",
         help="On TERM, answer --health-path with 503 but keep serving for this long before draining, so a "
         "load balancer stops routing here first.",
+    )  # fmt: skip
+    ws_drain_period: float = setting(
+        5.0, "--ws-drain-period", parse=parse_seconds, metavar="SECONDS", group="Reload and recycling",
+        help="A draining worker (reload, scale-down, recycling, shutdown) closes its WebSockets with 1012 a "
+        "few at a time over this long, so clients reconnect gradually; at most --graceful-timeout minus "
+        "a second. 0 closes them all at once.",
     )  # fmt: skip
     reload: bool = setting(
         False, "--reload", parse=parse_bool, is_flag=True, group="Reload and recycling",

@@ -32,6 +32,12 @@ protocol tests against forkserve's classes):
 - ``get_client_addr``, ``get_path_with_query_string`` (protocols.utils): the access line's fields,
   formatted as uvicorn's.
 - ``ServerState``: the shared per-worker state the protocols register their connections in.
+- The WebSocket protocol classes (``Config.ws_protocol_class``, never imported by name): a draining
+  worker counts their instances in ``ServerState.connections`` and closes each with 1012 by calling
+  its ASGI send (``send``; ``asgi_send`` on the legacy websockets class) with ``websocket.close``.
+  ``forkserve.http.wsclose`` reads ``handshake_complete``, ``initial_response`` and ``close_sent``
+  (websockets-sansio, wsproto) or ``handshake_completed_event`` and ``closed_event`` (legacy) to
+  skip those not yet accepted or already closing.
 - ``zttp_protocols()``: uvicorn's zttp HTTP/1.1 and HTTP/2 protocols and its ALPN dispatcher
   (``--http zttp``); imported on demand because zttp is optional.
 

@@ -19,6 +19,7 @@ import selectors
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from forkserve.common import hooks, privileges, sockets
@@ -40,6 +41,16 @@ from forkserve.services.devreload import SourceWatcher
 from forkserve.services.services import Service
 
 
+@dataclass(frozen=True)
+class ZygoteRetry:
+    """The serving generation's zygote could not be started again: when to try next."""
+
+    generation: int
+    adopt: frozenset[int]  # the generations the dead zygote forked for
+    at: float
+    failures: int
+
+
 class MasterCore(abc.ABC):
     # What it serves and how
     app: Any  # an import string (exec mode) or an app object (fork mode)
@@ -58,6 +69,7 @@ class MasterCore(abc.ABC):
     generations: Generations
     workers: WorkerRegistry
     backoff: Backoff
+    zygote_retry: ZygoteRetry | None  # set while the serving generation has no zygote
     scaling: Scaling
     events: events.EventLog
     # What it owns
@@ -90,7 +102,7 @@ class MasterCore(abc.ABC):
     def _server_info(self, generation: int) -> hooks.ServerInfo: ...
 
     @abc.abstractmethod
-    def _start_zygote(self, generation: int) -> None: ...
+    def _start_zygote(self, generation: int, *, adopt: frozenset[int] = ...) -> bool: ...
 
     @abc.abstractmethod
     def _zygote_failed(
@@ -101,7 +113,16 @@ class MasterCore(abc.ABC):
     def _reload_ended(self, generation: int, aborted: str | None = None) -> None: ...
 
     @abc.abstractmethod
-    def _abort_generation(self, generation: int, now: float) -> None: ...
+    def _abort_generation(self, generation: int, now: float, reason: str = ...) -> None: ...
+
+    @abc.abstractmethod
+    def _retry_zygote(self, now: float) -> None: ...
+
+    @abc.abstractmethod
+    def _set_desired(self, count: int, reason: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _spawn_failed(self, record: WorkerRecord, error: OSError, now: float) -> None: ...
 
     @abc.abstractmethod
     def _forget(self, record: WorkerRecord, now: float, *, planned: bool) -> None: ...

@@ -112,6 +112,7 @@ class FleetChanges(MasterCore):
         self._publish_fleet_size()
         zygote = self.generations.current_zygote()
         if zygote is None:
+            self._retry_zygote(now)
             return
         views = [WorkerView(r.worker_id, r.generation, r.state, r.slot, r.outgoing) for r in self.workers]
         nobody_serving = not any(view.state in SERVING_OR_ABOUT_TO for view in views)
@@ -174,11 +175,11 @@ class FleetChanges(MasterCore):
                 generation=generation, seconds=seconds,
             )  # fmt: skip
 
-    def _abort_generation(self, generation: int, now: float) -> None:
+    def _abort_generation(self, generation: int, now: float, reason: str = "failed to boot") -> None:
         previous = self.generations.revert(generation)
-        self._reload_ended(generation, aborted="failed to boot")
+        self._reload_ended(generation, aborted=reason)
         logger.error(
-            "reload aborted: generation %d failed to boot; generation %s keeps serving", generation, previous
+            "reload aborted: generation %d %s; generation %s keeps serving", generation, reason, previous
         )
         if previous is None:
             return

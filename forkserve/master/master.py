@@ -36,8 +36,10 @@ from forkserve.common.zygotespec import ZygoteSpec
 from forkserve.config.settings import Config
 from forkserve.errors import ForkserveError
 from forkserve.master import startup, upgrade
+from forkserve.master.core import ZygoteRetry
 from forkserve.master.fleet import FleetChanges
 from forkserve.master.generations import Generations
+from forkserve.master.guard import LoopGuard
 from forkserve.master.process import (
     SignalCapture,
     remove_pidfile,
@@ -52,6 +54,7 @@ from forkserve.policy.backoff import Backoff
 from forkserve.policy.exits import signal_name
 from forkserve.policy.lifecycle import WorkerRecord
 from forkserve.policy.masterstate import MasterState, ShutdownMode, Stop, Stopped
+from forkserve.policy.timeouts import startup_limit
 from forkserve.services import events
 from forkserve.services.autoscaler import Autoscaler, Scaling, scale_settings
 from forkserve.services.balancer import Balancer
@@ -103,6 +106,7 @@ class Master(FleetChanges, ZygoteSide, Reaping):
         self.requests: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self.generations = Generations()
         self.backoff = Backoff()
+        self.zygote_retry: ZygoteRetry | None = None
         self.state = MasterState()  # serving / reloading / stopping / stopped: policy/masterstate.py
         self.error: ForkserveError | None = None
         self.desired = 1
@@ -255,28 +259,37 @@ class Master(FleetChanges, ZygoteSide, Reaping):
         return budget.workers
 
     def _loop(self) -> None:
+        guard = LoopGuard()
+        startup_timeout = startup_limit(self.config.startup_timeout, self.config.timeout)
         while True:
             # Signals first: a TERM that reached the whole process group explains the exits beside it.
             ready = sorted(self.selector.select(TICK), key=lambda event: event[0].data[0] != "wake")
             for key, _ in ready:
                 kind, target = key.data
-                if kind == "wake":
-                    self._drain_wakeups()
-                elif kind == "channel":
-                    self._read_channel(target)
-                elif kind == "worker":
-                    self._reap_worker(target)
-                elif kind == "zygote":
-                    self._reap_zygote(target)
-            if self.owns_process:
-                self._sweep_orphans()
+                with guard.step(f"handling a {kind} event"):
+                    if kind == "wake":
+                        self._drain_wakeups()
+                    elif kind == "channel":
+                        self._read_channel(target)
+                    elif kind == "worker":
+                        self._reap_worker(target)
+                    elif kind == "zygote":
+                        self._reap_zygote(target)
+            with guard.step("reaping"):
+                if self.owns_process:
+                    self._sweep_orphans()
+                for record, status in self.workers.poll():
+                    self._worker_exited(record, status)
             now = time.monotonic()
-            self.workers.enforce_timeouts(now, self.config.timeout)
+            with guard.step("checking timeouts"):
+                self.workers.enforce_timeouts(now, self.config.timeout, startup_timeout)
             if self.state.stopping:
                 if not self.workers.live() and self.generations.all_exited():
                     return
-                continue
-            self._reconcile(now)
+            else:
+                with guard.step("reconciling"):
+                    self._reconcile(now)
+            time.sleep(guard.end_pass())
 
     # ------------------------------------------------------------------ wake-ups and signals
 

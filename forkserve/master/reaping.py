@@ -2,7 +2,9 @@
 
 A planned exit (the worker was told to stop) is logged and forgotten. A crash feeds the restart
 back-off; a death before serving gets a verdict (``policy.backoff.boot_failure_verdict``): stop the
-server, abort the reload, or restart.
+server, abort the reload, or restart. A worker that could not be forked at all (a process limit)
+feeds the same back-off, and after a few tries gets a verdict of its own
+(``policy.backoff.spawn_failure_verdict``): a limit is a fact to report, not a loop to run.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import logging
 import os
 import time
 
-from forkserve.errors import EXIT_APP, WorkerBootError
+from forkserve.errors import EXIT_APP, ResourceError, WorkerBootError
 from forkserve.master.core import MasterCore
-from forkserve.policy.backoff import Verdict, boot_failure_verdict
+from forkserve.master.registry import STARTUP_TIMED_OUT
+from forkserve.policy import oserrors
+from forkserve.policy.backoff import Verdict, boot_failure_verdict, spawn_failure_verdict
 from forkserve.policy.exits import describe_status
 from forkserve.policy.lifecycle import State, WorkerRecord
 from forkserve.policy.masterstate import ShutdownMode
+from forkserve.policy.timeouts import startup_limit
 from forkserve.services import events
 
 logger = logging.getLogger("forkserve")
@@ -75,7 +80,13 @@ class Reaping(MasterCore):
             generation_ever_ready=record.generation in self.generations.ready,
         )
         if verdict is Verdict.STOP_SERVER:
-            if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_APP:
+            if record.reason == STARTUP_TIMED_OUT:
+                limit = startup_limit(self.config.startup_timeout, self.config.timeout)
+                reason = (
+                    f"worker {record.worker_id} did not finish its startup within --startup-timeout "
+                    f"{limit:g} s (its stack is above)"
+                )
+            elif status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_APP:
                 reason = (
                     f"the app's lifespan startup (or a worker hook) failed in worker {record.worker_id} "
                     "(its error is above)"
@@ -83,7 +94,10 @@ class Reaping(MasterCore):
             else:
                 reason = f"worker {record.worker_id} {words} before it served"
             self.error = WorkerBootError(f"{reason}; fix the app and start again")
-            self.begin_stop(ShutdownMode.GRACEFUL)
+            # The others are most likely stuck in the same startup, where a TERM goes unheard: nothing
+            # has served, so there is nothing to drain.
+            timed_out = record.reason == STARTUP_TIMED_OUT
+            self.begin_stop(ShutdownMode.IMMEDIATE if timed_out else ShutdownMode.GRACEFUL)
         elif verdict is Verdict.ABORT_RELOAD:
             self._abort_generation(record.generation, now)
         else:
@@ -95,6 +109,38 @@ class Reaping(MasterCore):
                     record.worker_id, failures, "" if failures == 1 else "s",
                     " (crash loop?)" if failures >= 3 else "", delay,
                 )  # fmt: skip
+
+    def _spawn_failed(self, record: WorkerRecord, error: OSError, now: float) -> None:
+        """The zygote could not fork RECORD's worker: back off as for a crash, then a verdict."""
+        self._forget(record, now, planned=False)
+        if self.state.stopping:
+            return
+        delay = self.backoff.spawn_failed(record.worker_id, now)
+        tries = self.backoff.spawn_failures
+        explained = oserrors.explain(error, f"fork worker {record.worker_id}")
+        serving = [r for r in self.workers.live() if r.state is State.READY]
+        verdict = spawn_failure_verdict(
+            tries,
+            server_ever_ready=self.generations.ever_ready,
+            generation_ever_ready=record.generation in self.generations.ready,
+            serving=len(serving),
+        )
+        if verdict is Verdict.RESPAWN:
+            # Once per streak: the retries say nothing new, and a limit must not become a log storm.
+            log = logger.error if tries == 1 else logger.debug
+            log("%s; trying again in %.1f s", explained, delay)
+            return
+        self.backoff.spawned()  # the verdict ends this streak; the next request starts afresh
+        if verdict is Verdict.STOP_SERVER:
+            self.error = ResourceError(f"{explained} (tried {tries} times)")
+            self.begin_stop(ShutdownMode.IMMEDIATE)
+        elif verdict is Verdict.ABORT_RELOAD:
+            self._abort_generation(record.generation, now, reason=f"could not fork its workers ({explained})")
+        else:
+            logger.error(
+                "%s (tried %d times); keeping the %d workers that serve", explained, tries, len(serving)
+            )
+            self._set_desired(len(serving), "fork failed")
 
     def _forget(self, record: WorkerRecord, now: float, *, planned: bool) -> None:
         self.workers.forget(record, now)

@@ -14,11 +14,16 @@ import selectors
 import signal
 from collections.abc import Iterator
 
+from forkserve.common import faults
 from forkserve.common.scoreboard import Scoreboard, StopMode
 from forkserve.master.process import signal_process
 from forkserve.master.zygotes import ZygoteHandle
+from forkserve.policy import oserrors
 from forkserve.policy.lifecycle import Event, State, WorkerRecord
 from forkserve.policy.timeouts import STACK_DUMP_GRACE, Overdue, TimeView, overdue
+
+# A worker's record.reason when it was killed for not finishing its startup in time.
+STARTUP_TIMED_OUT = "stuck in its startup past --startup-timeout"
 
 logger = logging.getLogger("forkserve")
 
@@ -49,6 +54,8 @@ class WorkerRegistry:
         self.records: dict[int, WorkerRecord] = {}
         self._by_pid: dict[int, WorkerRecord] = {}
         self._pidfds: dict[int, int] = {}
+        # Workers whose pidfd could not be opened (the fd limit): polled with waitpid instead.
+        self.polled: set[int] = set()
 
     def __iter__(self) -> Iterator[WorkerRecord]:
         return iter(list(self.records.values()))
@@ -81,12 +88,47 @@ class WorkerRegistry:
             record.apply(Event.FORKED, now)
         self._by_pid[pid] = record
         try:
-            pidfd = os.pidfd_open(pid)
+            self._watch(record)
         except ProcessLookupError:
             return False
-        self._pidfds[pid] = pidfd
-        self.selector.register(pidfd, selectors.EVENT_READ, ("worker", record))
+        except OSError as error:
+            # It runs, and is this process's child (a subreaper's): its exit is polled until a
+            # pidfd can be had. A worker must never be lost because an fd could not be.
+            logger.error(
+                "%s; watching worker %d (pid %d) by polling until it can",
+                oserrors.explain(error, "open a pidfd"), record.worker_id, pid,
+            )  # fmt: skip
+            self.polled.add(pid)
         return True
+
+    def _watch(self, record: WorkerRecord) -> None:
+        faults.check(faults.WORKER_PIDFD)
+        pidfd = os.pidfd_open(record.pid)
+        try:
+            self.selector.register(pidfd, selectors.EVENT_READ, ("worker", record))
+        except BaseException:
+            os.close(pidfd)
+            raise
+        self._pidfds[record.pid] = pidfd
+
+    def poll(self) -> list[tuple[WorkerRecord, int | None]]:
+        """The polled workers that have ended, with their status; the others get a pidfd if one can be had."""
+        ended: list[tuple[WorkerRecord, int | None]] = []
+        for pid in list(self.polled):
+            record = self._by_pid.get(pid)
+            status = waitpid(pid)
+            if record is None or status is not None or not os.path.exists(f"/proc/{pid}"):
+                self.polled.discard(pid)
+                if record is not None:
+                    ended.append((record, status))
+                continue
+            try:
+                self._watch(record)
+            except OSError:
+                continue
+            self.polled.discard(pid)
+            logger.info("watching worker %d (pid %d) by its pidfd again", record.worker_id, pid)
+        return ended
 
     def reap(self, record: WorkerRecord) -> int | None:
         """Stop watching RECORD's process and collect its wait status."""
@@ -99,6 +141,7 @@ class WorkerRegistry:
         return self._by_pid.get(pid)
 
     def _unwatch(self, pid: int) -> None:
+        self.polled.discard(pid)
         pidfd = self._pidfds.pop(pid, None)
         if pidfd is not None:
             self.selector.unregister(pidfd)
@@ -139,21 +182,36 @@ class WorkerRegistry:
         if record.pid:
             signal_process(record.pid, number)
 
-    def enforce_timeouts(self, now: float, timeout: float) -> None:
-        """Apply policy.timeouts: stack dump then SIGKILL for the hung, SIGKILL for the overdue."""
-        views = [TimeView(r.slot, r.state, bool(r.pid), self.heartbeat(r), r.deadline) for r in self.live()]
-        for slot, verdict in overdue(views, now=now, timeout=timeout):
+    def enforce_timeouts(self, now: float, timeout: float, startup_timeout: float = 0.0) -> None:
+        """Apply policy.timeouts: stack dump then SIGKILL for the hung and the slow to start, SIGKILL
+        for the overdue."""
+        views = [
+            TimeView(r.slot, r.state, bool(r.pid), self.heartbeat(r), r.deadline, r.spawned_at)
+            for r in self.live()
+        ]
+        for slot, verdict in overdue(views, now=now, timeout=timeout, startup_timeout=startup_timeout):
             record = self.records[slot]
-            if verdict is Overdue.HUNG:
+            if verdict in (Overdue.HUNG, Overdue.STARTUP):
                 stopped = _is_stopped(record.pid)
+                if verdict is Overdue.HUNG:
+                    what = (
+                        f"is hung: its event loop has not run for {now - self.heartbeat(record):.1f} s "
+                        f"(--timeout {timeout:g})"
+                    )
+                else:
+                    what = (
+                        f"has not finished its startup {now - record.spawned_at:.1f} s after it was "
+                        f"started (--startup-timeout {startup_timeout:g})"
+                    )
                 logger.error(
-                    "worker %d (pid %d) is hung: its event loop has not run for %.1f s (--timeout %g); %s",
-                    record.worker_id, record.pid, now - self.heartbeat(record), timeout,
+                    "worker %d (pid %d) %s; %s", record.worker_id, record.pid, what,
                     "it is stopped (SIGSTOP?), so it has no stack to show; killing it" if stopped
                     else "its stack follows, then it is killed",
                 )  # fmt: skip
                 record.apply(Event.KILL, now)
-                record.reason = record.reason or "killed as hung"
+                record.reason = record.reason or (
+                    "killed as hung" if verdict is Overdue.HUNG else STARTUP_TIMED_OUT
+                )
                 if not stopped:
                     record.deadline = now + STACK_DUMP_GRACE
                     signal_process(record.pid, signal.SIGUSR2)

@@ -7,6 +7,7 @@ serving) or, for generation 1, the server.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -16,16 +17,18 @@ import threading
 import time
 from typing import Any
 
-from forkserve.common import messages
+from forkserve.common import faults, messages
 from forkserve.common.zygotespec import ZygoteSpec
-from forkserve.errors import AppError, ConfigError
+from forkserve.errors import AppError, ConfigError, ResourceError
 from forkserve.master import zygotes
-from forkserve.master.core import MasterCore
+from forkserve.master.core import MasterCore, ZygoteRetry
 from forkserve.master.generations import ZygoteExit
 from forkserve.master.process import (
     signal_process,
 )
 from forkserve.master.registry import waitpid
+from forkserve.policy import oserrors
+from forkserve.policy.backoff import restart_delay
 from forkserve.policy.exits import describe_status
 from forkserve.policy.lifecycle import Event, State, WorkerRecord
 from forkserve.policy.masterstate import ShutdownMode
@@ -35,44 +38,103 @@ logger = logging.getLogger("forkserve")
 
 
 class ZygoteSide(MasterCore):
-    def _start_zygote(self, generation: int) -> None:
-        master_end, zygote_end = messages.channel_pair()
-        spec = ZygoteSpec(
-            app=self.app,
-            app_name=self.app_name,
-            generation=generation,
-            config=self.config,
-            listener_fds=(
-                self.balancer.zygote_listener_fds(self.listeners)
-                if self.balancer is not None
-                else [listener.sock.fileno() for listener in self.listeners]
-            ),
-            balance_fds=self.balancer.zygote_fds() if self.balancer is not None else [],
-            scoreboard_fd=self.scoreboard.fd,
-            scoreboard_capacity=self.scoreboard.capacity,
-            channel_fd=zygote_end.fileno(),
-            alive_fd=self.alive_r,
-            environ=self.app_environ,
-            metrics_dir=self.metrics_dir,
-        )
-        proc = None
-        if self.exec_mode:
-            proc = zygotes.start_exec(spec, zygote_end)
-            pid = proc.pid
-        else:
-            if threading.active_count() > 1:
-                # Forking a process with threads can deadlock the child on a lock a thread held.
-                logger.warning(
-                    "forking the zygote from a process running %d threads; if it hangs, pass the app as an "
-                    "import string ('module:app'), which starts a fresh interpreter instead",
-                    threading.active_count(),
-                )
-            pid = zygotes.start_fork(lambda: self._become_zygote(spec, master_end))
-        zygote_end.close()
-        handle = zygotes.new_handle(pid, generation, master_end, proc)
+    def _start_zygote(self, generation: int, *, adopt: frozenset[int] = frozenset()) -> bool:
+        """Start GENERATION's zygote (which also forks for the generations in ADOPT); False when the
+        OS refused (an fd or process limit): that is logged and decided in ``_zygote_start_failed``."""
+        try:
+            handle = self._launch_zygote(generation)
+        except OSError as error:
+            self._zygote_start_failed(generation, error, adopt)
+            return False
+        handle.generations |= adopt
+        if self.zygote_retry is not None and self.zygote_retry.generation == generation:
+            self.zygote_retry = None
         self.generations.add_pending(handle)
-        self.selector.register(handle.channel, selectors.EVENT_READ, ("channel", handle))
-        self.selector.register(handle.pidfd, selectors.EVENT_READ, ("zygote", handle))
+        return True
+
+    def _launch_zygote(self, generation: int) -> zygotes.ZygoteHandle:
+        faults.check(faults.CHANNEL_PAIR)
+        master_end, zygote_end = messages.channel_pair()
+        pid = 0
+        try:
+            spec = ZygoteSpec(
+                app=self.app,
+                app_name=self.app_name,
+                generation=generation,
+                config=self.config,
+                listener_fds=(
+                    self.balancer.zygote_listener_fds(self.listeners)
+                    if self.balancer is not None
+                    else [listener.sock.fileno() for listener in self.listeners]
+                ),
+                balance_fds=self.balancer.zygote_fds() if self.balancer is not None else [],
+                scoreboard_fd=self.scoreboard.fd,
+                scoreboard_capacity=self.scoreboard.capacity,
+                channel_fd=zygote_end.fileno(),
+                alive_fd=self.alive_r,
+                environ=self.app_environ,
+                metrics_dir=self.metrics_dir,
+            )
+            faults.check(faults.ZYGOTE_START)
+            proc = None
+            if self.exec_mode:
+                proc = zygotes.start_exec(spec, zygote_end)
+                pid = proc.pid
+            else:
+                if threading.active_count() > 1:
+                    # Forking a process with threads can deadlock the child on a lock a thread held.
+                    logger.warning(
+                        "forking the zygote from a process running %d threads; if it hangs, pass the app "
+                        "as an import string ('module:app'), which starts a fresh interpreter instead",
+                        threading.active_count(),
+                    )
+                pid = zygotes.start_fork(lambda: self._become_zygote(spec, master_end))
+            zygote_end.close()
+            faults.check(faults.ZYGOTE_PIDFD)
+            handle = zygotes.new_handle(pid, generation, master_end, proc)
+            try:
+                self.selector.register(handle.channel, selectors.EVENT_READ, ("channel", handle))
+                self.selector.register(handle.pidfd, selectors.EVENT_READ, ("zygote", handle))
+            except BaseException:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(handle.channel)
+                os.close(handle.pidfd)
+                raise
+            return handle
+        except BaseException:
+            zygote_end.close()
+            master_end.close()
+            if pid:
+                # Started, but it cannot be watched: it must not live on unsupervised.
+                signal_process(pid, signal.SIGKILL)
+                waitpid(pid, block=True)
+            raise
+
+    def _zygote_start_failed(self, generation: int, error: OSError, adopt: frozenset[int]) -> None:
+        explained = oserrors.explain(error, f"start the zygote of generation {generation}")
+        if not self.generations.ever_ready and generation == 1 and not adopt:
+            self.error = ResourceError(explained)
+            self.begin_stop(ShutdownMode.IMMEDIATE)
+        elif self.state.reloading == generation:
+            logger.error(
+                "reload aborted: %s; generation %d keeps serving", explained, self.generations.current
+            )
+            self._reload_ended(generation, aborted=explained)
+        else:
+            # The serving generation's zygote died and none can start now: the workers it forked
+            # serve on; another start is tried, backed off, and logged only when it changes.
+            failures = self.zygote_retry.failures + 1 if self.zygote_retry is not None else 1
+            delay = restart_delay(failures)
+            if failures == 1:
+                logger.error("%s; trying again, backed off (now in %.1f s)", explained, delay)
+            self.zygote_retry = ZygoteRetry(generation, adopt, time.monotonic() + delay, failures)
+
+    def _retry_zygote(self, now: float) -> None:
+        retry = self.zygote_retry
+        if retry is None or now < retry.at or self.generations.pending is not None:
+            return
+        if self._start_zygote(retry.generation, adopt=retry.adopt):
+            logger.info("started the zygote of generation %d again", retry.generation)
 
     def _become_zygote(self, spec: ZygoteSpec, master_end: socket.socket) -> int:
         """In the forked child: drop everything that is the master's, then act as the zygote."""
@@ -124,6 +186,7 @@ class ZygoteSide(MasterCore):
             if record is None or record.state is State.EXITED:
                 return
             if not record.pid:
+                self.backoff.spawned()
                 self._learn_pid(record, int(message["pid"]), now)
             if op is messages.Op.READY and record.state is State.BOOTING and record.pid == message["pid"]:
                 record.apply(Event.READY, now)
@@ -149,8 +212,8 @@ class ZygoteSide(MasterCore):
         elif op is messages.Op.SPAWN_FAILED:
             record = self.workers.get(int(message["slot"]))
             if record is not None and not record.pid:
-                logger.error("the zygote could not fork worker %d", record.worker_id)
-                self._forget(record, now, planned=False)
+                error = OSError(int(message.get("errno") or 0), str(message.get("error") or "unknown error"))
+                self._spawn_failed(record, error, now)
 
     def _learn_pid(self, record: WorkerRecord, pid: int, now: float) -> None:
         if not self.workers.learn_pid(record, pid, now):
@@ -204,6 +267,4 @@ class ZygoteSide(MasterCore):
                 "zygote of generation %d (pid %d) %s; starting another", handle.generation, handle.pid, words
             )
             self.generations.forget(handle)
-            self._start_zygote(self.generations.current)
-            assert self.generations.pending is not None
-            self.generations.pending.generations |= handle.generations
+            self._start_zygote(self.generations.current, adopt=frozenset(handle.generations))

@@ -21,6 +21,8 @@ MAX_DELAY = 30.0
 # When every worker is down (all backing off together), one may still start this often: a crash
 # loop must not turn into a full outage while the back-offs run, nor into a fork storm.
 RESCUE_INTERVAL = 1.0
+# Forks that fail in a row (a process or memory limit) before the failure is a verdict, not a loop.
+SPAWN_TRIES = 3
 
 
 def restart_delay(consecutive_failures: int, *, first: float = FIRST_DELAY, cap: float = MAX_DELAY) -> float:
@@ -59,6 +61,16 @@ class Backoff:
         return min(self.not_before.values(), default=None)
 
     rescue_not_before: float = 0.0
+    # Worker forks that failed in a row, whichever worker id: one success clears it.
+    spawn_failures: int = 0
+
+    def spawn_failed(self, worker_id: int, now: float) -> float:
+        """A fork of WORKER_ID failed: back off as for a crash at birth; return the delay."""
+        self.spawn_failures += 1
+        return self.record_exit(worker_id, 0.0, now, planned=False)
+
+    def spawned(self) -> None:
+        self.spawn_failures = 0
 
     def may_rescue(self, now: float) -> bool:
         """With no worker serving at all, may one start now despite its back-off?"""
@@ -72,6 +84,7 @@ class Verdict(Enum):
     RESPAWN = "respawn"
     STOP_SERVER = "stop server"
     ABORT_RELOAD = "abort reload"
+    SHRINK = "shrink"  # keep the workers that serve, ask for no more: a limit stands in the way
 
 
 def boot_failure_verdict(
@@ -88,3 +101,22 @@ def boot_failure_verdict(
         return Verdict.ABORT_RELOAD
     # Code that has served before failed to boot (a database briefly down): retry, with back-off.
     return Verdict.RESPAWN
+
+
+def spawn_failure_verdict(
+    consecutive: int, *, server_ever_ready: bool, generation_ever_ready: bool, serving: int,
+    tries: int = SPAWN_TRIES,
+) -> Verdict:  # fmt: skip
+    """What CONSECUTIVE failed forks (or spawns) in a row mean: retry (with back-off) until TRIES.
+
+    Then: nothing ever served, stop the server (the limit must be raised first); a reload's new
+    generation never served, abort it (the old one serves); a scale-up, or a replacement, cannot
+    fork, keep the SERVING workers. With none serving there is nothing to keep: retry, backed off.
+    """
+    if consecutive < tries:
+        return Verdict.RESPAWN
+    if not server_ever_ready:
+        return Verdict.STOP_SERVER
+    if not generation_ever_ready:
+        return Verdict.ABORT_RELOAD
+    return Verdict.SHRINK if serving > 0 else Verdict.RESPAWN

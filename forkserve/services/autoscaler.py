@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from forkserve.common import faults
 from forkserve.common.scoreboard import Scoreboard, SlotState
 from forkserve.common.sizing import parse_proc_self_cgroup
 from forkserve.common.sockets import Listener, accept_queue
@@ -38,6 +39,7 @@ from forkserve.policy.autoscale import (
     WorkerSample,
     decide,
 )
+from forkserve.services.resilience import Pacer
 
 logger = logging.getLogger("forkserve")
 MB = 1024 * 1024
@@ -129,6 +131,7 @@ class Autoscaler:
         self.interval = interval
         self._sample = sample
         self._deliver = deliver
+        self.errors = Pacer("autoscaler: sampling the load")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forkserve-autoscaler", daemon=True)
 
@@ -136,13 +139,16 @@ class Autoscaler:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        pause = self.interval
+        while not self._stop.wait(pause):
             try:
-                measurement = self._sample()
-            except Exception:  # a sampling hiccup must not end autoscaling for good
-                logger.exception("autoscaler: sampling failed; trying again next interval")
-                continue
-            self._deliver(measurement)
+                faults.check(faults.AUTOSCALER_SAMPLE)
+                self._deliver(self._sample())
+            except Exception as error:  # a hiccup (EMFILE reading /proc) must not end autoscaling
+                pause = max(self.interval, self.errors.failed(error))
+            else:
+                self.errors.worked()
+                pause = self.interval
 
     def stop(self) -> None:
         self._stop.set()

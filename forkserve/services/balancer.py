@@ -33,7 +33,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from forkserve.common import handoff
+from forkserve.common import faults, handoff
 from forkserve.common.scoreboard import Scoreboard, SlotState
 from forkserve.common.sockets import Listener
 from forkserve.config.settings import Config
@@ -50,6 +50,7 @@ from forkserve.policy.balance import (
     take_back_from,
 )
 from forkserve.services import events, reuseport
+from forkserve.services.resilience import Pacer
 
 if TYPE_CHECKING:
     from forkserve.services.port import MasterPort
@@ -134,6 +135,8 @@ class Balancer(abc.ABC):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.master: MasterPort | None = None
+        self.errors = Pacer(f"the {self.mode} balancer")
+        self.accept_errors = Pacer(f"the {self.mode} balancer's accept")
 
     # ---------------------------------------------------------------- the service's interface
 
@@ -179,8 +182,9 @@ class Balancer(abc.ABC):
     def _on_event(self, event: events.FleetEvent) -> None:
         # On the master's thread: only note and wake.
         if event.kind == events.WORKER_READY and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"forkserve-{self.mode}", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name=f"forkserve-{self.mode}", daemon=True)
+            thread.start()  # if it cannot start now (no memory), the next worker_ready tries again
+            self._thread = thread
         elif event.kind == events.STOPPING:
             self.stopping(str(event.fields.get("mode")))
         self._wake()
@@ -190,13 +194,20 @@ class Balancer(abc.ABC):
         """The server began to stop (MODE graceful or immediate): called on the master's thread."""
 
     def _run(self) -> None:
-        try:
-            self.run()
-        except Exception:
-            # Without it nothing takes new connections: stop, so that a supervisor restarts us.
-            logger.exception("the %s balancer failed; stopping the server", self.mode)
-            if self.master is not None:
-                self.master.stop()
+        while not self._stop.is_set():
+            try:
+                self.run()
+                return
+            except OSError as error:
+                # Out of fds or memory (a selector, a channel): wait for it to pass, then go on.
+                self._stop.wait(self.errors.failed(error))
+            except Exception:
+                # A bug: without this thread nothing takes new connections, so stop and let a
+                # supervisor restart the server.
+                logger.exception("the %s balancer failed; stopping the server", self.mode)
+                if self.master is not None:
+                    self.master.stop()
+                return
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -332,12 +343,16 @@ class Dispatcher(Balancer):
             if not candidates:
                 return
             try:
+                faults.check(faults.BALANCER_ACCEPT)
                 conn, address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
-                logger.warning("accepting a connection failed: %s", error)
+                # EMFILE and the like: the connection stays queued in the kernel; trying again at
+                # once would spin (the listener is still readable) and log a line each time.
+                self._stop.wait(self.accept_errors.failed(error))
                 return
+            self.accept_errors.worked()
             with conn:
                 client = address[0] if isinstance(address, tuple) else ""
                 candidates = self._place(conn.fileno(), client, candidates)

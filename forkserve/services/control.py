@@ -1,17 +1,21 @@
 """The control socket: ``forkserve ctl`` talks to the master here.
 
-Theory of operation. A unix stream socket, mode 0600, served by a thread of its own (one more per
-connection) so a slow or stuck client never holds up the master's loop. Each request and each
-answer is one line of JSON. Before reading anything the server asks the kernel who is on the
-other end (``SO_PEERCRED``): only the master's own user or root may steer it; anyone else gets one
-line saying so. File permissions alone would do on a private directory, but an operator may point
-``--control-socket`` anywhere, and the uid check holds wherever the socket is.
+Theory of operation. A unix stream socket, mode 0600, served on the master's service loop
+(``forkserve.services.serviceloop``: one thread for every connection, at most ``MAX_CONNECTIONS``
+of them, a deadline for each request line) so a slow or stuck client never holds up the master's
+loop, and many of them cost a bounded number of threads and fds. Each request and each answer is
+one line of JSON, checked (``forkserve.services.controlrequest``) before anything acts on it; the
+actions, which wait, run on a pool of ``POOL_SIZE`` threads. Before reading anything the server
+asks the kernel who is on the other end (``SO_PEERCRED``): only the master's own user or root may
+steer it; anyone else gets one line saying so. File permissions alone would do on a private
+directory, but an operator may point ``--control-socket`` anywhere, and the uid check holds
+wherever the socket is.
 
 Actions run where they must: ``status`` takes its snapshot on the master's thread
 (``master.call``), so the workers it lists are exactly the live ones; ``reload``, ``scale`` and
-``stop`` ask the master through its thread-safe methods and then wait, in the connection's
-thread, for the fleet events that say the action completed (``reload_finished`` or
-``reload_aborted`` of the generation it started; exactly N workers ready; ``stopped``), so the
+``stop`` ask the master through its thread-safe methods and then wait, on a pool thread, for the
+fleet events that say the action completed (``reload_finished`` or ``reload_aborted`` of the
+generation it started; exactly N workers ready; ``stopped``), so the
 command returns when the thing is done, or says why not.
 
 Rejected: a signal-per-action interface (what HUP/TTIN already are) cannot answer; an HTTP port
@@ -21,6 +25,7 @@ would need its own authentication where a unix socket has the kernel's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -35,9 +40,22 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forkserve.common import faults
 from forkserve.errors import ConfigError
 from forkserve.services import controlpath, events
+from forkserve.services.controlrequest import MAX_REQUEST, BadRequest, Request, parse
 from forkserve.services.events import FleetEvent
+from forkserve.services.resilience import Pacer
+from forkserve.services.serviceloop import (
+    Connection,
+    LineTooLong,
+    Pool,
+    ServiceLoop,
+    StreamServer,
+    hang_up,
+    read_line,
+    send,
+)
 from forkserve.services.status import FleetStatus, settled, snapshot
 
 if TYPE_CHECKING:
@@ -45,10 +63,24 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("forkserve")
 
-MAX_REQUEST = 64 * 1024
 MASTER_ANSWER = 5.0  # seconds the master's thread has to run a call before we give up on it
-DEFAULT_WAIT = 60.0
 POLL = 0.25
+MAX_CONNECTIONS = 32
+POOL_SIZE = 4
+# A client has this long to send each request line, counted from when the server starts waiting
+# for it (after connecting, or after the previous answer): enough for `ctl top --interval 60`.
+REQUEST_DEADLINE = 300.0
+SEND_DEADLINE = 10.0
+STOP_GRACE = 2.0
+
+
+def _line(answer: dict[str, Any]) -> bytes:
+    return json.dumps(answer).encode() + b"\n"
+
+
+BUSY = _line(
+    {"ok": False, "code": "busy", "error": "every control connection is answering a request; try again"}
+)
 
 
 def peer_uid(conn: socket.socket) -> tuple[int, int]:
@@ -72,14 +104,17 @@ class ActionFailed(Exception):
 class ControlService:
     name = "control"
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, loop: ServiceLoop | None = None) -> None:
         self.requested = path
         self.path: Path | None = None
         self.master: MasterPort | None = None
         self.started_at = time.monotonic()
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._handlers: set[threading.Thread] = set()
+        self.loop = loop or ServiceLoop()
+        self.pool = Pool("control", POOL_SIZE)
+        self._server: StreamServer | None = None
+        self._serving = False
+        self._may_serve = False
+        self._start_errors = Pacer("starting the control socket's thread")
         self._feeds: list[queue.SimpleQueue[FleetEvent]] = []
         self._lock = threading.Lock()
         self._inode = 0
@@ -90,7 +125,7 @@ class ControlService:
         self.master = master
         try:
             self.path = self._choose_path()
-            self._sock = self._bind(self.path)
+            sock = self._bind(self.path)
         except ConfigError as error:
             if self.requested:
                 raise
@@ -98,16 +133,30 @@ class ControlService:
             logger.warning("serving without a control socket: %s", error)
             self.path = None
             return
+        self._server = StreamServer(
+            sock, what="the control socket", fault_point=faults.CONTROL_ACCEPT,
+            limit=MAX_CONNECTIONS, handle=self._handle, refusal=BUSY,
+        )  # fmt: skip
         master.events.subscribe(self._on_event)
         if master.exec_mode:
-            self._start_thread()
+            self._may_serve = True
+            self._start_serving()
         # else: the master forks the zygote from itself, and forking a process that runs threads
         # can deadlock the child; clients wait in the listen queue until the first worker serves.
         logger.info("Control socket: %s (forkserve ctl status)", self.path)
 
-    def _start_thread(self) -> None:
-        self._thread = threading.Thread(target=self._serve, name="forkserve-control", daemon=True)
-        self._thread.start()
+    def _start_serving(self) -> None:
+        if self._server is None or self._serving:
+            return
+        try:
+            self.loop.acquire()
+        except (OSError, RuntimeError) as error:
+            # No thread to be had now (out of memory or tasks): the next fleet event tries again.
+            self._start_errors.failed(error)
+            return
+        self._start_errors.worked()
+        self._serving = True
+        self.loop.submit(self._server.serve())
 
     def _bind(self, path: Path) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -117,7 +166,7 @@ class ControlService:
             sock.bind(str(path))
             os.chmod(path, 0o600)
             self._inode = path.stat().st_ino
-            sock.listen(16)
+            sock.listen(64)
         except OSError as error:
             sock.close()
             raise ConfigError(
@@ -139,17 +188,15 @@ class ControlService:
         return controlpath.default_path(directory, os.getpid())
 
     def stop(self) -> None:
-        if self._sock is not None:
-            # shutdown() wakes the thread blocked in accept(); close() alone would not.
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-            self._sock.close()
-        if self._thread is not None:
-            self._thread.join(2.0)
-        # Let a `ctl stop` waiting for the "stopped" event write its answer.
-        deadline = time.monotonic() + 2.0
-        for handler in list(self._handlers):
-            handler.join(max(0.0, deadline - time.monotonic()))
+        server, self._server = self._server, None
+        if server is not None:
+            if self._serving:
+                # Let a `ctl stop` waiting for the "stopped" event write its answer.
+                with contextlib.suppress(Exception):
+                    self.loop.submit(server.close(STOP_GRACE)).result(STOP_GRACE + 1)
+                self.loop.release()
+            else:
+                server.sock.close()
         if self.path is not None:
             with contextlib.suppress(OSError):
                 if self.path.stat().st_ino == self._inode:
@@ -159,8 +206,10 @@ class ControlService:
 
     def _on_event(self, event: FleetEvent) -> None:
         # On the master's thread: hand the event over, nothing more.
-        if self._thread is None and event.kind in (events.SERVING, events.STOPPING):
-            self._start_thread()
+        if event.kind in (events.SERVING, events.STOPPING):
+            self._may_serve = True
+        if self._may_serve and not self._serving:
+            self._start_serving()
         with self._lock:
             feeds = list(self._feeds)
         for feed in feeds:
@@ -180,68 +229,57 @@ class ControlService:
 
     # ------------------------------------------------------------------ connections
 
-    def _serve(self) -> None:
-        assert self._sock is not None
+    async def _handle(self, connection: Connection) -> None:
+        sock = connection.sock
+        pid, uid = peer_uid(sock)
+        if not may_steer(uid, os.getuid()):
+            logger.warning(
+                "control socket: refused pid %d of uid %d: only uid %d or root may steer this server",
+                pid, uid, os.getuid(),
+            )  # fmt: skip
+            await send(sock, _line({
+                "ok": False, "code": "forbidden",
+                "error": f"uid {uid} may not control this server (only uid {os.getuid()} or root)",
+            }), SEND_DEADLINE)  # fmt: skip
+            await hang_up(sock)
+            return
+        buffer = bytearray()
         while True:
+            connection.busy = False
             try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return  # closed by stop()
-            handler = threading.Thread(target=self._handle, args=(conn,), name="forkserve-ctl", daemon=True)
-            self._handlers.add(handler)
-            handler.start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        try:
-            with conn, conn.makefile("rwb") as stream:
-                pid, uid = peer_uid(conn)
-                if not may_steer(uid, os.getuid()):
-                    logger.warning(
-                        "control socket: refused pid %d of uid %d: only uid %d or root may steer this server",
-                        pid, uid, os.getuid(),
-                    )  # fmt: skip
-                    self._send(stream, {
-                        "ok": False, "code": "forbidden",
-                        "error": f"uid {uid} may not control this server (only uid {os.getuid()} or root)",
-                    })  # fmt: skip
-                    return
-                while True:
-                    line = stream.readline(MAX_REQUEST)
-                    if not line:
-                        return
-                    self._send(stream, self._answer(line))
-        except OSError:
-            pass  # the client went away; nothing to tell it
-        finally:
-            self._handlers.discard(threading.current_thread())
-
-    @staticmethod
-    def _send(stream: Any, answer: dict[str, Any]) -> None:
-        stream.write(json.dumps(answer).encode() + b"\n")
-        stream.flush()
+                line = await read_line(sock, buffer, time.monotonic() + REQUEST_DEADLINE, MAX_REQUEST)
+            except LineTooLong:
+                # The rest of the line may still be coming: answer, and close rather than resync.
+                too_long = _bad(f"a request is one line of at most {MAX_REQUEST} bytes")
+                await send(sock, _line(too_long), SEND_DEADLINE)
+                await hang_up(sock)
+                return
+            if line is None:
+                return
+            connection.busy = True
+            try:
+                answer = await self.pool.run(functools.partial(self._answer, line))
+            except OSError as error:
+                answer = {"ok": False, "code": "failed", "error": f"cannot act now: {error.strerror}"}
+            await send(sock, _line(answer), SEND_DEADLINE)
 
     def _answer(self, line: bytes) -> dict[str, Any]:
         try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise ValueError("a request is a JSON object")
-        except ValueError as error:
-            return {"ok": False, "code": "bad-request", "error": f"unreadable request: {error}"}
-        actions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            request = parse(line)
+        except BadRequest as error:
+            return _bad(str(error))
+        actions: dict[str, Callable[[Request], dict[str, Any]]] = {
             "status": self.status,
             "reload": self.reload,
             "scale": self.scale,
             "stop": self.stop_server,
         }
-        action = actions.get(str(request.get("op")))
-        if action is None:
-            return {"ok": False, "code": "bad-request", "error": f"unknown op {request.get('op')!r}"}
         try:
-            return {"ok": True, **action(request)}
+            return {"ok": True, **actions[request.op](request)}
         except ActionFailed as failure:
             return {"ok": False, "code": failure.code, "error": str(failure), **failure.data}
         except Exception as error:
-            logger.exception("control socket: %s failed", request.get("op"))
+            logger.exception("control socket: %s failed", request.op)
             return {"ok": False, "code": "failed", "error": f"{type(error).__name__}: {error}"}
 
     # ------------------------------------------------------------------ actions
@@ -256,13 +294,13 @@ class ControlService:
         status: FleetStatus = self._on_master(lambda: snapshot(master, started_at=self.started_at))
         return status
 
-    def status(self, request: dict[str, Any]) -> dict[str, Any]:
+    def status(self, request: Request) -> dict[str, Any]:
         return {"status": self._snapshot().as_dict()}
 
-    def reload(self, request: dict[str, Any]) -> dict[str, Any]:
+    def reload(self, request: Request) -> dict[str, Any]:
         master = self.master
         assert master is not None
-        wait = float(request.get("timeout") or DEFAULT_WAIT)
+        wait = request.timeout
 
         def start() -> int | None:
             master.begin_reload()
@@ -291,15 +329,12 @@ class ControlService:
             raise ActionFailed("the server began to stop during the reload", "failed", generation=generation)
         raise ActionFailed(ended.message, "failed", generation=generation)
 
-    def scale(self, request: dict[str, Any]) -> dict[str, Any]:
+    def scale(self, request: Request) -> dict[str, Any]:
         master = self.master
         assert master is not None
-        wait = float(request.get("timeout") or DEFAULT_WAIT)
+        wait = request.timeout
         before = self._snapshot()
-        try:
-            target = int(request["to"]) if "to" in request else before.desired + int(request["delta"])
-        except (KeyError, TypeError, ValueError):
-            raise ActionFailed('scale takes "to": N or "delta": K (whole numbers)', "bad-request") from None
+        target = request.to if request.to is not None else before.desired + (request.delta or 0)
         with self._watch() as feed:
             accepted = _answer_of(master.set_workers(target, reason="control"))
             if not accepted:
@@ -338,17 +373,21 @@ class ControlService:
             "pids": sorted(w.pid for w in now.workers),
         }
 
-    def stop_server(self, request: dict[str, Any]) -> dict[str, Any]:
+    def stop_server(self, request: Request) -> dict[str, Any]:
         master = self.master
         assert master is not None
-        wait = float(request.get("timeout") or DEFAULT_WAIT)
-        graceful = bool(request.get("graceful", True))
+        wait = request.timeout
+        graceful = request.graceful
         with self._watch() as feed:
             master.stop(graceful)
             stopped = _wait_for(feed, lambda e: e.kind == events.STOPPED, wait)
         if stopped is None:
             raise ActionFailed(f"the server is still stopping after {wait:g} s", "timeout")
         return {"message": "stopped", **stopped.fields}
+
+
+def _bad(error: str) -> dict[str, Any]:
+    return {"ok": False, "code": "bad-request", "error": error}
 
 
 def _answer_of(future: Future[Any]) -> Any:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from forkserve.common import faults
 from forkserve.services.events import FleetEvent
+from forkserve.services.resilience import Pacer
 
 if TYPE_CHECKING:
     from forkserve.services.port import MasterPort
@@ -32,15 +34,24 @@ class EventLines:
     def __init__(self, log_format: str) -> None:
         self.json = log_format == "json"
         self.level = logging.INFO if self.json else logging.DEBUG
+        self.errors = Pacer("writing event lines")
 
     def start(self, master: MasterPort) -> None:
         master.events.subscribe(self._log)
 
     def _log(self, event: FleetEvent) -> None:
-        if logger.isEnabledFor(self.level):
+        if not logger.isEnabledFor(self.level):
+            return
+        try:
+            faults.check(faults.EVENT_LINES)
             text = event.message if self.json else describe(event)
             fields = {("worker_pid" if key == "pid" else key): value for key, value in event.fields.items()}
             logger.log(self.level, "%s", text, extra={"fields": {"event": event.kind, **fields}})
+        except Exception as error:
+            # One event's line lost, not every later one (the event log drops failing observers).
+            self.errors.failed(error)
+        else:
+            self.errors.worked()
 
     def stop(self) -> None:
         pass

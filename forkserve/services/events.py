@@ -4,7 +4,9 @@ The master emits an event wherever its state changes in a way an operator cares 
 ready or gone, a reload begun, finished or aborted, a scale step, a stop). Observers subscribe;
 they run on the master's thread, so they must be quick and must not block: anything slow (an
 HTTP reply, a socket write that may stall) hands the event to its own thread. An observer that
-raises is logged once and dropped, so a broken observer can never stop the master.
+raises is logged (with its traceback the first time, then a line a minute while it keeps failing)
+and kept: a failure may be passing (a thread it could not start while memory was short), and a
+broken observer can never stop the master.
 
 The log keeps the last ``keep`` events for ``forkserve ctl status`` and the dashboard, and counts
 every event by kind and reason for the metrics, so nothing here grows without bound.
@@ -19,6 +21,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from forkserve.services.resilience import Pacer
 
 logger = logging.getLogger("forkserve")
 
@@ -49,12 +53,17 @@ class FleetEvent:
 Observer = Callable[[FleetEvent], None]
 
 
+def _name(observer: Observer) -> str:
+    return getattr(observer, "__qualname__", type(observer).__name__)
+
+
 class EventLog:
     def __init__(self, keep: int = 200) -> None:
         self._recent: deque[FleetEvent] = deque(maxlen=keep)
         self._observers: list[Observer] = []
         self._lock = threading.Lock()
         self.counts: Counter[tuple[str, str]] = Counter()
+        self._errors: dict[int, Pacer] = {}
 
     def subscribe(self, observer: Observer) -> None:
         self._observers.append(observer)
@@ -64,12 +73,21 @@ class EventLog:
         with self._lock:
             self._recent.append(event)
             self.counts[(kind, str(fields.get("reason", "")))] += 1
-        for observer in list(self._observers):
+        for index, observer in enumerate(list(self._observers)):
+            pacer = self._errors.get(index)
             try:
                 observer(event)
-            except Exception:
-                logger.exception("an observer of fleet events failed; it gets no more events")
-                self._observers.remove(observer)
+            except Exception as error:
+                if pacer is None:
+                    pacer = self._errors[index] = Pacer(f"an observer of fleet events ({_name(observer)})")
+                step = pacer.decide(error, time.monotonic())
+                if pacer.failures == 1:
+                    logger.exception("%s failed on %s", pacer.what, kind)
+                elif step.log is not None:
+                    logger.warning("%s", step.log)
+            else:
+                if pacer is not None:
+                    pacer.worked()
         return event
 
     def recent(self, limit: int | None = None) -> list[FleetEvent]:

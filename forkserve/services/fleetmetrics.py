@@ -120,6 +120,12 @@ def fleet_families(snapshot: FleetStatus) -> list[Family]:
             one(sum(r.connections for r in rows)),
         ),
         (
+            "websockets",
+            "gauge",
+            "Open WebSocket connections, all workers",
+            one(sum(r.websockets for r in rows)),
+        ),
+        (
             "rss_bytes",
             "gauge",
             "Resident memory of all workers (shared pages in each)",
@@ -127,6 +133,7 @@ def fleet_families(snapshot: FleetStatus) -> list[Family]:
         ),
         ("worker_in_flight", "gauge", "Requests being answered by this worker", by_worker("in_flight")),
         ("worker_connections", "gauge", "Open client connections of this worker", by_worker("connections")),
+        ("worker_websockets", "gauge", "Open WebSocket connections of this worker", by_worker("websockets")),
         ("worker_rss_bytes", "gauge", "Resident memory of this worker's process", by_worker("rss")),
         (
             "worker_busy_ratio",

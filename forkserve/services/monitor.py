@@ -7,31 +7,37 @@ master's thread to start the server thread. That request runs on the master's fi
 after the first zygote exists: a zygote forked from the master (an app object) is then forked
 before this thread exists, never from a process whose other thread may hold a lock.
 
-Each request is answered on its own short thread (stdlib ``ThreadingHTTPServer``), so a slow
-scraper cannot hold up another. Fleet facts come from ``master.call`` (the registry and event
-counts, read on the master's thread) or, for /health and /ready, straight from the scoreboard, so
-a health check never waits on the master's loop. The server's idle turns (every half second)
-sweep the multiprocess directory, folding the files of ended workers into the archives.
+Connections are served on the master's service loop (``forkserve.services.serviceloop``: one
+thread, at most ``MAX_CONNECTIONS`` connections, a deadline for each request head, HTTP parsed by
+h11 in ``forkserve.services.httpserve``); each answer is computed on a pool of ``POOL_SIZE``
+threads, so a slow scrape holds up no other client. Fleet facts come from ``master.call`` (the
+registry and event counts, read on the master's thread) or, for /health and /ready, straight from
+the scoreboard, so a health check never waits on the master's loop. Every half second the loop
+sweeps the multiprocess directory, folding the files of ended workers into the archives; an
+error there (EMFILE from ``listdir``) is logged once and retried, never the end of the server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
-import threading
 import time
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from forkserve.common import sockets
+from forkserve.common import faults, sockets
 from forkserve.common.promdir import MultiprocDir
 from forkserve.config.parsers import parse_bind_one
 from forkserve.config.settings import Config
-from forkserve.services import events, fleetmetrics
+from forkserve.services import events, fleetmetrics, httpserve
+from forkserve.services.resilience import Pacer
+from forkserve.services.serviceloop import Connection, Pool, ServiceLoop, StreamServer, hang_up, send
 from forkserve.services.status import FleetStatus, ready_workers, scoreboard_snapshot
 from forkserve.services.status import snapshot as fleet_snapshot
 
@@ -43,61 +49,30 @@ logger = logging.getLogger("forkserve")
 INHERITED_FD = "FORKSERVE_INHERITED_METRICS_FD"
 SNAPSHOT_TIMEOUT = 2.0
 RECENT_EVENTS = 50
-CLIENT_TIMEOUT = 3.0
-
-
-class _Server(ThreadingHTTPServer):
-    # stop() waits for the handler threads (non-daemon, so they are tracked): none may still read
-    # the scoreboard when the master unmaps it. One request per connection (HTTP/1.0) and a short
-    # socket timeout keep that wait short: no handler idles on a kept-alive connection.
-    daemon_threads = False
-    block_on_close = True
-    monitor: MonitorService
-
-    def service_actions(self) -> None:
-        self.monitor.sweep()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = CLIENT_TIMEOUT
-
-    def do_GET(self) -> None:
-        self._answer(head=False)
-
-    def do_HEAD(self) -> None:
-        self._answer(head=True)
-
-    def _answer(self, *, head: bool) -> None:
-        path = self.path.partition("?")[0]
-        try:
-            status, content_type, body = self.server.monitor.route(path, self.headers.get("Accept", ""))
-        except Exception:
-            logger.exception("the metrics server failed to answer %s", path)
-            status, content_type, body = 500, "text/plain; charset=utf-8", b"internal error\n"
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("metrics server: " + format, *args)
+MAX_CONNECTIONS = 64
+POOL_SIZE = 2
+SWEEP_EVERY = 0.5
+STOP_GRACE = 2.0
+BUSY = httpserve.response(503, b"too many connections to the metrics server; try again\n")
 
 
 class MonitorService:
     name = "metrics"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, loop: ServiceLoop | None = None) -> None:
         assert config.metrics_bind is not None
         self.address = config.metrics_bind
         self.master: MasterPort | None = None
         self.directory: MultiprocDir | None = None
-        self.server: _Server | None = None
-        self.thread: threading.Thread | None = None
+        self.loop = loop or ServiceLoop()
+        self.server: StreamServer | None = None
+        self.pool = Pool("metrics", POOL_SIZE)
+        self.serving = False
+        self._sweeper: Future[None] | None = None
+        self.may_serve = False  # after the master's first loop turn: no fork from a threaded process
         self.stopping = False
+        self.sweeps = Pacer("sweeping the metrics directory")
+        self.answers = Pacer("answering on --metrics-bind")
 
     # ------------------------------------------------------------------ service
 
@@ -106,13 +81,12 @@ class MonitorService:
         self.directory = MultiprocDir.create()
         master.metrics_dir = self.directory.path
         listener = self._listen(master)
-        server = _Server(listener.sock.getsockname()[:2], _Handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = listener.sock
-        server.monitor = self
-        self.server = server
+        self.server = StreamServer(
+            listener.sock, what="--metrics-bind", fault_point=faults.METRICS_ACCEPT,
+            limit=MAX_CONNECTIONS, handle=self._handle, refusal=BUSY,
+        )  # fmt: skip
         master.events.subscribe(self._on_event)
-        master.call(self._start_thread)
+        master.call(self._start_serving)
         logger.info("Metrics at: http://%s/metrics (dashboard: /dashboard)", listener.address)
 
     def _listen(self, master: MasterPort) -> sockets.Listener:
@@ -136,37 +110,106 @@ class MonitorService:
         master.pass_on_upgrade(INHERITED_FD, listener.sock.fileno())
         return listener
 
-    def _start_thread(self) -> None:
-        if self.server is None or self.thread is not None:
+    def _start_serving(self) -> None:
+        self.may_serve = True
+        if self.server is None or self.serving:
             return
-        self.thread = threading.Thread(
-            target=self.server.serve_forever,
-            kwargs={"poll_interval": 0.5},
-            name="forkserve-metrics",
-            daemon=True,
-        )
-        self.thread.start()
+        try:
+            self.loop.acquire()
+        except (OSError, RuntimeError) as error:
+            # No thread to be had now (out of memory or tasks): the next fleet event tries again.
+            self.answers.failed(error)
+            return
+        self.answers.worked()
+        self.serving = True
+        self.loop.submit(self.server.serve())
+        self._sweeper = self.loop.submit(self._sweep_forever())
 
     def _on_event(self, event: events.FleetEvent) -> None:
         if event.kind == events.STOPPING:
             self.stopping = True
+        if self.may_serve and not self.serving:
+            self._start_serving()
 
     def stop(self) -> None:
-        if self.server is not None:
-            if self.thread is not None:
-                self.server.shutdown()
-                self.thread.join(5)
-            self.server.server_close()
-            self.server = None
+        server, self.server = self.server, None
+        if server is not None:
+            if self.serving:
+                if self._sweeper is not None:
+                    self._sweeper.cancel()
+                with contextlib.suppress(Exception):
+                    # Connections already taken are answered (a USR2 successor takes the queue);
+                    # no client waits longer than its head deadline anyway.
+                    self.loop.submit(server.close(STOP_GRACE, every=True)).result(STOP_GRACE + 3)
+                # No answer may still read the scoreboard when the master unmaps it.
+                self.pool.close(5)
+                self.loop.release()
+            else:
+                server.sock.close()
         if self.directory is not None:
             self.directory.remove()
             self.directory = None
+
+    # ------------------------------------------------------------------ connections
+
+    async def _handle(self, connection: Connection) -> None:
+        try:
+            head = await httpserve.read_head(connection.sock, connection.since)
+        except httpserve.BadHead as bad:
+            logger.debug("--metrics-bind: a malformed request (%s); answered %d", bad, bad.status)
+            await self._send(connection, httpserve.response(bad.status, f"bad request: {bad}\n".encode()))
+            await hang_up(connection.sock)
+            return
+        if head is None:
+            return
+        connection.busy = True
+        if head.method not in ("GET", "HEAD"):
+            answer = httpserve.response(405, b"only GET and HEAD\n", extra=(("Allow", "GET, HEAD"),))
+        else:
+            try:
+                answer = await self.pool.run(lambda: self.answer(head))
+            except OSError as error:
+                self.answers.failed(error)
+                answer = httpserve.response(503, f"temporarily unable: {error.strerror}\n".encode())
+        await self._send(connection, answer)
+
+    @staticmethod
+    async def _send(connection: Connection, data: bytes) -> None:
+        await send(connection.sock, data, httpserve.SEND_DEADLINE)
+
+    def answer(self, head: httpserve.Head) -> bytes:
+        """On a pool thread: the whole response to one request."""
+        path = head.target.partition("?")[0]
+        try:
+            status, content_type, body = self.route(path, head.accept)
+        except OSError as error:
+            # Out of fds or memory: say so, and log it once, not once per scrape.
+            self.answers.failed(error)
+            body = f"temporarily unable: {error.strerror}\n".encode()
+            status, content_type = 503, httpserve.TEXT
+        except Exception:
+            logger.exception("the metrics server failed to answer %s", path)
+            status, content_type, body = 500, httpserve.TEXT, b"internal error\n"
+        else:
+            self.answers.worked()
+        return httpserve.response(status, body, content_type, head=head.method == "HEAD")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            try:
+                await self.pool.run(self.sweep)
+            except OSError as error:
+                await asyncio.sleep(self.sweeps.failed(error))
+            else:
+                self.sweeps.worked()
 
     # ------------------------------------------------------------------ answers
 
     def sweep(self) -> None:
         directory = self.directory
         if directory is not None:
+            faults.check(faults.METRICS_SWEEP)
             directory.sweep()
 
     def health(self) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from forkserve.config.settings import Config
 from forkserve.services.balancer import for_config
+from forkserve.services.serviceloop import ServiceLoop
 from forkserve.services.systemd import SystemdService
 
 DISABLED_SOCKET = ("none", "off")
@@ -41,12 +42,14 @@ def build_services(config: Config) -> list[Service]:
     balancer = for_config(config)
     if balancer is not None:
         services.append(balancer)
+    # The control socket and the metrics server share one thread (see serviceloop).
+    loop = ServiceLoop()
     if (config.control_socket or "").lower() not in DISABLED_SOCKET:
         from forkserve.services.control import ControlService
 
-        services.append(ControlService(config.control_socket))
+        services.append(ControlService(config.control_socket, loop))
     if config.metrics_bind:
         from forkserve.services.monitor import MonitorService
 
-        services.append(MonitorService(config))
+        services.append(MonitorService(config, loop))
     return services

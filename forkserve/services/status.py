@@ -52,6 +52,7 @@ class WorkerStatus:
     requests: int  # served by this process (its scoreboard count)
     in_flight: int
     connections: int
+    websockets: int  # open WebSockets (counted in connections too)
     rss: int  # bytes, sampled about once a second by the worker
     busy: float  # 0..1, share of wall time its event loop wanted a CPU
 
@@ -92,6 +93,7 @@ class FleetStatus:
             "requests": sum(w.requests for w in self.workers),
             "in_flight": sum(w.in_flight for w in self.workers),
             "connections": sum(w.connections for w in self.workers),
+            "websockets": sum(w.websockets for w in self.workers),
             "rss": sum(w.rss for w in self.workers),
         }
 
@@ -113,6 +115,7 @@ def worker_status(record: WorkerRecord, slot: Slot, now: float) -> WorkerStatus:
         requests=int(slot.requests) if booted else 0,
         in_flight=int(slot.in_flight) if booted else 0,
         connections=int(slot.connections) if booted else 0,
+        websockets=int(slot.websockets) if booted else 0,
         rss=int(slot.rss) if booted else 0,
         busy=round(float(slot.busy), 3) if booted else 0.0,
     )
@@ -184,6 +187,7 @@ def scoreboard_snapshot(scoreboard: Scoreboard, app: str = "") -> FleetStatus:
                 requests=int(slot.requests),
                 in_flight=int(slot.in_flight),
                 connections=int(slot.connections),
+                websockets=int(slot.websockets),
                 rss=int(slot.rss),
                 busy=round(float(slot.busy), 3),
             )

@@ -34,8 +34,10 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from typing import TYPE_CHECKING, Any
 
+from forkserve.common import faults
 from forkserve.errors import ConfigError
 from forkserve.services import events
+from forkserve.services.resilience import Pacer
 
 if TYPE_CHECKING:
     from forkserve.services.port import MasterPort
@@ -165,6 +167,7 @@ class Watchdog:
         self.interval = interval
         # master.call: runs a function on the master's thread and returns a Future of its result.
         self.call = call
+        self.errors = Pacer("systemd watchdog: probing the master's loop")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forkserve-watchdog", daemon=True)
 
@@ -182,7 +185,15 @@ class Watchdog:
             started = time.monotonic()
             # One outstanding probe at a time: a stuck loop must not pile up no-ops to run later.
             if pending is None:
-                pending = self.call(lambda: None)
+                try:
+                    faults.check(faults.WATCHDOG_PING)
+                    pending = self.call(lambda: None)
+                except Exception as error:
+                    # Out of memory or fds for the wake-up: no ping this time, and never the end
+                    # of the watchdog (systemd restarts the service if it keeps failing).
+                    self._stop.wait(max(self.errors.failed(error), min(self.interval, 1.0)))
+                    continue
+                self.errors.worked()
             if not self._answered(pending, self.interval):
                 if not late and not self._stop.is_set():
                     logger.warning(

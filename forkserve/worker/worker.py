@@ -10,7 +10,9 @@ signal on exit, which is right for a CLI and wrong for a worker whose exit statu
     QUIT        immediate: exit now, skipping lifespan shutdown.
     USR1        reopen the log file.
     USR2        dump every thread's Python stack to the log (faulthandler; works while the loop is
-                blocked, which is why the master sends it to a hung worker before SIGKILL).
+                blocked, which is why the master sends it to a hung worker before SIGKILL), then,
+                if the loop runs, every asyncio task's stack: a lifespan startup that awaits
+                forever shows there, not in the threads' stacks.
 
 A ticker on the event loop writes the heartbeat and request counters into the worker's scoreboard
 slot, so they cost nothing per request and go stale exactly when the loop is blocked. The read end
@@ -30,6 +32,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -45,6 +48,8 @@ from forkserve.http import uvicorn_api
 from forkserve.http.choice import http_protocol_class
 from forkserve.http.protocol import wrap_app
 from forkserve.http.uvicorn_api import asyncio_run
+from forkserve.policy import wsdrain as wsdrain_policy
+from forkserve.worker import wsdrain
 from forkserve.worker.info import worker_info
 from forkserve.worker.reqstats import RequestStats
 
@@ -159,6 +164,8 @@ class WorkerServer(uvicorn_api.Server):
         if ctx.config.health_path:
             path = ctx.config.health_path
             wrap_app(ctx.uv_config, lambda app: HealthCheck(app, path, self))
+        # The --ws protocol class, once uvicorn's Config is loaded (None with --ws none).
+        self.ws_class: type[Any] | None = getattr(ctx.uv_config, "ws_protocol_class", None)
         self.inbox: handoff.Inbox | None = None
         if ctx.handoff is not None:
             self.server_state.connections = handoff.CountedConnections(self.slot)
@@ -204,6 +211,7 @@ class WorkerServer(uvicorn_api.Server):
         slot.requests = state.total_requests
         slot.in_flight = len(state.tasks)
         slot.connections = len(state.connections)
+        slot.websockets = wsdrain.count(state.connections, self.ws_class)
         self._ticks += 1
         if self._ticks % 4 == 0:
             cpu = _cpu_demand()
@@ -316,6 +324,12 @@ class WorkerServer(uvicorn_api.Server):
             # This socket is this worker id's alone: once the master steers new connections
             # away (within its poll), what already waits in its queue is served here.
             await self._empty_accept_queues(sockets or [], settle=REUSEPORT_SETTLE)
+        if not self.force_exit:
+            # Stop accepting first: the clients told to leave must reconnect to another worker.
+            for server in self.servers:
+                server.close()
+            window = wsdrain_policy.window(self.ctx.config.ws_drain_period, self.ctx.config.graceful_timeout)
+            await wsdrain.drain(self.server_state.connections, self.ws_class, window)
         await super().shutdown(sockets=sockets)
         if self.inbox is not None:
             self.inbox.close()
@@ -376,6 +390,35 @@ def _stack_dump_file(logs: LogSetup) -> Any:
     return stream if stream is not None and hasattr(stream, "fileno") else sys.stderr
 
 
+def _task_stacks() -> str:
+    """Each pending asyncio task's chain of awaits, innermost last, as a traceback reads."""
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # no loop runs (yet, or any more)
+        return ""
+    parts = []
+    for task in tasks:
+        frames: list[tuple[FrameType, int]] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                frames.append((frame, frame.f_lineno))
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        lines = traceback.format_list(traceback.StackSummary.extract(frames))
+        parts.append(f"Stack of asyncio task {task.get_name()!r} (most recent await last):\n{''.join(lines)}")
+    return "".join(parts)
+
+
+def _dump_task_stacks(file: Any) -> Any:
+    def handler(number: int, frame: FrameType | None) -> None:
+        # os.write, not logging: the handler may have interrupted a write holding the log lock.
+        with contextlib.suppress(OSError, ValueError):
+            os.write(file.fileno(), _task_stacks().encode(errors="replace"))
+
+    return handler
+
+
 def run(ctx: WorkerContext) -> int:
     """Serve until told to stop; return the process's exit code (3 when lifespan startup failed)."""
     from setproctitle import setproctitle
@@ -383,7 +426,10 @@ def run(ctx: WorkerContext) -> int:
     setproctitle(ctx.title)
     ctx.logs.set_role("worker", worker=ctx.worker_id, generation=ctx.generation)
     _reset_signals()
-    faulthandler.register(signal.SIGUSR2, file=_stack_dump_file(ctx.logs), all_threads=True)
+    dump_file = _stack_dump_file(ctx.logs)
+    signal.signal(signal.SIGUSR2, _dump_task_stacks(dump_file))
+    # Threads first, from C, at once (works while the loop is blocked); then the handler above.
+    faulthandler.register(signal.SIGUSR2, file=dump_file, all_threads=True, chain=True)
     slot = ctx.scoreboard[ctx.slot]
     slot.pid = os.getpid()
     slot.worker_id = ctx.worker_id

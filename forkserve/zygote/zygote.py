@@ -29,7 +29,7 @@ import signal
 import socket
 from typing import Any
 
-from forkserve.common import hooks, messages, privileges, promdir
+from forkserve.common import faults, hooks, messages, privileges, promdir
 from forkserve.common.logs import LogSetup, line_buffered_stdio, short_traceback
 from forkserve.common.scoreboard import Scoreboard
 from forkserve.common.zygotespec import SPEC_VARIABLE, ZygoteSpec
@@ -161,13 +161,31 @@ class Zygote:
         generation: int,
         environ: dict[str, str] | None = None,
     ) -> None:
-        pid_r, pid_w = os.pipe()
-        intermediate = os.fork()
+        try:
+            faults.check(faults.WORKER_FORK)
+            pid_r, pid_w = os.pipe()
+        except OSError as error:
+            self._report_failure(slot, worker_id, error)
+            return
+        try:
+            intermediate = os.fork()
+        except OSError as error:
+            # A process limit, or memory: the master hears of it and decides (back-off, then a
+            # verdict). This process must live on; dying here would only be restarted, re-importing
+            # the app, to fail the same way.
+            os.close(pid_r)
+            os.close(pid_w)
+            self._report_failure(slot, worker_id, error)
+            return
         if intermediate == 0:
             code = 0
             try:
                 os.close(pid_r)
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as error:
+                    os.write(pid_w, f"E{error.errno}".encode())
+                    raise
                 if pid == 0:
                     os.close(pid_w)
                     selector.close()
@@ -187,18 +205,26 @@ class Zygote:
         with os.fdopen(pid_r, "rb") as reader:
             data = reader.read()
         os.waitpid(intermediate, 0)
+        if data.startswith(b"E") or not data:
+            number = int(data[1:]) if data[1:].isdigit() else 0
+            words = os.strerror(number) if number else "the forking process died before it gave a pid"
+            self._report_failure(slot, worker_id, OSError(number, words))
+            return
         with contextlib.suppress(OSError):  # the master is gone, or done with this zygote
-            self._report(slot, worker_id, int(data) if data else 0)
+            messages.send(
+                self.channel,
+                {"op": messages.Op.SPAWNED, "slot": slot, "pid": int(data), "worker_id": worker_id},
+            )
 
-    def _report(self, slot: int, worker_id: int, pid: int) -> None:
-        if pid:
+    def _report_failure(self, slot: int, worker_id: int, error: OSError) -> None:
+        with contextlib.suppress(OSError):
             messages.send(
-                self.channel, {"op": messages.Op.SPAWNED, "slot": slot, "pid": pid, "worker_id": worker_id}
-            )
-        else:
-            messages.send(
-                self.channel, {"op": messages.Op.SPAWN_FAILED, "slot": slot, "worker_id": worker_id}
-            )
+                self.channel,
+                {
+                    "op": messages.Op.SPAWN_FAILED, "slot": slot, "worker_id": worker_id,
+                    "errno": error.errno or 0, "error": error.strerror or str(error),
+                },
+            )  # fmt: skip
 
     def run_worker(self, worker_id: int, slot: int, generation: int) -> int:
         from forkserve.common import handoff

@@ -32,7 +32,31 @@ def test_a_message_reaches_clients_on_every_worker(serve, redis_server):
             sender.send(text)
             for websocket, worker in clients:
                 received = json.loads(websocket.recv(timeout=10))
-                assert received == {"kind": "message", "text": text, "worker": sender_worker}, (
+                received.pop("id")
+                assert received == {"kind": "message", "text": text, "worker": str(sender_worker)}, (
                     worker,
                     received,
                 )
+
+
+def test_a_client_that_reconnects_gets_what_it_missed(serve, redis_server):
+    server = serve_example(
+        serve, "examples.chat.app:app", env={"REDIS_URL": redis_server.extra["url"]}, workers=2
+    )
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    with connect(url, open_timeout=10) as leaving:
+        assert json.loads(leaving.recv(timeout=10))["kind"] == "hello"
+        leaving.send("before")
+        seen = json.loads(leaving.recv(timeout=10))
+        assert seen["text"] == "before"
+    # While it is away (as between a 1012 close and its reconnect), two messages are sent.
+    with connect(url, open_timeout=10) as other:
+        json.loads(other.recv(timeout=10))
+        for text in ("missed 1", "missed 2"):
+            other.send(text)
+            assert json.loads(other.recv(timeout=10))["text"] == text
+    with connect(f"{url}?after={seen['id']}", open_timeout=10) as back:
+        texts = [json.loads(back.recv(timeout=10)) for _ in range(3)]
+        assert [m["text"] for m in texts if m["kind"] == "message"] == ["missed 1", "missed 2"]
+        back.send("live")
+        assert json.loads(back.recv(timeout=10))["text"] == "live"

@@ -168,8 +168,9 @@ def _worker_id_of(server, pid: int) -> int:
 def test_reuseport_steers_away_from_a_hung_worker_and_its_queue_is_served(serve, tmp_path):
     flag = tmp_path / "slow-boot"
     server = start(
-        serve, "reuseport", "--timeout", "2", app="slow_boot:app", env={"SLOW_BOOT_FLAG": str(flag)}
-    )
+        serve, "reuseport", "--timeout", "2", "--startup-timeout", "10", app="slow_boot:app",
+        env={"SLOW_BOOT_FLAG": str(flag)},
+    )  # fmt: skip
     first, second = worker_pid(server, 1), worker_pid(server, 2)
     flag.touch()  # the replacement will boot for 3 s
     os.kill(second, signal.SIGSTOP)

@@ -91,19 +91,22 @@ def test_sizes(count: int, text: str) -> None:
 def test_render_draws_a_row_per_worker_and_the_reasons() -> None:
     worker = {
         "worker_id": 1, "slot": 0, "pid": 4242, "generation": 3, "state": "ready", "uptime": 75.0,
-        "requests": 10, "in_flight": 1, "connections": 2, "rss": 2**25, "busy": 0.5,
+        "requests": 10, "in_flight": 1, "connections": 2, "websockets": 1, "rss": 2**25, "busy": 0.5,
     }  # fmt: skip
     status = {
         "master_pid": 1, "app": "main:app", "generation": 3, "desired": 1, "stopping": None,
         "reloading": None, "uptime": 3700, "workers": [worker],
         "listeners": [{"address": "127.0.0.1:8000", "kind": "tcp"}],
         "events": [{"kind": "scaled", "message": "workers: 2 -> 1", "at": 0.0, "reason": "autoscaler"}],
-        "totals": {"workers": 1, "ready": 1, "requests": 10, "in_flight": 1, "connections": 2, "rss": 2**25},
+        "totals": {
+            "workers": 1, "ready": 1, "requests": 10, "in_flight": 1, "connections": 2, "websockets": 1,
+            "rss": 2**25,
+        },
     }  # fmt: skip
     lines = statusview.render(status)
     assert lines[0].startswith("forkserve master pid 1  app main:app  generation 3  up 1h01m  serving")
     assert lines[3].split()[:6] == ["WORKER", "PID", "GEN", "STATE", "UPTIME", "REQUESTS"]
-    assert lines[4].split() == ["1", "4242", "3", "ready", "1m15s", "10", "1", "2", "32.0", "MiB", "50%"]
+    assert lines[4].split() == ["1", "4242", "3", "ready", "1m15s", "10", "1", "2", "1", "32.0", "MiB", "50%"]
     assert lines[5].split()[0] == "total"
     assert "listening: 127.0.0.1:8000" in lines
     assert lines[-1].endswith("scaled          workers: 2 -> 1 (autoscaler)")

@@ -186,7 +186,16 @@ def test_exit_reasons_are_a_fixed_set(reason: str, expected: str) -> None:
 
 
 def row(worker_id: int, state: str, generation: int = 1, slot: int = 0, **fields: Any) -> WorkerStatus:
-    values = {"uptime": 1.0, "requests": 0, "in_flight": 0, "connections": 0, "rss": 0, "busy": 0.0, **fields}
+    values = {
+        "uptime": 1.0,
+        "requests": 0,
+        "in_flight": 0,
+        "connections": 0,
+        "websockets": 0,
+        "rss": 0,
+        "busy": 0.0,
+        **fields,
+    }
     return WorkerStatus(worker_id, slot, 1000 + slot, generation, state, **values)
 
 
