@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from forkserve.common.logs import LogSetup
+from forkserve.config import gunicorn
 from forkserve.config.file import discovered_source, file_source
 from forkserve.config.settings import Config
 from forkserve.config.sources import Source, env_source, resolve
@@ -22,11 +25,17 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     cli: bool = False,
     cwd: Path | None = None,
+    gunicorn_flags: Mapping[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[Config, dict[str, str]]:
     """defaults < config file < FORKSERVE_* environment < the caller's settings (kwargs or flags).
 
-    The file is ``config`` (``-c``, ``FORKSERVE_CONFIG``, ``config=``); without one, the command
-    line (``cli=True``) reads the [tool.forkserve] table of CWD/pyproject.toml if there is one.
+    The file is ``config`` (``-c``, ``FORKSERVE_CONFIG``, ``config=``): TOML, or a gunicorn.conf.py
+    (Python) when its name ends in .py. Without one, the command line (``cli=True``) reads the
+    [tool.forkserve] table of CWD/pyproject.toml if there is one, else CWD/gunicorn.conf.py, as
+    gunicorn does. GUNICORN_FLAGS are gunicorn's own flags (``-k``, ``--preload``...), ranked as
+    flags. The info lines about gunicorn settings forkserve does not need go to NOTES (logged now
+    when it is None).
     """
     environ = os.environ if environ is None else environ
     env = env_source(environ)
@@ -35,13 +44,41 @@ def build_config(
     if isinstance(named, os.PathLike):
         named = os.fspath(named)
     sources = [env, caller]
+    translations: list[gunicorn.Translation] = []
+    if gunicorn_flags:
+        flags, translation = gunicorn.flag_source(gunicorn_flags)
+        sources.insert(1, flags)
+        translations.append(translation)
     if isinstance(named, str) and named:
-        sources.insert(0, file_source(named))
-    elif cli and not named:
-        found = discovered_source(cwd or Path.cwd())
-        if found is not None:
+        if gunicorn.is_python_config(named):
+            found, translation = gunicorn.python_file_source(named)
+            translations.insert(0, translation)
             sources.insert(0, found)
-    return resolve(sources)
+        else:
+            sources.insert(0, file_source(named))
+    elif cli and not named:
+        directory = cwd or Path.cwd()
+        found_toml = discovered_source(directory)
+        if found_toml is not None:
+            sources.insert(0, found_toml)
+        elif (directory / gunicorn.CONFIG_NAME).is_file():
+            path = str(directory / gunicorn.CONFIG_NAME)
+            found, translation = gunicorn.python_file_source(path)
+            translation.notes.insert(0, f"reading {path} (found in the working directory, as gunicorn does)")
+            translations.insert(0, translation)
+            sources[:0] = [found, Source("kwargs", {"config": path}, label="found in the working directory")]
+    config, origins = resolve(sources)
+    if config.config and gunicorn.is_python_config(config.config):
+        # The zygote reads the file again for the workers' hooks, after the master's --chdir.
+        config = dataclasses.replace(config, config=os.path.abspath(config.config))
+    for translation in translations:
+        gunicorn.apply_environ(translation)
+        for note in translation.notes:
+            if notes is None:
+                logging.getLogger("forkserve").info("%s", note)
+            else:
+                notes.append(note)
+    return config, origins
 
 
 class Server:

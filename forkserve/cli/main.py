@@ -8,6 +8,7 @@ exit code; never a traceback for a user's mistake.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,7 @@ import click
 from forkserve import __version__
 from forkserve.api import build_config
 from forkserve.common.logs import LogSetup
+from forkserve.config import gunicorn
 from forkserve.config.settings import SETTINGS, Config, Setting
 from forkserve.errors import ForkserveError
 from forkserve.master.master import Master
@@ -70,10 +72,35 @@ def effective_settings(config: Config, origins: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-def serve(app: str | None, print_config: bool = False, **values: Any) -> None:
+GUNICORN_PREFIX = "gunicorn_"
+
+
+def _gunicorn_option(name: str, flags: tuple[str, ...], is_flag: bool) -> click.Option:
+    """One of gunicorn's flags that forkserve lacks; read raw, and translated by config/gunicorn.py."""
+    shown = f"gunicorn's {name}: see docs/migrating.md."
+    if is_flag:
+        return click.Option([*flags, GUNICORN_PREFIX + name], is_flag=True, default=False, help=shown)
+    return click.Option(
+        [*flags, GUNICORN_PREFIX + name], type=str, default=None, multiple=name == "raw_env", help=shown
+    )
+
+
+def pop_gunicorn_flags(values: dict[str, Any]) -> dict[str, Any]:
+    """Take gunicorn's flags out of the parsed VALUES: the ones given, by gunicorn setting name."""
+    flags = {
+        key.removeprefix(GUNICORN_PREFIX): values.pop(key)
+        for key in list(values)
+        if key.startswith(GUNICORN_PREFIX)
+    }
+    return {key: value for key, value in flags.items() if value not in (None, False, ())}
+
+
+def serve(app: str | None, print_config: bool = False, check_config: bool = False, **values: Any) -> None:
+    gunicorn_flags = pop_gunicorn_flags(values)
+    notes: list[str] = []
     if print_config:
         try:
-            config, origins = build_config(values, cli=True)
+            config, origins = build_config(values, cli=True, gunicorn_flags=gunicorn_flags, notes=notes)
         except ForkserveError as error:
             fail(error)
         click.echo(effective_settings(config, origins))
@@ -86,8 +113,16 @@ def serve(app: str | None, print_config: bool = False, **values: Any) -> None:
         )
         sys.exit(2)
     try:
-        config, _origins = build_config(values, cli=True)
-        logs = LogSetup(config.log_level, "master", config.log_file, log_format=config.log_format)
+        config, _origins = build_config(values, cli=True, gunicorn_flags=gunicorn_flags, notes=notes)
+        logs = LogSetup.from_config(config, "master")
+        for note in notes:
+            logging.getLogger("forkserve").info("%s", note)
+        if check_config:
+            from forkserve.cli.check import check
+
+            check(app, config)
+            click.echo(f"forkserve: the configuration is valid and {app} imports")
+            sys.exit(0)
         master = Master(app, config, logs=logs, owns_process=True, argv=sys.argv[1:])
         from setproctitle import setproctitle
 
@@ -120,6 +155,12 @@ command.params.append(
 )  # fmt: skip
 
 
+command.params.extend(_gunicorn_option(name, *spec) for name, spec in gunicorn.FLAGS.items())
+command.params.append(
+    click.Option(["--check-config"], is_flag=True, default=False,
+                 help="Load the configuration, import the app in a child process, and exit: 0 when both "
+                 "work, else one line saying what failed (exit 2: configuration, 3: the app). For CI.")
+)  # fmt: skip
 command.params.append(
     click.Option(["--print-config"], is_flag=True, default=False,
                  help="Print every setting's effective value and where it came from (default, file, "

@@ -4,9 +4,11 @@ Every process (master, zygote, workers) writes whole lines to the same inherited
 to the same ``--log-file`` (``O_APPEND``), so lines interleave but never tear: each record is one
 ``write()``. The app's own ``print()`` output goes to the inherited stdout, which workers make
 line-buffered (``line_buffered_stdio``) for the same reason; block buffering would flush 8 KiB
-chunks that cut lines in the middle, with another worker's output in between. Only forkserve's
-and uvicorn's loggers are configured, never the root logger, so an application that embeds
-forkserve keeps its own logging.
+chunks that cut lines in the middle, with another worker's output in between. Here only
+forkserve's and uvicorn's loggers are configured, never the root logger, so an application that
+embeds forkserve keeps its own logging; the zygote hands an app that configured none to this
+stream (``forkserve.common.applogs``). The access log may have a handler of its own
+(``--access-logfile``).
 
 Each line names the process that wrote it: its role, pid, and for a worker its number and
 generation (``[worker 2 gen 3]``). ``--log-format json`` writes the same as one JSON object per
@@ -28,8 +30,9 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -37,6 +40,8 @@ logging.addLevelName(TRACE, "TRACE")
 FORMAT = "%(asctime)s [%(process)d] [%(role)s] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 LOGGER_NAMES = ("forkserve", "uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+# uvicorn's access lines, and forkserve's in a --access-logformat (forkserve.http.accesslog).
+ACCESS_LOGGERS = ("uvicorn.access", "forkserve.access")
 LEVELS = {
     "critical": logging.CRITICAL,
     "error": logging.ERROR,
@@ -196,8 +201,37 @@ class ReopenableFileHandler(logging.FileHandler):
 
 FORMATS = ("text", "json")
 
+# uvicorn's colours for level names (its DefaultFormatter), for --use-colors.
+_COLORS = {
+    "TRACE": "\x1b[34m",
+    "DEBUG": "\x1b[36m",
+    "INFO": "\x1b[32m",
+    "WARNING": "\x1b[33m",
+    "ERROR": "\x1b[31m",
+    "CRITICAL": "\x1b[91m",
+}
+
+
+class ColorFormatter(Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        color = _COLORS.get(record.levelname)
+        if color is None:
+            return super().format(record)
+        record = logging.makeLogRecord(record.__dict__)
+        record.levelname = f"{color}{record.levelname}\x1b[0m"
+        return super().format(record)
+
+
+def _handler(destination: str | None, stream: TextIO) -> logging.Handler:
+    """A file (appended, reopenable), or STREAM for None or '-'."""
+    if destination and destination != "-":
+        return ReopenableFileHandler(destination, mode="a", encoding="utf-8")
+    return logging.StreamHandler(stream)
+
 
 class LogSetup:
+    """forkserve's and uvicorn's loggers, writing to the error log and (apart, if asked) the access log."""
+
     def __init__(
         self,
         level: str,
@@ -205,17 +239,30 @@ class LogSetup:
         log_file: str | None,
         stream: TextIO | None = None,
         log_format: str = "text",
+        *,
+        access_file: str | None = None,
+        access_raw: bool = False,
+        use_colors: bool | None = None,
     ) -> None:
         self.level = LEVELS[level]
         self.log_format = log_format
-        self.formatter = JsonFormatter(role) if log_format == "json" else Formatter(role)
+        self.handler = _handler(log_file, stream or sys.stderr)
+        if use_colors is None:
+            out = getattr(self.handler, "stream", None)
+            use_colors = bool(getattr(out, "isatty", lambda: False)()) and log_format == "text"
+        self.formatter = (
+            JsonFormatter(role)
+            if log_format == "json"
+            else ColorFormatter(role)
+            if use_colors
+            else Formatter(role)
+        )
         self.formatter.short_tracebacks = self.level > logging.DEBUG
-        self.handler: logging.Handler
-        if log_file:
-            self.handler = ReopenableFileHandler(log_file, mode="a", encoding="utf-8")
-        else:
-            self.handler = logging.StreamHandler(stream or sys.stderr)
         self.handler.setFormatter(self.formatter)
+        # While the master dups the error log onto fds 1 and 2 (--capture-output), redone on reopen.
+        self.on_reopen: list[Callable[[], None]] = []
+        # Set by the zygote when it hands the app's loggers to this setup (forkserve.common.applogs).
+        self.owns_root = False
         for name in LOGGER_NAMES:
             target = logging.getLogger(name)
             for old in list(target.handlers):
@@ -227,6 +274,49 @@ class LogSetup:
                 target.propagate = False
             else:
                 target.propagate = True
+        access_own = logging.getLogger("forkserve.access")
+        for old in list(access_own.handlers):
+            access_own.removeHandler(old)
+        access_own.propagate = True
+        self.access_handler: logging.Handler | None = None
+        if access_file is not None:
+            # Apart from the error log: uvicorn.access stops propagating to "uvicorn".
+            self.access_handler = _handler(access_file, sys.stdout)
+            self.access_handler.setFormatter(
+                logging.Formatter("%(message)s") if access_raw and log_format == "text" else self.formatter
+            )
+            for name in ACCESS_LOGGERS:
+                access = logging.getLogger(name)
+                access.addHandler(self.access_handler)
+                access.propagate = False
+
+    @classmethod
+    def from_config(cls, config: Any, role: str) -> LogSetup:
+        """The setup for a process of a server with these settings (a forkserve Config)."""
+        from forkserve.common import applogs
+
+        access_on = config.access_log or config.access_logfile is not None
+        setup = cls(
+            config.log_level,
+            role,
+            config.error_logfile or config.log_file,
+            log_format=config.log_format,
+            access_file=config.access_logfile if access_on else None,
+            access_raw=config.access_logformat is not None,
+            use_colors=config.use_colors,
+        )
+        if config.log_config:
+            applogs.apply_log_config(config.log_config)
+        return setup
+
+    @property
+    def files(self) -> list[str]:
+        """The files this setup writes (handed to --user, reopened on USR1)."""
+        return [
+            handler.baseFilename
+            for handler in (self.handler, self.access_handler)
+            if isinstance(handler, ReopenableFileHandler)
+        ]
 
     def set_role(self, role: str, *, worker: int | None = None, generation: int | None = None) -> None:
         self.formatter.role = role
@@ -238,10 +328,19 @@ class LogSetup:
         self.formatter.short_tracebacks = False
 
     def reopen(self) -> None:
-        if isinstance(self.handler, ReopenableFileHandler):
-            self.handler.reopen()
+        for handler in (self.handler, self.access_handler):
+            if isinstance(handler, ReopenableFileHandler):
+                handler.reopen()
+        for hook in self.on_reopen:
+            hook()
 
     def close(self) -> None:
         for name in ("forkserve", "uvicorn"):
             logging.getLogger(name).removeHandler(self.handler)
+        if self.owns_root:
+            logging.getLogger().removeHandler(self.handler)
         self.handler.close()
+        if self.access_handler is not None:
+            for name in ACCESS_LOGGERS:
+                logging.getLogger(name).removeHandler(self.access_handler)
+            self.access_handler.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from forkserve.common import privileges
+from forkserve.common import accessformat, privileges
 
 Parser = Callable[[Any], Any]
 Workers = int | Literal["auto"]
@@ -388,3 +388,44 @@ def parse_metrics_bind(raw: Any) -> str | None:
     if spec.kind != "tcp":
         raise ValueError("expected HOST:PORT or [IPv6]:PORT (the metrics server listens on TCP)")
     return str(spec)
+
+
+def parse_optional_bool(raw: Any) -> bool | None:
+    """True, False, or None (unset: decided at run time)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return parse_bool(raw)
+
+
+def parse_dirs(raw: Any) -> tuple[str, ...]:
+    """Directories that exist (checked now, so a typo fails before anything starts)."""
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    if not isinstance(raw, str) and not isinstance(raw, Mapping):
+        raw = [os.fspath(item) if isinstance(item, os.PathLike) else item for item in raw]
+    dirs = tuple(_items(raw, r"[,\s]+"))
+    for path in dirs:
+        if not os.path.isdir(path):
+            raise ValueError(f"{path!r} is not a directory")
+    return dirs
+
+
+def parse_patterns(raw: Any) -> tuple[str, ...]:
+    return tuple(_items(raw, r"[,\s]+"))
+
+
+def parse_access_logformat(raw: Any) -> str | None:
+    """gunicorn's access-log format, checked now by rendering it once with sample facts."""
+    text = parse_optional_str(raw)
+    if text is not None:
+        problem = accessformat.format_problem(text)
+        if problem:
+            raise ValueError(problem)
+    return text
+
+
+def parse_log_config(raw: Any) -> str | None:
+    path = parse_optional_path(raw)
+    if path is not None and not os.path.isfile(path):
+        raise ValueError("no such file; expected a logging config (.json, .yaml, .yml or ini)")
+    return path

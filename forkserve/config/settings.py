@@ -29,22 +29,27 @@ from forkserve.config.parsers import (
     BindSpec,
     Parser,
     Workers,
+    parse_access_logformat,
     parse_binds,
     parse_bool,
     parse_choice,
+    parse_dirs,
     parse_fraction,
     parse_group,
     parse_header_overrides,
     parse_http,
     parse_int,
     parse_ip_list,
+    parse_log_config,
     parse_memory,
     parse_metrics_bind,
+    parse_optional_bool,
     parse_optional_int,
     parse_optional_path,
     parse_optional_seconds,
     parse_optional_str,
     parse_optional_workers,
+    parse_patterns,
     parse_positive_seconds,
     parse_seconds,
     parse_size,
@@ -106,6 +111,8 @@ def setting(
 
 BALANCE_MODES = ("kernel", "reuseport", "round-robin", "least-conn", "ip-hash")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# --threads: see docs/wsgi.md for the measurement behind it.
+THREADS_DEFAULT = 4
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,8 @@ class Config:
     timeout: float = setting(
         30.0, "-t", "--timeout", parse=parse_seconds, metavar="SECONDS",
         help="A worker whose event loop has not ticked for this long is hung: its stack is logged, then it "
-        "is killed and replaced. 0 disables the check.",
+        "is killed and replaced. A WSGI app stuck this long in one request gets its worker drained and "
+        "replaced (docs/wsgi.md). 0 disables both checks.",
     )  # fmt: skip
     startup_timeout: float | None = setting(
         None, "--startup-timeout", parse=parse_optional_seconds, metavar="SECONDS", default_text="--timeout",
@@ -224,6 +232,25 @@ class Config:
         False, "--reload", parse=parse_bool, is_flag=True, group="Reload and recycling",
         help="Development: watch the app's directory and roll new workers in when a .py file changes.",
     )  # fmt: skip
+    reload_dirs: tuple[str, ...] = setting(
+        (), "--reload-dir", parse=parse_dirs, metavar="DIR", group="Reload and recycling",
+        multiple=True, default_text="--app-dir",
+        help="--reload: watch this directory (repeat for several).",
+    )  # fmt: skip
+    reload_includes: tuple[str, ...] = setting(
+        (), "--reload-include", parse=parse_patterns, metavar="GLOB", group="Reload and recycling",
+        multiple=True, default_text="*.py",
+        help="--reload: also reload when a file matching this glob changes (repeat for several).",
+    )  # fmt: skip
+    reload_excludes: tuple[str, ...] = setting(
+        (), "--reload-exclude", parse=parse_patterns, metavar="GLOB", group="Reload and recycling",
+        multiple=True, default_text=".*, .py[cod], .sw.*, ~*",
+        help="--reload: ignore changes to files matching this glob (repeat for several).",
+    )  # fmt: skip
+    reload_delay: float = setting(
+        0.25, "--reload-delay", parse=parse_seconds, metavar="SECONDS", group="Reload and recycling",
+        help="--reload: wait this long after a change for more before reloading once.",
+    )  # fmt: skip
     health_path: str | None = setting(
         None, "--health-path", parse=parse_optional_str, metavar="PATH", group="Application",
         help="Answer this path in each worker, before the app: 200 while serving, 503 while stopping.",
@@ -286,6 +313,17 @@ class Config:
         group="Application",
         help="ASGI lifespan events: 'on' requires the app to support them, 'auto' uses them when it does.",
     )  # fmt: skip
+    interface: str = setting(
+        "auto", "--interface", parse=parse_choice("auto", "asgi", "wsgi"), metavar="auto|asgi|wsgi",
+        group="Application",
+        help="What APP speaks: 'auto' tells a WSGI app (Flask, Django's wsgi.py) from an ASGI one by its "
+        "call signature, at boot, and logs which; 'asgi' or 'wsgi' forces it. See docs/wsgi.md.",
+    )  # fmt: skip
+    threads: int = setting(
+        THREADS_DEFAULT, "--threads", parse=parse_int(1), metavar="N", group="Application",
+        help="A WSGI app's requests run on a pool of this many threads in each worker, so N requests per "
+        "worker run at once (ASGI apps ignore it). See docs/wsgi.md for the choice of default.",
+    )  # fmt: skip
     root_path: str = setting(
         "", "--root-path", parse=parse_str, metavar="PATH", group="Application",
         help="ASGI root_path, for an app mounted below a path by a proxy.",
@@ -308,6 +346,38 @@ class Config:
         False, "--access-log", parse=parse_bool, is_flag=True, group="Logging",
         help="Log one line per request. Off by default, as in gunicorn: it costs a quarter of a small "
         "endpoint's throughput logging to a file, half logging to a terminal (see docs/benchmarks.md).",
+    )  # fmt: skip
+    access_logfile: str | None = setting(
+        None, "--access-logfile", parse=parse_optional_path, metavar="FILE|-", group="Logging",
+        default_text="off, unless --access-log",
+        help="Write the access log here, apart from the error log: '-' is stdout. Setting it turns the "
+        "access log on (gunicorn's meaning); reopened on USR1.",
+    )  # fmt: skip
+    error_logfile: str | None = setting(
+        None, "--error-logfile", parse=parse_optional_path, metavar="FILE|-", group="Logging",
+        default_text="--log-file, else stderr",
+        help="gunicorn's name for --log-file: '-' is stderr. Give one of the two.",
+    )  # fmt: skip
+    access_logformat: str | None = setting(
+        None, "--access-logformat", parse=parse_access_logformat, metavar="FORMAT", group="Logging",
+        default_text="forkserve's line, with latency",
+        help="The access line in gunicorn's atoms, e.g. '%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s "
+        "\"%(f)s\" \"%(a)s\"' (every atom in docs/logging.md).",
+    )  # fmt: skip
+    capture_output: bool = setting(
+        False, "--capture-output", parse=parse_bool, is_flag=True, group="Logging",
+        help="Send the app's print() and anything else it writes to stdout or stderr into the error log, "
+        "one record per line (tagged, and JSON under --log-format json).",
+    )  # fmt: skip
+    log_config: str | None = setting(
+        None, "--log-config", parse=parse_log_config, metavar="FILE", group="Logging",
+        help="Configure logging from this file in every process: dictConfig from .json or .yaml/.yml, "
+        "fileConfig (ini) otherwise. forkserve then leaves the app's loggers alone.",
+    )  # fmt: skip
+    use_colors: bool | None = setting(
+        None, "--use-colors", parse=parse_optional_bool, is_flag=True, group="Logging",
+        default_text="on when the log is a terminal",
+        help="Colour the level names of text log lines.",
     )  # fmt: skip
     proxy_headers: bool = setting(
         True, "--proxy-headers", parse=parse_bool, is_flag=True, group="Proxy",
@@ -332,6 +402,35 @@ class Config:
         "auto", "--ws", parse=parse_choice("auto", "none", "websockets", "websockets-sansio", "wsproto"),
         metavar="auto|none|websockets|websockets-sansio|wsproto", group="Protocol",
         help="WebSocket implementation; 'none' refuses upgrades.",
+    )  # fmt: skip
+    ws_max_size: int = setting(
+        16 * 1024 * 1024, "--ws-max-size", parse=parse_int(1), metavar="BYTES", group="Protocol",
+        help="Close a WebSocket (1009) whose incoming message is larger than this.",
+    )  # fmt: skip
+    ws_max_queue: int = setting(
+        32, "--ws-max-queue", parse=parse_int(1), metavar="N", group="Protocol",
+        help="Incoming WebSocket messages buffered before the connection stops reading (websockets only).",
+    )  # fmt: skip
+    ws_ping_interval: float = setting(
+        20.0, "--ws-ping-interval", parse=parse_seconds, metavar="SECONDS", group="Protocol",
+        help="Send a WebSocket ping this often; 0 sends none.",
+    )  # fmt: skip
+    ws_ping_timeout: float = setting(
+        20.0, "--ws-ping-timeout", parse=parse_seconds, metavar="SECONDS", group="Protocol",
+        help="Close a WebSocket whose pong has not come back this long after a ping; 0 waits forever.",
+    )  # fmt: skip
+    ws_per_message_deflate: bool = setting(
+        True, "--ws-per-message-deflate", parse=parse_bool, metavar="BOOL", group="Protocol",
+        help="Offer the permessage-deflate WebSocket extension (uvicorn's form: --ws-per-message-deflate "
+        "false).",
+    )  # fmt: skip
+    server_header: bool = setting(
+        True, "--server-header", parse=parse_bool, is_flag=True, group="Protocol",
+        help="Send 'server: uvicorn' (or --secure-header Server=VALUE instead) on every response.",
+    )  # fmt: skip
+    date_header: bool = setting(
+        True, "--date-header", parse=parse_bool, is_flag=True, group="Protocol",
+        help="Send a Date header on every response.",
     )  # fmt: skip
     # -- Configuration sources, security and limits (docs/configuration-sources.md, docs/security.md)
     config: str | None = setting(

@@ -133,6 +133,11 @@ def resolve(sources: Sequence[Source]) -> tuple[Config, dict[str, str]]:
 
 
 def _check_consistency(config: Config) -> None:
+    if config.error_logfile is not None and config.log_file not in (None, config.error_logfile):
+        raise ConfigError(
+            f"--error-logfile {config.error_logfile} and --log-file {config.log_file} name two error "
+            "logs; give one of them (they are the same setting under gunicorn's and forkserve's names)"
+        )
     if config.workers != "auto":
         low = config.min_workers or config.workers
         high = config.max_workers or max(config.workers, low)

@@ -337,7 +337,11 @@ class DrainingMixin:
     def shutdown(self) -> None:
         self.draining = True
         if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
+            # Once its head is out without "Connection: close", closing after it would drop the
+            # request the client may already be sending on the connection (a WSGI app's head and
+            # body cross threads, so this happens there): serve that one, with Connection: close.
+            if not self.cycle.response_started:
+                self.cycle.keep_alive = False
             return
         # Idle (or not yet sent a request): keep it open for a request that may be on its way;
         # the idle timer closes it if none comes.

@@ -37,6 +37,8 @@ def header_lists(defaults: bool, overrides: Iterable[str]) -> tuple[list[Header]
             chosen[name.lower()] = (name, value)
     for item in overrides:
         name, _, value = item.partition("=")
+        if name.lower() == "server":
+            continue  # uvicorn's own Server header takes it: see server_override
         if value:
             chosen[name.lower()] = (name, value)
         else:
@@ -45,6 +47,21 @@ def header_lists(defaults: bool, overrides: Iterable[str]) -> tuple[list[Header]
     https = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in chosen.values()]
     http = [header for header in https if header[0] != b"strict-transport-security"]
     return http, https
+
+
+def server_override(overrides: Iterable[str]) -> str | None:
+    """The Server header a --secure-header sets ('' removes it), or None: uvicorn's default stands.
+
+    uvicorn adds its ``server`` header to every response whatever the app sends, so a Server
+    header added here would be a second one; it is handed to uvicorn's config instead, which
+    sends it in place of its own.
+    """
+    chosen: str | None = None
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if name.lower() == "server":
+            chosen = value
+    return chosen
 
 
 class SecureHeaders:

@@ -90,9 +90,7 @@ class Master(FleetChanges, ZygoteSide, Reaping):
         self.app_name: str = app_name or (
             app if isinstance(app, str) else str(getattr(app, "__qualname__", "app"))
         )
-        self.logs = logs or LogSetup(
-            config.log_level, "master", config.log_file, log_format=config.log_format
-        )
+        self.logs = logs or LogSetup.from_config(config, "master")
         self.handle_signals = handle_signals
         self.owns_process = owns_process
         self.handover = upgrade.Handover(argv, config.pid)
@@ -192,7 +190,7 @@ class Master(FleetChanges, ZygoteSide, Reaping):
             if self.config.pid:
                 write_pidfile(self.config.pid)
             privileges.hand_over(
-                [self.config.log_file, *(lis.spec.path for lis in self.listeners if lis.owns_path)],
+                [*self.logs.files, *(lis.spec.path for lis in self.listeners if lis.owns_path)],
                 self.identity,
             )
             self.scaling = Scaling(scale_settings(self.config, self.desired))
@@ -214,7 +212,11 @@ class Master(FleetChanges, ZygoteSide, Reaping):
             hooks.run_master_hook("on_starting", self.config, self._server_info(1))
             self._start_zygote(self.generations.next_number())
             if self.config.reload:
-                self.watcher = SourceWatcher([self.config.app_dir], self.reload)
+                config = self.config
+                self.watcher = SourceWatcher(
+                    config.reload_dirs or [config.app_dir], self.reload,
+                    config.reload_includes, config.reload_excludes, config.reload_delay,
+                )  # fmt: skip
                 self.watcher.start()
             if self.scaling.active:
                 self._start_autoscaler()
@@ -333,7 +335,7 @@ class Master(FleetChanges, ZygoteSide, Reaping):
 
     def _reopen_logs(self) -> None:
         self.logs.reopen()
-        privileges.hand_over([self.config.log_file], self.identity)
+        privileges.hand_over(self.logs.files, self.identity)
         # Zygotes too: a worker forked after the rotation inherits its zygote's log file.
         pids = [r.pid for r in self.workers.live()] + [
             z.pid for z in self.generations.zygotes if not z.exited

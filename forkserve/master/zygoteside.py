@@ -34,6 +34,12 @@ from forkserve.policy.lifecycle import Event, State, WorkerRecord
 from forkserve.policy.masterstate import ShutdownMode
 from forkserve.services import events
 
+# Why a worker asked to be replaced ("recycle"), in the event line's words.
+RECYCLE_REASONS = {
+    "max-requests": "it served --max-requests",
+    "timeout": "a WSGI request outran --timeout",
+}
+
 logger = logging.getLogger("forkserve")
 
 
@@ -161,7 +167,9 @@ class ZygoteSide(MasterCore):
             except (OSError, ValueError):
                 message = None
             if message is None:
-                self.selector.unregister(handle.channel)
+                # _reap_zygote may have drained and closed it earlier in this same pass of the loop.
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(handle.channel)
                 handle.channel.close()
                 return
             self._on_message(handle, message)
@@ -205,9 +213,11 @@ class ZygoteSide(MasterCore):
             record = self.workers.get(int(message["slot"]))
             if record is not None and record.pid == message["pid"] and record.state is State.READY:
                 record.outgoing = True
+                reason = str(message.get("reason", "max-requests"))
+                why = RECYCLE_REASONS.get(reason, reason)
                 self.events.emit(
-                    events.RECYCLE, f"replacing worker {record.worker_id}: it served --max-requests",
-                    worker_id=record.worker_id, pid=record.pid, reason="max-requests",
+                    events.RECYCLE, f"replacing worker {record.worker_id}: {why}",
+                    worker_id=record.worker_id, pid=record.pid, reason=reason,
                 )  # fmt: skip
         elif op is messages.Op.SPAWN_FAILED:
             record = self.workers.get(int(message["slot"]))

@@ -52,4 +52,8 @@ def build_services(config: Config) -> list[Service]:
         from forkserve.services.monitor import MonitorService
 
         services.append(MonitorService(config, loop))
+    if config.config and config.config.endswith(".py"):
+        from forkserve.services.gunicornhooks import GunicornHooks
+
+        services.append(GunicornHooks(config))
     return services

@@ -44,9 +44,10 @@ from forkserve.common.scoreboard import Scoreboard, SlotState, StopMode
 from forkserve.common.sockets import accept_queue
 from forkserve.config.settings import Config
 from forkserve.errors import EXIT_APP
-from forkserve.http import uvicorn_api
+from forkserve.http import uvicorn_api, wsgi
 from forkserve.http.choice import http_protocol_class
 from forkserve.http.protocol import wrap_app
+from forkserve.http.secure_headers import server_override
 from forkserve.http.uvicorn_api import asyncio_run
 from forkserve.policy import wsdrain as wsdrain_policy
 from forkserve.worker import wsdrain
@@ -65,6 +66,8 @@ REUSEPORT_SETTLE = 0.2
 
 def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
     """The uvicorn.Config for forkserve's settings; never binds, never configures logging."""
+    # --secure-header Server=VALUE replaces uvicorn's own Server header rather than adding a second.
+    server = server_override(config.secure_header)
     return uvicorn_api.Config(
         app,
         loop=config.loop,
@@ -79,7 +82,8 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
         lifespan=config.lifespan,  # type: ignore[arg-type]  # validated by the settings table
         log_config=None,
         log_level=None,
-        access_log=config.access_log,
+        # A --access-logformat line is written by forkserve.http.accesslog instead.
+        access_log=access_log_on(config) and config.access_logformat is None,
         proxy_headers=config.proxy_headers,
         forwarded_allow_ips=config.forwarded_allow_ips,
         root_path=config.root_path,
@@ -88,7 +92,20 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
         # uvicorn counts the connection asking too (N lets N - 1 others in); forkserve's N means N.
         limit_concurrency=config.limit_concurrency + 1 if config.limit_concurrency else None,
         timeout_graceful_shutdown=max(1, int(config.graceful_timeout)),
+        ws_max_size=config.ws_max_size,
+        ws_max_queue=config.ws_max_queue,
+        ws_ping_interval=config.ws_ping_interval or None,
+        ws_ping_timeout=config.ws_ping_timeout or None,
+        ws_per_message_deflate=config.ws_per_message_deflate,
+        server_header=config.server_header and server != "",
+        headers=[("server", server)] if server else None,
+        date_header=config.date_header,
     )
+
+
+def access_log_on(config: Config) -> bool:
+    """--access-log, or gunicorn's way: an --access-logfile given."""
+    return config.access_log or config.access_logfile is not None
 
 
 class HealthCheck:
@@ -141,6 +158,7 @@ class WorkerServer(uvicorn_api.Server):
         if ctx.config.max_requests:
             self._recycle_after = ctx.config.max_requests + random.randint(0, ctx.config.max_requests_jitter)
         self._recycle_asked = False
+        self._pool_sampler = wsgi.PoolSampler(time.monotonic())
         # Busyness: the time the loop wanted a CPU (on one, or waiting for one) over wall time
         # between ticks. An idle loop sleeps in epoll and wants none. Counting the run-queue wait
         # too keeps a saturated loop at 100% on a machine whose CPUs are contended, where CPU time
@@ -220,6 +238,7 @@ class WorkerServer(uvicorn_api.Server):
             slot.rss = _rss_bytes()
             self._cpu_mark, self._wall_mark = cpu, now
             self._sweep_slow_heads()
+            self._watch_wsgi_pool(now)
         if self.request_stats is not None:
             self.request_stats.flush()
         if slot.rebalance != self._rebalance_seen:
@@ -230,14 +249,31 @@ class WorkerServer(uvicorn_api.Server):
         if self.should_exit and slot.state == SlotState.READY:
             slot.state = SlotState.DRAINING
         if self._recycle_after and not self._recycle_asked and state.total_requests >= self._recycle_after:
-            # The master starts a replacement and drains this worker once it serves: nothing is dropped.
-            self._recycle_asked = True
-            logger.info("served %d requests (--max-requests): asking to be replaced", state.total_requests)
-            with contextlib.suppress(OSError):
-                messages.send(
-                    self.ctx.channel, {"op": messages.Op.RECYCLE, "slot": self.ctx.slot, "pid": os.getpid()}
-                )
+            self._ask_to_be_replaced(
+                "max-requests",
+                f"served {state.total_requests} requests (--max-requests): asking to be replaced",
+            )
         self._ticker = asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._tick)
+
+    def _watch_wsgi_pool(self, now: float) -> None:
+        """A WSGI app works in threads: their share of use is busyness, a stuck one is a hang."""
+        pool = wsgi.active_pool()
+        if pool is None:
+            return
+        reading = self._pool_sampler.read(pool, now, self.ctx.config.timeout)
+        self.slot.busy = max(self.slot.busy, reading.busy)
+        if reading.stuck is not None and not self._recycle_asked:
+            self._ask_to_be_replaced("timeout", reading.stuck)
+
+    def _ask_to_be_replaced(self, reason: str, why: str) -> None:
+        # The master starts a replacement and drains this worker once it serves: nothing is dropped.
+        self._recycle_asked = True
+        logger.log(logging.WARNING if reason == "timeout" else logging.INFO, "%s", why)
+        with contextlib.suppress(OSError):
+            messages.send(
+                self.ctx.channel,
+                {"op": messages.Op.RECYCLE, "slot": self.ctx.slot, "pid": os.getpid(), "reason": reason},
+            )
 
     def _rebalance(self) -> None:
         """Move a fair share of this worker's keep-alive clients to the workers added since.

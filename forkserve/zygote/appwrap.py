@@ -13,7 +13,11 @@ from typing import Any
 from forkserve.config.settings import Config
 
 
-def wrap(app: Any, config: Config) -> Any:
+def wrap(app: Any, config: Config, name: str = "the app") -> Any:
+    from forkserve.http import wsgi
+
+    # A WSGI app becomes ASGI first, so every layer below sees ASGI only.
+    app = wsgi.adapt(app, interface=config.interface, threads=config.threads, where=name)
     if config.static:
         from forkserve.http.static import StaticMounts
 
@@ -23,4 +27,9 @@ def wrap(app: Any, config: Config) -> Any:
 
         # Outside the static files, so they get the headers too.
         app = SecureHeaders(app, config.secure_headers, config.secure_header)
+    if config.access_logformat and (config.access_log or config.access_logfile is not None):
+        from forkserve.http.accesslog import AccessFormatLog
+
+        # Outermost of forkserve's layers: the line shows what the client was sent.
+        app = AccessFormatLog(app, config.access_logformat)
     return app

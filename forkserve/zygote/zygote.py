@@ -29,7 +29,7 @@ import signal
 import socket
 from typing import Any
 
-from forkserve.common import faults, hooks, messages, privileges, promdir
+from forkserve.common import applogs, faults, gunicorn_hooks, hooks, messages, privileges, promdir
 from forkserve.common.logs import LogSetup, line_buffered_stdio, short_traceback
 from forkserve.common.scoreboard import Scoreboard
 from forkserve.common.zygotespec import SPEC_VARIABLE, ZygoteSpec
@@ -98,8 +98,17 @@ class Zygote:
             # Before the app's first line runs, and for good: workers inherit the identity.
             become_configured_user(self.spec.config)
             prepare_path(self.spec.config.app_dir)
-            app = load_app(self.spec.app, factory=self.spec.config.factory)
-            self.uv_config = worker.uvicorn_config(self.spec.config, appwrap.wrap(app, self.spec.config))
+            # A gunicorn.conf.py runs before the app's import, as in gunicorn; its worker hooks live here.
+            gunicorn_hooks.attach(self.spec.config)
+            app_logging = applogs.AppLogging(self.logs, self.spec.config.log_config)
+            app_logging.before_import()
+            try:
+                app = load_app(self.spec.app, factory=self.spec.config.factory)
+            finally:
+                app_logging.after_import()
+            self.uv_config = worker.uvicorn_config(
+                self.spec.config, appwrap.wrap(app, self.spec.config, self.spec.app_name)
+            )
             self.uv_config.load()
             self.uv_config.ssl = ssl_context
             self.hooks = hooks.WorkerHooks.from_config(self.spec.config)
@@ -161,6 +170,7 @@ class Zygote:
         generation: int,
         environ: dict[str, str] | None = None,
     ) -> None:
+        gunicorn_hooks.pre_fork(worker_id, generation, self.scoreboard.header.workers or 1)
         try:
             faults.check(faults.WORKER_FORK)
             pid_r, pid_w = os.pipe()
@@ -265,6 +275,8 @@ def run(spec: ZygoteSpec, logs: LogSetup) -> int:
     setproctitle(f"forkserve: zygote [{spec.app_name}] gen {spec.generation}")
     logs.set_role("zygote", generation=spec.generation)
     line_buffered_stdio()
+    if spec.config.capture_output:
+        applogs.capture_output(logs)
     _ignore_stray_signals(logs)
     # Nothing the import allocates should be collected and rewritten before the fork freezes it.
     gc.disable()
@@ -280,7 +292,7 @@ def main() -> int:
     """``python -m forkserve.zygote``: the spec is in the environment (``start_exec`` says why)."""
     # Popped, so neither the app nor the workers see it in os.environ.
     spec = ZygoteSpec.from_json(os.environ.pop(SPEC_VARIABLE))
-    logs = LogSetup(spec.config.log_level, "zygote", spec.config.log_file, log_format=spec.config.log_format)
+    logs = LogSetup.from_config(spec.config, "zygote")
     try:
         return run(spec, logs)
     except KeyboardInterrupt:

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from forkserve.api import build_config
-from forkserve.cli.main import command
+from forkserve.cli.main import command, pop_gunicorn_flags
 from forkserve.config.settings import Config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -32,7 +32,9 @@ def forkserve_config(argv: list[str], environ: dict[str, str]) -> tuple[str, Con
     values = dict(context.params)
     app = values.pop("app")
     values.pop("print_config", None)
-    config, _ = build_config(values, environ=environ, cli=True)
+    values.pop("check_config", None)
+    gunicorn_flags = pop_gunicorn_flags(values)
+    config, _ = build_config(values, environ=environ, cli=True, gunicorn_flags=gunicorn_flags)
     return app, config
 
 
