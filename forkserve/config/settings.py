@@ -490,6 +490,12 @@ class Config:
         100, "--max-header-count", parse=parse_int(1), metavar="N", group="Limits",
         help="Answer 431 to a request with more header fields than this.",
     )  # fmt: skip
+    limit_request_line: int = setting(
+        0, "--limit-request-line", parse=parse_int(0), metavar="BYTES", group="Limits",
+        default_text="0 (no limit but --max-header-size)",
+        help="Answer 414 to a request whose request line (method, target and version) is longer than this "
+        "(gunicorn's setting of that name; its default is 4094). 0: only --max-header-size bounds it.",
+    )  # fmt: skip
     secure_headers: bool = setting(
         False, "--secure-headers", parse=parse_bool, is_flag=True, group="Security",
         help="Add the browser security headers helmet adds (X-Content-Type-Options, X-Frame-Options, "

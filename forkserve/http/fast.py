@@ -50,6 +50,7 @@ from forkserve.http.protocol import (
     AccessLine,
     DrainingMixin,
     LingeringTransport,
+    refuse_framing,
     refuse_head,
     send_refusal,
 )
@@ -78,6 +79,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
     header_deadline: float | None = None
     header_bytes = 0
     refusal: bytes | None = None  # see forkserve.http.protocol.refuse_head
+    framing = 0  # bytes read in a body since its last body byte (refuse_framing)
 
     def __init__(
         self,
@@ -183,8 +185,15 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
                     refuse_head(self, HEAD_TOO_LARGE)
                     return
             self.header_bytes = total
+        else:
+            self.framing += len(data)  # on_body sets it back to 0
         try:
             self.parser.feed_data(data)
+            if self.framing > self.max_header_size and self.headers is None:
+                # Chunk-size lines and trailers with no body byte between: llhttp buffers a
+                # trailer field until it is complete, so they are bounded like a head.
+                refuse_framing(self)
+                return
             if self.header_deadline is None and self.url:
                 # The read that ended one message began the next head (its URL is under way):
                 # that head's clock starts now, even if no further read comes.
@@ -236,6 +245,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         self.url = b""
         self.headers = None  # type: ignore[assignment]
         self.header_deadline = None
+        self.framing = 0
         expect_100_continue = self.expect_100_continue
         if expect_100_continue:
             self.expect_100_continue = False
@@ -309,6 +319,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         self.tasks.add(task)
 
     def on_body(self, body: bytes) -> None:
+        self.framing = 0
         cycle: Any = self.cycle
         if self.upgrading or cycle.response_complete:
             return

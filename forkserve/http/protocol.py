@@ -60,6 +60,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import h11
+
 from forkserve.http.uvicorn_api import (
     HAS_HTTPTOOLS,
     Config,
@@ -72,6 +74,7 @@ LINGER = 2.0
 HEAD_END = b"\r\n\r\n"
 _HEADERS_TOO_MANY = b"Too many request header fields\n"
 _BODY_TOO_LARGE = b"Request body too large\n"
+_LINE_TOO_LONG = b"Request line too long\n"
 
 
 async def _reject(send: Any, status: int, body: bytes) -> None:
@@ -90,6 +93,19 @@ async def too_many_headers(scope: Any, receive: Any, send: Any) -> None:
 
 async def body_too_large(scope: Any, receive: Any, send: Any) -> None:
     await _reject(send, 413, _BODY_TOO_LARGE)
+
+
+async def line_too_long(scope: Any, receive: Any, send: Any) -> None:
+    await _reject(send, 414, _LINE_TOO_LONG)
+
+
+def request_line_length(scope: Any) -> int:
+    """The length of the request line a scope was parsed from: method, target and version."""
+    target = len(scope["raw_path"]) - len(scope["root_path"].encode())
+    query = scope["query_string"]
+    if query:
+        target += 1 + len(query)
+    return len(scope["method"]) + target + len("  HTTP/1.1")
 
 
 class BodyLimit:
@@ -156,6 +172,25 @@ def refuse_head(protocol: Any, answer: bytes) -> None:
     elif protocol.refusal is None:
         protocol.refusal = answer
         protocol.flow.pause_reading()
+
+
+def refuse_framing(protocol: Any) -> None:
+    """A chunked body's framing outgrew --max-header-size: 431 if nothing was answered yet, and close.
+
+    The framing is what the parser buffers or skips between body bytes: chunk-size lines with
+    their extensions, and the trailer section. The app is told the client disconnected.
+    """
+    cycle = protocol.cycle
+    if not cycle.response_started and not getattr(protocol, "pipeline", None):
+        protocol.transport.write(HEAD_TOO_LARGE)
+    protocol.transport.close()
+    if not cycle.response_complete:
+        cycle.disconnected = True
+        wake = getattr(cycle, "wake", None)  # forkserve's fast cycle; uvicorn's has an event
+        if wake is not None:
+            wake()
+        else:
+            cycle.message_event.set()
 
 
 def send_refusal(protocol: Any) -> bool:
@@ -267,6 +302,7 @@ class DrainingMixin:
     refusal: bytes | None = None
     max_header_count = 100
     max_request_size = 0  # 0: no limit
+    max_request_line = 0  # 0: no limit (but the head's)
     _app: Any = None
     # Provided by the uvicorn protocol this is mixed into.
     access_line: AccessLine | None = None
@@ -283,7 +319,10 @@ class DrainingMixin:
     @property
     def app(self) -> Any:
         """The ASGI app for the request whose head was just parsed (uvicorn reads it once per request)."""
-        headers = self.scope["headers"]
+        scope = self.scope
+        if self.max_request_line and request_line_length(scope) > self.max_request_line:
+            return line_too_long
+        headers = scope["headers"]
         if len(headers) > self.max_header_count:
             return too_many_headers
         limit = self.max_request_size
@@ -354,7 +393,7 @@ class DrainingMixin:
         if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
             return  # read and dropped: the response that closed this connection has been sent
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.more_body:
+        if not self.reading_body():
             # The last request's message is complete: these bytes begin (or continue) the next head.
             if self.refusal is not None:
                 return  # that head was refused; the answer waits for the response in flight
@@ -376,6 +415,16 @@ class DrainingMixin:
         if self.draining and self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
 
+    def reading_body(self) -> bool:
+        """Whether the parser is inside a request's body (so a read is not the next head).
+
+        Not "the response is incomplete": an app may answer before it has read the body, and the
+        rest of the body is still the request's. uvicorn's zttp class clears ``more_body`` when
+        the message ends, answered or not; the h11 and httptools classes override this.
+        """
+        cycle = self.cycle
+        return cycle is not None and bool(cycle.more_body)
+
     def timeout_keep_alive_handler(self) -> None:
         if self.transport.is_closing():
             return
@@ -389,7 +438,9 @@ class DrainingMixin:
 
 
 class DrainingH11Protocol(DrainingMixin, H11Protocol):
-    pass
+    def reading_body(self) -> bool:
+        # uvicorn leaves more_body set when the body ends after the response: h11's state knows.
+        return self.conn.their_state is h11.SEND_BODY
 
 
 DrainingHttpToolsProtocol: type[Any] | None
@@ -404,9 +455,21 @@ else:
         # proxy-headers middleware may read them). A trailer is never a header: dropped.
         in_trailers = False
         in_head = False
+        in_body = False
+        # Bytes read since the last body byte, while in a body: chunk-size lines with their
+        # extensions, and the trailer section, which llhttp hands over only once a field is
+        # complete (httptools buffers it until then). Bounded by --max-header-size.
+        framing = 0
+
+        def reading_body(self) -> bool:
+            return self.in_body
 
         def data_received(self, data: bytes) -> None:
+            if self.in_body:
+                self.framing += len(data)
             super().data_received(data)
+            if self.in_body and self.framing > self.max_header_size and not self.transport.is_closing():
+                refuse_framing(self)
             if self.in_head and self.header_deadline is None and not self.transport.is_closing():
                 # The read that ended one message began the next head: its clock starts now,
                 # even if no further read comes.
@@ -425,9 +488,18 @@ else:
             super().on_header(name, value.rstrip(b" \t"))
 
         def on_headers_complete(self) -> None:
-            self.in_trailers = True
+            self.in_trailers = self.in_body = True
             self.in_head = False
+            self.framing = 0
             super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            self.framing = 0
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self.in_body = False
+            super().on_message_complete()
 
     DrainingHttpToolsProtocol = _DrainingHttpTools
 

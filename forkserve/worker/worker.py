@@ -77,6 +77,7 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
             max_header_size=config.max_header_size,
             max_header_count=config.max_header_count,
             max_request_size=config.limit_max_request_size,
+            max_request_line=config.limit_request_line,
         ),
         ws=config.ws,
         lifespan=config.lifespan,  # type: ignore[arg-type]  # validated by the settings table
