@@ -95,6 +95,18 @@ async def body_too_large(scope: Any, receive: Any, send: Any) -> None:
     await _reject(send, 413, _BODY_TOO_LARGE)
 
 
+async def service_unavailable(scope: Any, receive: Any, send: Any) -> None:
+    """The answer past --limit-concurrency, as uvicorn gives it."""
+    body = b"Service Unavailable"
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def line_too_long(scope: Any, receive: Any, send: Any) -> None:
     await _reject(send, 414, _LINE_TOO_LONG)
 

@@ -16,11 +16,12 @@ All run with proxy headers trusted from the fake peer, 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,10 +154,19 @@ def _statuses(written: bytes) -> list[int]:
     return [int(m.group(1)) for m in _STATUS.finditer(written)]
 
 
-def _quiet() -> None:
-    # The protocols log every refused request; thousands of examples would bury the result.
-    for name in ("uvicorn.error", "uvicorn.access", "asyncio"):
-        logging.getLogger(name).disabled = True
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    # The protocols log every refused request; thousands of examples would bury the result. Put
+    # back afterwards: a logger left disabled silences every later test that reads its records.
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "uvicorn.access", "asyncio")]
+    before = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, disabled in zip(loggers, before, strict=True):
+            logger.disabled = disabled
 
 
 def run_protocol(
@@ -249,9 +259,9 @@ IMPLEMENTATIONS: dict[str, Callable[[Config, asyncio.AbstractEventLoop], Any]] =
 
 
 def run_all(loop: asyncio.AbstractEventLoop, reads: Sequence[bytes]) -> dict[str, Outcome]:
-    _quiet()
-    outcomes = {name: run_protocol(loop, make, reads) for name, make in IMPLEMENTATIONS.items()}
-    outcomes["h11"] = run_h11(reads)
+    with _quiet():
+        outcomes = {name: run_protocol(loop, make, reads) for name, make in IMPLEMENTATIONS.items()}
+        outcomes["h11"] = run_h11(reads)
     return outcomes
 
 
