@@ -95,25 +95,27 @@ def pop_gunicorn_flags(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in flags.items() if value not in (None, False, ())}
 
 
-def serve(app: str | None, print_config: bool = False, check_config: bool = False, **values: Any) -> None:
+def serve(
+    app_argument: str | None, print_config: bool = False, check_config: bool = False, **values: Any
+) -> None:
     gunicorn_flags = pop_gunicorn_flags(values)
     notes: list[str] = []
+    try:
+        config, origins = build_config(values, cli=True, gunicorn_flags=gunicorn_flags, notes=notes)
+    except ForkserveError as error:
+        fail(error)
     if print_config:
-        try:
-            config, origins = build_config(values, cli=True, gunicorn_flags=gunicorn_flags, notes=notes)
-        except ForkserveError as error:
-            fail(error)
         click.echo(effective_settings(config, origins))
         sys.exit(0)
+    app = app_argument or config.app
     if not app:
         click.echo(
             "forkserve: error: missing APP; name your ASGI app as module:attribute, "
-            "e.g. forkserve forkserve.demo:app -w auto",
+            "e.g. forkserve forkserve.demo:app -w auto (or set FORKSERVE_APP)",
             err=True,
         )
         sys.exit(2)
     try:
-        config, _origins = build_config(values, cli=True, gunicorn_flags=gunicorn_flags, notes=notes)
         logs = LogSetup.from_config(config, "master")
         for note in notes:
             logging.getLogger("forkserve").info("%s", note)
@@ -135,7 +137,7 @@ def serve(app: str | None, print_config: bool = False, check_config: bool = Fals
 command = click.Command(
     "forkserve",
     callback=serve,
-    params=[click.Argument(["app"], required=False, metavar="APP"), *(_option(s) for s in SETTINGS)],
+    params=[click.Argument(["app_argument"], required=False, metavar="APP"), *(_option(s) for s in SETTINGS)],
     help="Serve the ASGI app APP (module:attribute) with a master, a zygote and pre-forked workers.\n\n"
     "Signals to the master: TERM/INT graceful stop, QUIT immediate stop, HUP reload, TTIN/TTOU one "
     "worker more/less, USR1 reopen log files. Every option can also be set as FORKSERVE_<NAME>.",

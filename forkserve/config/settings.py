@@ -293,8 +293,14 @@ class Config:
         None, "--control-socket", parse=parse_optional_str, metavar="PATH|none", group="Control",
         default_text="$XDG_RUNTIME_DIR/forkserve/<pid>.sock",
         help="Serve 'forkserve ctl' on this unix socket (mode 0600, only this user or root may use it); "
-        "'none' turns it off. By default under $XDG_RUNTIME_DIR/forkserve, else /run/forkserve for root, "
-        "else /tmp/forkserve-<uid> (see docs/control.md).",
+        "'none' turns it off. By default under $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=), "
+        "else $XDG_RUNTIME_DIR/forkserve, else /run/forkserve for root, else /tmp/forkserve-<uid> "
+        "(see docs/control.md).",
+    )  # fmt: skip
+    app: str | None = setting(
+        None, "--app", parse=parse_optional_str, metavar="MODULE:ATTR", group="Application",
+        help="The ASGI app to serve, for where a positional APP is awkward (a container's environment, "
+        "a config file). The positional APP, when given, wins.",
     )  # fmt: skip
     factory: bool = setting(
         False, "--factory", parse=parse_bool, is_flag=True, group="Application",
@@ -387,6 +393,12 @@ class Config:
         "127.0.0.1", "--forwarded-allow-ips", parse=parse_ip_list, metavar="IPS", group="Proxy",
         env=("FORKSERVE_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"),
         help="Comma-separated addresses or networks whose proxy headers are trusted; '*' trusts all.",
+    )  # fmt: skip
+    proxy_protocol: bool = setting(
+        False, "--proxy-protocol", parse=parse_bool, is_flag=True, group="Proxy",
+        help="Read a PROXY protocol header (v1 or v2, as HAProxy's send-proxy writes it) from each "
+        "connection of --forwarded-allow-ips and take the client address from it. Those peers must "
+        "send one; a header from any other peer is refused (docs/security.md).",
     )  # fmt: skip
     loop: str = setting(
         "auto", "--loop", parse=parse_choice("auto", "asyncio", "uvloop"), metavar="auto|asyncio|uvloop",

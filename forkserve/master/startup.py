@@ -3,9 +3,10 @@
 Everything here fails as a one-line ``ForkserveError`` with its exit code (a bad setting 2, an
 address in use 4), before any zygote or worker is started: an error found now is a message, the
 same error found in a worker would be a boot failure. The order matters and is the one below:
-the working directory first (relative paths in the other settings depend on it), then the files
-the settings name, then the umask (it applies to the unix sockets bound next), then the identity
-to drop to (resolved while /etc/passwd is still readable), then the sockets.
+the installed uvicorn (forkserve.common.supported), then the working directory (relative paths in the
+other settings depend on it), then the files the settings name, then the umask (it applies to the
+unix sockets bound next), then the identity to drop to (resolved while /etc/passwd is still
+readable), then the sockets.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from forkserve.common import privileges, sockets, tls
+from forkserve.common import privileges, sockets, supported, tls
 from forkserve.common.apppath import prepare_chdir
 from forkserve.config.envfile import read_env_file
 from forkserve.config.settings import DEFAULTS, Config
@@ -36,6 +37,7 @@ class Prepared:
 
 def check_settings(config: Config, *, exec_mode: bool) -> dict[str, str]:
     """Check the settings that name files or need an import string; return --env-file's variables."""
+    supported.check_uvicorn()  # first: with another uvicorn nothing after this would serve
     if config.reload and not exec_mode:
         raise ConfigError(
             "--reload needs the app as an import string (module:app): an app object cannot be "

@@ -1,18 +1,25 @@
 """Where the control socket lives, and how ``forkserve ctl`` finds a running master's.
 
-The default directory is private to the user: ``$XDG_RUNTIME_DIR/forkserve`` (systemd makes the
-runtime directory per user, mode 0700), else ``/run/forkserve`` for root, else
-``/tmp/forkserve-<uid>``, created 0700 and refused if another user owns it (a directory someone
-else controls could hold a socket that impersonates the master). Each master names its socket
-after its pid, so several servers of one user never collide and ``forkserve ctl --pid FILE``
-finds the socket from a pid file. A master killed with SIGKILL leaves its socket behind; such a
-socket is recognised by its dead pid (or a refused connect) and removed by the next master or
-skipped by ``ctl``.
+The default directory is private to the user: ``$RUNTIME_DIRECTORY`` (the directory systemd
+creates for a unit's ``RuntimeDirectory=``, owned by its ``User=``, and outside the unit's
+``PrivateTmp=``), else ``$XDG_RUNTIME_DIR/forkserve`` (systemd makes the runtime directory per
+user, mode 0700), else ``/run/forkserve`` for root, else ``/tmp/forkserve-<uid>``, created 0700
+and refused if another user owns it (a directory someone else controls could hold a socket that
+impersonates the master). Each master names its socket after its pid, so several servers of one
+user never collide and ``forkserve ctl --pid FILE`` finds the socket from a pid file.
+
+A master killed with SIGKILL leaves its socket behind. Such a socket is stale when connecting to
+it is refused (ECONNREFUSED: nothing listens), and only then is it removed by the next master or
+skipped by ``ctl``. The pid in its name decides nothing: a master in another PID namespace that
+shares the directory (two containers, one ``/run``) has a pid this process cannot see, and
+``kill(pid, 0)`` would call its live socket stale. A connect that fails otherwise (a full
+backlog, a timeout, EACCES) proves nothing either, so the socket stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import stat
@@ -30,6 +37,10 @@ class ControlSocketInUse(BindError):
 def default_dir(environ: dict[str, str] | None = None, uid: int | None = None) -> Path:
     env = os.environ if environ is None else environ
     uid = os.getuid() if uid is None else uid
+    # systemd lists several RuntimeDirectory= entries separated by ':'; the first is ours.
+    unit_directory = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if unit_directory:
+        return Path(unit_directory)
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime:
         return Path(runtime) / "forkserve"
@@ -65,16 +76,6 @@ def pid_of(path: Path) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def answers(path: Path) -> bool:
     """True when a process accepts connections on the unix socket PATH."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
@@ -86,12 +87,22 @@ def answers(path: Path) -> bool:
         return True
 
 
+def is_stale(path: Path) -> bool:
+    """True only when nothing listens on the unix socket PATH (the connect is refused)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError as error:
+            return error.errno == errno.ECONNREFUSED
+        return False
+
+
 def remove_stale(directory: Path) -> None:
-    """Remove the sockets of dead masters from a default directory."""
+    """Remove the sockets of dead masters (default names only) from a default directory."""
     with contextlib.suppress(OSError):
         for path in directory.iterdir():
-            pid = pid_of(path)
-            if pid is not None and not _pid_alive(pid):
+            if pid_of(path) is not None and stat.S_ISSOCK(path.lstat().st_mode) and is_stale(path):
                 with contextlib.suppress(OSError):
                     path.unlink()
 
@@ -104,7 +115,7 @@ def claim(path: Path) -> None:
         return
     if not stat.S_ISSOCK(info.st_mode):
         raise ConfigError(f"--control-socket {path} exists and is not a socket; choose another path")
-    if answers(path):
+    if not is_stale(path):
         raise ControlSocketInUse(
             f"another forkserve is using the control socket {path}; stop it, or pass another --control-socket"
         )

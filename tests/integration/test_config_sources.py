@@ -11,7 +11,7 @@ import sys
 import httpx
 import psutil
 
-from tests.conftest import wait_until
+from tests.conftest import APPS, wait_until
 
 
 def error_lines(log: str) -> list[str]:
@@ -143,3 +143,14 @@ def test_library_app_object_gets_env_file_in_workers_and_on_hup(tmp_path):
         log_file.close()
         _gone, alive = psutil.wait_procs(family, timeout=5)
         assert not alive, f"processes left behind: {alive}"
+
+
+def test_the_app_can_come_from_forkserve_app_and_a_positional_app_wins(serve):
+    # A container image sets FORKSERVE_APP and runs plain `forkserve` (deploy/Dockerfile).
+    from_env = serve("--app-dir", str(APPS), app=None, env={"FORKSERVE_APP": "hello:app"}, wait=1)
+    assert from_env.get().status_code == 200
+    assert "for hello:app" in from_env.log()
+    # A positional APP wins over the environment (as flags do): `docker run IMAGE forkserve main:app`.
+    both = serve(app="bodyapp:app", env={"FORKSERVE_APP": "no_such_module:app"}, wait=1)
+    assert "for bodyapp:app" in both.log()
+    assert both.get().status_code == 200

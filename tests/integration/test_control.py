@@ -194,6 +194,38 @@ def test_a_live_socket_is_not_taken_over_but_a_stale_one_is(serve, tmp_path):
     assert status(sock)["master_pid"] == first.pid
 
 
+def test_a_live_master_whose_pid_is_not_visible_keeps_its_socket(serve, tmp_path):
+    # A master in another PID namespace sharing the directory: its socket carries a pid that does
+    # not exist here (999998), yet it listens. The next master must not sweep it away.
+    runtime = tmp_path / "runtime"
+    directory = runtime / "forkserve"
+    directory.mkdir(parents=True, mode=0o700)
+    foreign = directory / "999998.sock"
+    first = serve("-w", "1", "--control-socket", str(foreign), wait=1)
+    first.wait_log(re.escape(f"Control socket: {foreign}"))
+    # A socket nothing listens on is stale whatever its pid: ours, which is alive.
+    dead = directory / f"{os.getpid()}.sock"
+    with socket.socket(socket.AF_UNIX) as old:
+        old.bind(str(dead))
+    second = serve("-w", "1", env={"XDG_RUNTIME_DIR": str(runtime)}, wait=1)
+    second.wait_log(re.escape(f"Control socket: {directory / f'{second.pid}.sock'}"))
+    assert foreign.exists() and not dead.exists()
+    assert status(foreign)["master_pid"] == first.pid
+
+
+def test_the_unit_runtime_directory_holds_the_socket_and_ctl_finds_it(serve, tmp_path):
+    # systemd's RuntimeDirectory=: the master and an operator's `forkserve ctl` meet there, whatever
+    # the master's /tmp (PrivateTmp=) and the operator's XDG_RUNTIME_DIR.
+    unit_dir = tmp_path / "run-forkserve"
+    unit_dir.mkdir(mode=0o700)
+    env = {"RUNTIME_DIRECTORY": str(unit_dir), "XDG_RUNTIME_DIR": str(tmp_path / "elsewhere")}
+    server = serve("-w", "1", env=env, wait=1)
+    server.wait_log(re.escape(f"Control socket: {unit_dir / f'{server.pid}.sock'}"))
+    found = ctl(None, "status", "--json", env={"RUNTIME_DIRECTORY": str(unit_dir)})
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["master_pid"] == server.pid
+
+
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A directory another user can reach (pytest's tmp_path is private to root)."""

@@ -13,6 +13,9 @@ import pytest
 
 from tests.protocol import uvicorn_suite
 
+# The first test pays for fetching and running uvicorn's suite (the fixture), beyond pyproject's 120 s.
+pytestmark = pytest.mark.timeout(uvicorn_suite.SUITE_TIMEOUT)
+
 # uvicorn closes an idle keep-alive connection at once on shutdown; a draining forkserve worker
 # keeps it until the keep-alive timeout (a request may be on its way: docs/reload.md).
 WORKER_DEVIATIONS = {"test_shutdown_during_idle[{}]"}

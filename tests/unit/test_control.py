@@ -60,6 +60,10 @@ def test_only_the_owner_or_root_may_steer(uid: int, owner: int, allowed: bool) -
     ("environ", "uid", "expected"),
     [
         ({"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000, "/run/user/1000/forkserve"),
+        # A systemd unit's RuntimeDirectory= wins: PrivateTmp= would hide /tmp from `forkserve ctl`.
+        ({"RUNTIME_DIRECTORY": "/run/forkserve", "XDG_RUNTIME_DIR": "/run/user/33"}, 33, "/run/forkserve"),
+        ({"RUNTIME_DIRECTORY": "/run/app:/run/app-extra"}, 33, "/run/app"),
+        ({"RUNTIME_DIRECTORY": ""}, 0, "/run/forkserve"),
         ({}, 0, "/run/forkserve"),
         ({}, 1000, "/tmp/forkserve-1000"),
         ({"XDG_RUNTIME_DIR": ""}, 1000, "/tmp/forkserve-1000"),

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import yaml
 from forkserve.api import build_config
 from forkserve.cli.main import command, pop_gunicorn_flags
 from forkserve.config.settings import Config
+from forkserve.services import controlpath
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -30,11 +33,13 @@ def forkserve_config(argv: list[str], environ: dict[str, str]) -> tuple[str, Con
     assert Path(argv[0]).name == "forkserve", argv
     context = command.make_context("forkserve", list(argv[1:]))
     values = dict(context.params)
-    app = values.pop("app")
+    positional = values.pop("app_argument")
     values.pop("print_config", None)
     values.pop("check_config", None)
     gunicorn_flags = pop_gunicorn_flags(values)
     config, _ = build_config(values, environ=environ, cli=True, gunicorn_flags=gunicorn_flags)
+    app = positional or config.app
+    assert app, f"{argv} names no app (positional APP or FORKSERVE_APP)"
     return app, config
 
 
@@ -74,6 +79,17 @@ def dockerfile() -> tuple[dict[str, str], str, list[str], list[str]]:
     return env, user, cmd, images
 
 
+def docker_instructions(name: str) -> list[str]:
+    """The arguments of every NAME instruction (continued lines joined), in order."""
+    logical = re.sub(r"\\\n\s*", " ", (DEPLOY / "Dockerfile").read_text())
+    found = []
+    for line in logical.splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        if instruction.upper() == name:
+            found.append(rest)
+    return found
+
+
 def test_dockerfile_runs_forkserve_as_pid_1_and_not_as_root() -> None:
     env, user, cmd, images = dockerfile()
     assert all(re.fullmatch(r"python:3\.\d+-slim", image) for image in images), images
@@ -83,16 +99,32 @@ def test_dockerfile_runs_forkserve_as_pid_1_and_not_as_root() -> None:
     assert cmd[0] == "forkserve", "exec form with forkserve first: it must be PID 1, not a shell"
     app, config = forkserve_config(cmd, env)
     assert app == "forkserve.demo:app"
+    assert env["FORKSERVE_APP"] == app, "the app is a setting: `docker run -e FORKSERVE_APP=...` changes it"
     assert str(config.bind[0]) == "0.0.0.0:8000", "a container must listen beyond its loopback"
     assert config.workers == "auto"
     assert config.health_path == "/healthz"
+
+
+def test_dockerfile_checks_health_and_installs_the_tested_versions() -> None:
+    env, _, cmd, _ = dockerfile()
+    _, config = forkserve_config(cmd, env)
+    (healthcheck,) = docker_instructions("HEALTHCHECK")
+    options, _, command = healthcheck.partition(" CMD ")
+    probe = json.loads(command)
+    assert probe[:2] == ["python", "-c"], "the slim image has no curl"
+    assert f"http://127.0.0.1:{config.bind[0].port}{config.health_path}" in probe[2]
+    assert "--timeout=" in options
+    installs = [run for run in docker_instructions("RUN") if "pip install" in run]
+    assert installs and all("-c constraints.txt" in run for run in installs), installs
+    copied = " ".join(docker_instructions("COPY"))
+    assert "constraints.txt" in copied and "LICENSE" in copied
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
     text = (DEPLOY / "Dockerfile.dockerignore").read_text()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     assert lines[0] == "*", "ignore everything, then allow what the image needs"
-    for needed in ("!pyproject.toml", "!forkserve/"):
+    for needed in ("!pyproject.toml", "!forkserve/", "!LICENSE", "!constraints.txt"):
         assert needed in lines
 
 
@@ -153,6 +185,8 @@ def test_kubernetes_probes_hit_the_health_path() -> None:
     _, config = forkserve_config(container["args"], env)
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports["http"] == config.bind[0].port
+    assert config.metrics_bind is not None
+    assert ports["metrics"] == int(config.metrics_bind.rsplit(":", 1)[1]), "expose the metrics port"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = container[probe]["httpGet"]
         assert get["path"] == config.health_path, probe
@@ -173,6 +207,13 @@ def test_kubernetes_runs_the_image_user_without_privileges() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert "limits" in container["resources"] and "cpu" in container["resources"]["limits"]
+
+
+def test_kubernetes_can_run_a_locally_built_image() -> None:
+    (container,) = manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    if container["image"].endswith(":latest") or ":" not in container["image"]:
+        # Kubernetes defaults :latest to Always, which fails for an image loaded into the node.
+        assert container.get("imagePullPolicy") in ("IfNotPresent", "Never")
 
 
 def test_kubernetes_service_selects_the_pods() -> None:
@@ -212,3 +253,28 @@ def test_systemd_units() -> None:
     assert "forkserve.socket" in service["Requires"][0]
     assert socket_unit["ListenStream"], "socket activation: systemd binds, forkserve serves"
     assert service["User"] != ["root"], "the socket unit binds port 80: the service needs no root"
+
+
+def test_systemd_unit_keeps_the_control_socket_where_ctl_finds_it() -> None:
+    service = unit("forkserve.service")
+    # PrivateTmp= hides /tmp/forkserve-<uid>; the master uses $RUNTIME_DIRECTORY instead.
+    assert service["RuntimeDirectory"] == ["forkserve"]
+    assert service["RuntimeDirectoryMode"] == ["0700"]
+    assert controlpath.default_dir({"RUNTIME_DIRECTORY": "/run/forkserve"}, 33) == Path("/run/forkserve")
+    # The peer uid check needs real uids: root outside a user namespace would be 65534 inside.
+    assert "PrivateUsers" not in service
+
+
+def test_systemd_unit_is_hardened() -> None:
+    service = unit("forkserve.service")
+    assert service["CapabilityBoundingSet"] == [""], "no capability: the socket unit binds the port"
+    assert service["SystemCallFilter"][0] == "@system-service"
+    assert service["ProtectSystem"] == ["strict"] and service["NoNewPrivileges"] == ["yes"]
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze (Debian: apt-get install systemd) scores the unit's exposure"
+    # --threshold is the exposure x 10: exit 0 means 2.0 or better ("OK"); the shipped unit scores 1.2.
+    done = subprocess.run(
+        [analyze, "security", "--offline=true", "--threshold=20", str(DEPLOY / "systemd/forkserve.service")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]

@@ -165,3 +165,21 @@ def test_usage_page_error_table_matches_the_error_classes() -> None:
     assert rows
     for name, code in rows:
         assert getattr(errors, name).exit_code == int(code), f"docs/usage.md gives {name} exit code {code}"
+
+
+# A path of the machine the docs were written on: a reader has no /work or /root, and a venv's
+# interpreter path is not a command they can run (`python -m benchmarks.run` is).
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home/\w+)/|\S+/bin/python\d*(?:\.\d+)?\b")
+
+
+PAGES = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md", ROOT / "CHANGELOG.md"])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_machine_paths_in_the_docs(page: Path) -> None:
+    found = [
+        f"{page.name}:{number}: {line.strip()}"
+        for number, line in enumerate(page.read_text().splitlines(), 1)
+        if MACHINE_PATH.search(line)
+    ]
+    assert found == []
