@@ -19,19 +19,16 @@ Prints a markdown table (and every run) to paste into docs/wsgi.md; needs gunico
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask
 
-from benchmarks import harness, sampling
+from benchmarks import harness, wrkrun
 from benchmarks.apps import BODY
 from benchmarks.harness import HOST
-from benchmarks.report import RunRecord
 from benchmarks.run import REPO_ROOT, module_argv, server_env
 from benchmarks.stats import median_or_nan, ratio
 
@@ -79,9 +76,7 @@ SERVERS: dict[str, Builder] = {
 }
 
 
-@dataclass
-class WsgiRun(RunRecord):
-    cpu_us_per_request: float = 0.0
+WsgiRun = wrkrun.WrkRun
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,33 +102,8 @@ def run_once(name: str, scenario: str, round_no: int, args: argparse.Namespace) 
     record = WsgiRun(round=round_no, server=f"{scenario}/{name}", port=port)
     command = SERVERS[name](args.python, port, args.workers, args.threads)
     log_path = Path(args.logs) / f"{round_no:02d}-{scenario}-{name}.log"
-    proc = harness.start_server(command, REPO_ROOT, server_env(), log_path)
-    try:
-        harness.wait_until_serving(proc, port, 30.0)
-        harness.wait_for_workers(proc.pid, args.workers + 1, 30.0)
-        path = SCENARIOS[scenario]
-        if args.warmup:
-            harness.run_wrk(port, 2, args.connections, args.warmup, path)
-        before = sampling.cpu_snapshot(proc.pid)
-        result = harness.run_wrk(port, 2, args.connections, args.duration, path)
-        after = sampling.cpu_snapshot(proc.pid, before.tree)
-        record.foreign_cpu = sampling.foreign_cpu_share(before, after)
-        record.cpu_us_per_request = (after.server - before.server) / max(result.requests, 1) * 1e6
-        record.requests_per_sec = result.requests_per_sec
-        record.latency_ms = result.latency_ms
-        record.requests = result.requests
-        record.socket_errors = result.socket_errors
-        record.non_2xx = result.non_2xx
-        if result.non_2xx:
-            record.error = f"{result.non_2xx} responses were not 2xx"
-    except (harness.ServerError, subprocess.SubprocessError, OSError) as exc:
-        record.error = f"{exc}\n{harness.tail(log_path)}"
-    finally:
-        stopped, problems = harness.stop_and_check(proc, port, 10.0)
-        record.killed = stopped.killed
-        if problems:
-            record.error = "; ".join(filter(None, [record.error, problems]))
-    return record
+    load = wrkrun.Load(SCENARIOS[scenario], 2, args.connections, args.warmup, args.duration)
+    return wrkrun.measure(record, command, REPO_ROOT, server_env(), log_path, args.workers + 1, load)
 
 
 def run(args: argparse.Namespace, names: list[str]) -> list[WsgiRun]:

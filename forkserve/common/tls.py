@@ -37,6 +37,12 @@ def server_context(config: Config) -> ssl.SSLContext | None:
             flag = given[0] if given else "--cert-reqs"
             raise ConfigError(f"{flag} is set but --certfile is not; pass --certfile to serve HTTPS")
         return None
+    if config.proxy_protocol:
+        # The header comes before the TLS handshake, below the layer the protocols see.
+        raise ConfigError(
+            "--proxy-protocol with --certfile: the PROXY header is read only on plain HTTP; "
+            "terminate TLS at the proxy and serve plain HTTP behind it, or drop --proxy-protocol"
+        )
     _readable("--certfile", config.certfile)
     if config.keyfile:
         _readable("--keyfile", config.keyfile)

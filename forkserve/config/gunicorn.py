@@ -119,6 +119,31 @@ def _cert_reqs(value: Any) -> Any:
     return words.get(int(value), value) if str(value).strip().isdigit() else value
 
 
+def _proxy_protocol(value: Any) -> Outcome:
+    # gunicorn 23 takes a boolean; later versions name a version (v1, v2) or "auto". forkserve
+    # reads both versions whenever the flag is on.
+    text = str(value).strip().lower()
+    if value is False or text in ("off", "false", "none", "0", ""):
+        return Ignore("")
+    if value is True or text in ("on", "true", "1", "v1", "v2", "auto"):
+        return Set("proxy_protocol", True)
+    return Refuse("proxy_protocol takes off, v1, v2 or auto (forkserve reads v1 and v2 alike)")
+
+
+def _proxy_allow_ips(names: Mapping[str, Any], result: Translation, shown: Callable[[str, Any], str]) -> None:
+    """gunicorn's two lists of trusted proxies are one here: --forwarded-allow-ips."""
+    allow = names.get("proxy_allow_ips")
+    if allow is None or not result.values.get("proxy_protocol"):
+        return
+    forwarded = names.get("forwarded_allow_ips")
+    if forwarded is not None and str(forwarded).replace(" ", "") != str(allow).replace(" ", ""):
+        raise ConfigError(
+            f"{shown('proxy_allow_ips', allow)}: forkserve trusts one list of proxies for the PROXY "
+            "header and X-Forwarded-For, and forwarded_allow_ips differs; give both the same value"
+        )
+    result.values["forwarded_allow_ips"] = allow
+
+
 def _pythonpath(value: Any) -> Outcome:
     dirs = [part.strip() for part in str(value).split(",") if part.strip()]
     if len(dirs) <= 1:
@@ -227,11 +252,8 @@ RULES: dict[str, Rule] = {
     "do_handshake_on_connect": ignored("uvicorn's TLS handling decides this"),
     "ssl_context": refused_when_on("use certfile, keyfile, ca_certs, cert_reqs and ciphers"),
     # -- Proxies and protocols
-    "proxy_protocol": lambda value: (
-        Ignore("")
-        if str(value).strip().lower() in ("off", "false", "none", "")
-        else Refuse("forkserve does not read the PROXY protocol; have the proxy send X-Forwarded-For")
-    ),
+    "proxy_protocol": lambda value: _proxy_protocol(value),
+    # Mapped to forwarded_allow_ips by translate(), and only when proxy_protocol is on.
     "proxy_allow_ips": ignored("only used with proxy_protocol"),
     "protocol": lambda value: (
         Ignore("") if str(value).strip().lower() == "http" else Refuse("forkserve speaks HTTP only")
@@ -374,6 +396,7 @@ def translate(names: Mapping[str, Any], shown: Callable[[str, Any], str]) -> Tra
                     "version lacks; remove it, or upgrade forkserve"
                 )
             result.values[outcome.setting] = outcome.value
+    _proxy_allow_ips(names, result, shown)
     for hook, setting in WORKER_HOOK_SETTINGS.items():
         if hook in result.hooks:
             result.values[setting] = f"{ADAPTER}:{hook}"

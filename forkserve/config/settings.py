@@ -398,6 +398,12 @@ class Config:
         env=("FORKSERVE_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"),
         help="Comma-separated addresses or networks whose proxy headers are trusted; '*' trusts all.",
     )  # fmt: skip
+    proxy_protocol: bool = setting(
+        False, "--proxy-protocol", parse=parse_bool, is_flag=True, group="Proxy",
+        help="Read a PROXY protocol header (v1 or v2, as HAProxy's send-proxy writes it) from each "
+        "connection of --forwarded-allow-ips and take the client address from it. Those peers must "
+        "send one; a header from any other peer is refused (docs/security.md).",
+    )  # fmt: skip
     loop: str = setting(
         "auto", "--loop", parse=parse_choice("auto", "asyncio", "uvloop"), metavar="auto|asyncio|uvloop",
         group="Protocol",

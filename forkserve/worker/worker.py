@@ -47,6 +47,7 @@ from forkserve.errors import EXIT_APP
 from forkserve.http import uvicorn_api, wsgi
 from forkserve.http.choice import http_protocol_class
 from forkserve.http.protocol import wrap_app
+from forkserve.http.proxied import proxy_protocol_gate
 from forkserve.http.secure_headers import server_override
 from forkserve.http.uvicorn_api import asyncio_run
 from forkserve.worker import wsdrain
@@ -65,18 +66,23 @@ REUSEPORT_SETTLE = 0.2
 
 def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
     """The uvicorn.Config for forkserve's settings; never binds, never configures logging."""
+    http = http_protocol_class(
+        config.http,
+        header_timeout=config.header_timeout,
+        max_header_size=config.max_header_size,
+        max_header_count=config.max_header_count,
+        max_request_size=config.limit_max_request_size,
+    )
+    if config.proxy_protocol:
+        http = proxy_protocol_gate(
+            http, trusted=config.forwarded_allow_ips, header_timeout=config.header_timeout
+        )
     # --secure-header Server=VALUE replaces uvicorn's own Server header rather than adding a second.
     server = server_override(config.secure_header)
     return uvicorn_api.Config(
         app,
         loop=config.loop,
-        http=http_protocol_class(
-            config.http,
-            header_timeout=config.header_timeout,
-            max_header_size=config.max_header_size,
-            max_header_count=config.max_header_count,
-            max_request_size=config.limit_max_request_size,
-        ),
+        http=http,
         ws=config.ws,
         lifespan=config.lifespan,  # type: ignore[arg-type]  # validated by the settings table
         log_config=None,

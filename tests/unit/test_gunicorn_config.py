@@ -99,7 +99,11 @@ CASES: list[tuple[str, object, object]] = [
     ("do_handshake_on_connect", False, Ignore),
     ("ssl_context", lambda config, default: None, Refuse),
     ("proxy_protocol", "off", Ignore),
-    ("proxy_protocol", "v2", Refuse),
+    ("proxy_protocol", False, Ignore),
+    ("proxy_protocol", True, Set("proxy_protocol", True)),
+    ("proxy_protocol", "v2", Set("proxy_protocol", True)),
+    ("proxy_protocol", "auto", Set("proxy_protocol", True)),
+    ("proxy_protocol", "v3", Refuse),
     ("proxy_allow_ips", "127.0.0.1", Ignore),
     ("protocol", "http", Ignore),
     ("protocol", "uwsgi", Refuse),
@@ -194,6 +198,19 @@ def test_translate_gives_values_notes_hooks_and_errors():
         gunicorn.translate({"on_exit": "x"}, in_file)
     with pytest.raises(ConfigError, match=r"raw_env = 'NOEQUALS': 'NOEQUALS' is not KEY=VALUE"):
         gunicorn.translate({"raw_env": "NOEQUALS"}, in_file)
+
+
+def test_proxy_allow_ips_is_forwarded_allow_ips_only_with_proxy_protocol():
+    on = {"proxy_protocol": True, "proxy_allow_ips": "10.0.0.0/8"}
+    expected = {"proxy_protocol": True, "forwarded_allow_ips": "10.0.0.0/8"}
+    assert gunicorn.translate(on, in_file).values == expected
+    # Without it, gunicorn never reads the list: it must not widen who is trusted for X-Forwarded-For.
+    assert gunicorn.translate({"proxy_allow_ips": "*"}, in_file).values == {}
+    same = {**on, "forwarded_allow_ips": "10.0.0.0/8"}
+    assert gunicorn.translate(same, in_file).values["forwarded_allow_ips"] == "10.0.0.0/8"
+    conflict = r"^gunicorn.conf.py: proxy_allow_ips = '10.0.0.0/8': forkserve trusts one list"
+    with pytest.raises(ConfigError, match=conflict):
+        gunicorn.translate({**on, "forwarded_allow_ips": "127.0.0.1"}, in_file)
 
 
 @pytest.mark.parametrize(
