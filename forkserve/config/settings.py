@@ -34,6 +34,7 @@ from forkserve.config.parsers import (
     parse_bool,
     parse_choice,
     parse_dirs,
+    parse_drain_period,
     parse_fraction,
     parse_group,
     parse_header_overrides,
@@ -59,6 +60,7 @@ from forkserve.config.parsers import (
     parse_user,
     parse_workers,
 )
+from forkserve.policy import wsdrain
 
 
 @dataclass(frozen=True)
@@ -222,11 +224,13 @@ class Config:
         help="On TERM, answer --health-path with 503 but keep serving for this long before draining, so a "
         "load balancer stops routing here first.",
     )  # fmt: skip
-    ws_drain_period: float = setting(
-        5.0, "--ws-drain-period", parse=parse_seconds, metavar="SECONDS", group="Reload and recycling",
+    ws_drain_period: wsdrain.Period = setting(
+        "auto", "--ws-drain-period", parse=parse_drain_period, metavar="SECONDS|auto",
+        group="Reload and recycling",
         help="A draining worker (reload, scale-down, recycling, shutdown) closes its WebSockets with 1012 a "
         "few at a time over this long, so clients reconnect gradually; at most --graceful-timeout minus "
-        "a second. 0 closes them all at once.",
+        f"a second. 'auto': 1 s per {wsdrain.AUTO_RATE:g} WebSockets the worker holds, at least "
+        f"{wsdrain.AUTO_FLOOR:g} s. 0 closes them all at once.",
     )  # fmt: skip
     reload: bool = setting(
         False, "--reload", parse=parse_bool, is_flag=True, group="Reload and recycling",
