@@ -43,14 +43,11 @@ from benchmarks.run import REPO_ROOT, machine_info, module_argv, package_version
 APP = "benchmarks.apps_ws:app"
 WORKERS = 2
 SERVERS = {
-    # forkserve's defaults (kernel balancing, --ws-drain-period 5) and with least-conn balancing.
+    # forkserve's defaults (kernel balancing, --ws-drain-period auto: a window of 1 s per 100
+    # WebSockets each worker holds) and with least-conn balancing.
     "forkserve": f"forkserve {APP} -w {WORKERS} -b {HOST}:{{port}} --no-access-log",
     "forkserve least-conn": f"forkserve {APP} -w {WORKERS} -b {HOST}:{{port}} --no-access-log "
     "--balance least-conn",
-    # A window long enough that the reconnects (N / window per second) stay within what two
-    # workers on a busy 2-core machine can take.
-    "forkserve 20 s window": f"forkserve {APP} -w {WORKERS} -b {HOST}:{{port}} --no-access-log "
-    "--ws-drain-period 20",
     "gunicorn-uvicorn": f"gunicorn -k uvicorn.workers.UvicornWorker -w {WORKERS} -b {HOST}:{{port}} "
     f"--no-control-socket {APP}",
     "uvicorn": f"uvicorn {APP} --workers {WORKERS} --no-access-log --host {HOST} --port {{port}}",

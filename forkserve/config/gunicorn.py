@@ -19,7 +19,7 @@ setting, plain data saying what the name means here:
 
 A row's decision depends on the value only (``sync`` is refused, ``uvicorn.workers.UvicornWorker``
 is ignored), so the table is tested row by row without a process. gunicorn's command-line flags
-that forkserve lacks (``-k``, ``--preload``, ``--limit-request-line``...) go through the same rows.
+that forkserve lacks (``-k``, ``--preload``, ``--limit-request-fields``...) go through the same rows.
 
 The alternative rejected: importing gunicorn to read its settings. gunicorn may not be installed
 (that is the point of moving), and its Config validates for its own workers, not ours.
@@ -164,9 +164,7 @@ RULES: dict[str, Rule] = {
     "graceful_timeout": to("graceful_timeout"),
     "keepalive": to("keep_alive"),
     # -- HTTP limits
-    "limit_request_line": ignored(
-        "forkserve bounds the request line with the whole head: --max-header-size (64 KiB, then 431)"
-    ),
+    "limit_request_line": to("limit_request_line"),
     "limit_request_fields": to("max_header_count", _unlimited(32768)),
     "limit_request_field_size": ignored(
         "forkserve bounds the whole request head instead of each field: --max-header-size (64 KiB)"
@@ -313,7 +311,6 @@ ADAPTER = "forkserve.common.gunicorn_hooks"
 FLAGS: dict[str, tuple[tuple[str, ...], bool]] = {
     "worker_class": (("-k", "--worker-class"), False),
     "preload_app": (("--preload",), True),
-    "limit_request_line": (("--limit-request-line",), False),
     "limit_request_fields": (("--limit-request-fields",), False),
     "limit_request_field_size": (("--limit-request-field_size", "--limit-request-field-size"), False),
     "statsd_host": (("--statsd-host",), False),

@@ -66,6 +66,15 @@ def parse_positive_seconds(raw: Any) -> float:
     return value
 
 
+def parse_drain_period(raw: Any) -> float | Literal["auto"]:
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return "auto"
+    try:
+        return parse_seconds(raw)
+    except ValueError:
+        raise ValueError("expected 'auto' or a number of seconds of at least 0, e.g. 20") from None
+
+
 def parse_workers(raw: Any) -> Workers:
     if isinstance(raw, str) and raw.strip().lower() == "auto":
         return "auto"

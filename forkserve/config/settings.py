@@ -34,6 +34,7 @@ from forkserve.config.parsers import (
     parse_bool,
     parse_choice,
     parse_dirs,
+    parse_drain_period,
     parse_fraction,
     parse_group,
     parse_header_overrides,
@@ -59,6 +60,7 @@ from forkserve.config.parsers import (
     parse_user,
     parse_workers,
 )
+from forkserve.policy import wsdrain
 
 
 @dataclass(frozen=True)
@@ -222,11 +224,13 @@ class Config:
         help="On TERM, answer --health-path with 503 but keep serving for this long before draining, so a "
         "load balancer stops routing here first.",
     )  # fmt: skip
-    ws_drain_period: float = setting(
-        5.0, "--ws-drain-period", parse=parse_seconds, metavar="SECONDS", group="Reload and recycling",
+    ws_drain_period: wsdrain.Period = setting(
+        "auto", "--ws-drain-period", parse=parse_drain_period, metavar="SECONDS|auto",
+        group="Reload and recycling",
         help="A draining worker (reload, scale-down, recycling, shutdown) closes its WebSockets with 1012 a "
         "few at a time over this long, so clients reconnect gradually; at most --graceful-timeout minus "
-        "a second. 0 closes them all at once.",
+        f"a second. 'auto': 1 s per {wsdrain.AUTO_RATE:g} WebSockets the worker holds, at least "
+        f"{wsdrain.AUTO_FLOOR:g} s. 0 closes them all at once.",
     )  # fmt: skip
     reload: bool = setting(
         False, "--reload", parse=parse_bool, is_flag=True, group="Reload and recycling",
@@ -502,6 +506,12 @@ class Config:
         100, "--max-header-count", parse=parse_int(1), metavar="N", group="Limits",
         help="Answer 431 to a request with more header fields than this.",
     )  # fmt: skip
+    limit_request_line: int = setting(
+        0, "--limit-request-line", parse=parse_int(0), metavar="BYTES", group="Limits",
+        default_text="0 (no limit but --max-header-size)",
+        help="Answer 414 to a request whose request line (method, target and version) is longer than this "
+        "(gunicorn's setting of that name; its default is 4094). 0: only --max-header-size bounds it.",
+    )  # fmt: skip
     secure_headers: bool = setting(
         False, "--secure-headers", parse=parse_bool, is_flag=True, group="Security",
         help="Add the browser security headers helmet adds (X-Content-Type-Options, X-Frame-Options, "
@@ -519,6 +529,11 @@ class Config:
         default_text="none",
         help="Serve the files under DIR at /PREFIX from the workers, before the app. For small deployments; "
         "see docs/security.md for the nginx recipe. Repeat for several.",
+    )  # fmt: skip
+    static_dotfiles: bool = setting(
+        False, "--static-dotfiles", parse=parse_bool, is_flag=True, group="Security",
+        help="Let --static serve files and directories whose name starts with a dot (.env, .git/). "
+        "Off: they are a 404, as if absent.",
     )  # fmt: skip
     on_starting: str | Hook | None = setting(
         None, "--on-starting", parse=parse_hook, metavar="MODULE:FUNCTION", group="Hooks",

@@ -61,6 +61,7 @@ def http_protocol_class(
     max_header_size: int = 65536,
     max_header_count: int = 100,
     max_request_size: int = 0,
+    max_request_line: int = 0,
 ) -> type[Any]:
     """The protocol class for --http (auto = fast where httptools is installed, else h11)."""
     # A subclass per configuration, so the limits are class attributes the hot path reads directly.
@@ -69,6 +70,7 @@ def http_protocol_class(
         "max_header_size": max_header_size,
         "max_header_count": max_header_count,
         "max_request_size": max_request_size,
+        "max_request_line": max_request_line,
     }
     if name == "zttp":
         return _zttp_class(limits)

@@ -2,8 +2,11 @@
 
 Theory of operation. Parsing is not where a worker's time goes: httptools parses a request in
 about a microsecond. The time goes to the Python around the ASGI call (docs/design.md has the
-profile). This class is uvicorn's ``HttpToolsProtocol`` with the per-request methods rewritten to
-do once per connection (or once per second) what uvicorn does once per request:
+profile). This class behaves as uvicorn's ``HttpToolsProtocol`` (whose test suite it passes,
+tests/protocol) but is forkserve's own ``asyncio.Protocol``: it owns every method it runs, so a
+uvicorn release that reshapes its class cannot break it; it relies only on what
+``forkserve.http.uvicorn_api`` lists. It does once per connection (or once per second) what
+uvicorn does once per request:
 
 * The scope is a copy of a per-connection template (type, asgi, server, client, scheme,
   root_path) plus the six per-request keys; the path is split with ``bytes.partition`` unless the
@@ -43,32 +46,80 @@ from typing import Any
 import httptools
 
 from forkserve.http.fast_cycle import FastCycle
-from forkserve.http.fast_plan import METHODS, plan_for
-from forkserve.http.protocol import HEAD_END, HEAD_TOO_LARGE, AccessLine, DrainingMixin, LingeringTransport
-from forkserve.http.uvicorn_api import (
-    HIGH_WATER_LIMIT,
-    TRACE_LOG_LEVEL,
-    Config,
-    HttpToolsProtocol,
-    ServerState,
+from forkserve.http.fast_plan import METHODS, STATUS_LINE, plan_for
+from forkserve.http.flow import HIGH_WATER_LIMIT, FlowControl
+from forkserve.http.protocol import (
+    HEAD_END,
+    HEAD_TOO_LARGE,
+    AccessLine,
+    DrainingMixin,
+    LingeringTransport,
+    refuse_framing,
+    refuse_head,
+    send_refusal,
     service_unavailable,
+)
+from forkserve.http.uvicorn_api import TRACE_LOG_LEVEL, Config, ServerState
+
+NO_WEBSOCKETS = (
+    "No supported WebSocket library detected. Please use \"pip install 'uvicorn[standard]'\", "
+    "or install 'websockets' or 'wsproto' manually."
 )
 
 
-class FastHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the per-request path rewritten (module docstring).
+def websocket_requested(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a head asks to upgrade to WebSocket: ``Connection: upgrade``, ``Upgrade: websocket``.
 
-    Also carries forkserve's per-connection limits (``--max-header-size``, ``--header-timeout``)
-    inline, since a mixin wrapping ``data_received`` would cost a call per read.
+    The last of each field counts, and ``Connection`` is a token list, as in uvicorn.
+    """
+    connection: list[bytes] = []
+    upgrade = None
+    for name, value in headers:
+        if name == b"connection":
+            connection = [token.lower().strip() for token in value.split(b",")]
+        elif name == b"upgrade":
+            upgrade = value.lower()
+    return upgrade == b"websocket" and b"upgrade" in connection
+
+
+def _address(transport: Any, sockname: bool) -> tuple[str, int | None] | None:
+    """The connection's local or peer address as uvicorn puts it in the scope (host, port)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            info = sock.getsockname() if sockname else sock.getpeername()
+        except OSError:  # uvloop, on a Unix socket whose peer is gone
+            return None
+    else:
+        info = transport.get_extra_info("sockname" if sockname else "peername")
+    if isinstance(info, (list, tuple)) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    if isinstance(info, str) and sockname:
+        return (info, None)  # a Unix socket's path
+    return None
+
+
+class FastHttpToolsProtocol(asyncio.Protocol):
+    """forkserve's HTTP/1.1 protocol on httptools (module docstring).
+
+    Owns everything it does: parsing callbacks, scope, limits, keep-alive timer, 400s, the hand-off
+    to a WebSocket protocol, shutdown, flow control. From uvicorn it takes only its public surface:
+    the ``Config`` (settings, the loaded app, the WebSocket protocol class), the server's
+    ``ServerState`` (connections, tasks, default headers), and uvicorn's WebSocket protocol
+    classes, which take the upgraded connection over. Also carries forkserve's per-connection
+    limits (``--max-header-size``, ``--header-timeout``) inline, since a mixin wrapping
+    ``data_received`` would cost a call per read.
     """
 
-    on_message_begin = None  # type: ignore[assignment]  # httptools then skips the callback
+    # httptools skips a callback the protocol does not have: no on_message_begin per request.
     # Class attributes set per worker (see forkserve.http.choice.http_protocol_class).
     header_timeout = 10.0
     max_header_size = 64 * 1024
     draining = False
     header_deadline: float | None = None
     header_bytes = 0
+    refusal: bytes | None = None  # see forkserve.http.protocol.refuse_head
+    framing = 0  # bytes read in a body since its last body byte (refuse_framing)
 
     def __init__(
         self,
@@ -77,67 +128,79 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        # Not calling HttpToolsProtocol.__init__: it looks up loggers and settings per connection.
         if not config.loaded:
             config.load()
         plan = plan_for(config)
         self.plan = plan
         self.config = config
-        self.app = plan.app
+        self.app: Any = plan.app
         self.loop = _loop or asyncio.get_event_loop()
         self.logger = plan.logger
-        self.access_logger = plan.access_logger
+        self.access_logger: Any = plan.access_logger
         self.access_log = plan.access_log
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: Any = httptools.HttpRequestParser(self)
         # As uvicorn: answer the first of pipelined requests sent after "Connection: close".
         with contextlib.suppress(AttributeError):  # httptools < 0.6.3 has no leniencies
             self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
-        self.ws_protocol_class = config.ws_protocol_class
+        self.ws_protocol_class: Any = config.ws_protocol_class
         self.root_path = plan.root_path
-        self.asgi_version = config.asgi_version
         self.limit_concurrency = config.limit_concurrency
         self.app_state = app_state
-        self.timeout_keep_alive_task = None
+        self.timeout_keep_alive_task: asyncio.TimerHandle | None = None
         self.timeout_keep_alive = config.timeout_keep_alive
         self.server_state = server_state
-        self.connections = server_state.connections
+        self.connections: set[Any] = server_state.connections
         self.tasks = server_state.tasks
-        self.transport = None  # type: ignore[assignment]
-        self.flow = None  # type: ignore[assignment]
-        self.server = None
-        self.client = None
-        self.scheme = None
-        self.pipeline = deque()
-        self.scope = None  # type: ignore[assignment]
-        self.headers = []
+        self.transport: Any = None
+        self.flow: Any = None
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int | None] | None = None
+        self.scheme = "http"
+        self.pipeline: deque[tuple[Any, Any]] = deque()
+        self.scope: Any = None
+        # The head being parsed; None from a head's end to its message's end (a trailer then is
+        # not a header: on_header drops it).
+        self.headers: Any = []
         self.url = b""
         self.expect_100_continue = False
-        self.cycle = None  # type: ignore[assignment]
+        self.cycle: Any = None
         self.upgrading = False
         self.proxy_trusted = False
         self.template: dict[str, Any] = {}
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[arg-type]
+    def _trace(self, what: str) -> None:
+        prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+        self.logger.log(TRACE_LOG_LEVEL, "%s%s", prefix, what)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        lingering = LingeringTransport(transport, self.loop)
+        self.connections.add(self)
+        self.transport = lingering
+        self.flow = FlowControl(lingering)
+        self.server = _address(transport, sockname=True)
+        client = _address(transport, sockname=False)
+        self.client = client
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            self._trace("HTTP connection made")
         self.header_deadline = time.monotonic() + self.header_timeout
         self.template = {
             "type": "http",
             "asgi": self.plan.asgi,
             "http_version": "1.1",
             "server": self.server,
-            "client": self.client,
+            "client": client,
             "scheme": self.scheme,
             "root_path": self.root_path,
         }
         trusted = self.plan.trusted
         if trusted is not None:
-            self.proxy_trusted = (self.client[0] if self.client else None) in trusted
+            self.proxy_trusted = (client[0] if client else None) in trusted
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         if self.logger.level <= TRACE_LOG_LEVEL:
-            prefix = "{}:{} - ".format(*self.client) if self.client else ""
-            self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection lost", prefix)
+            self._trace("HTTP connection lost")
         cycle: Any = self.cycle
         if cycle is not None:
             if not cycle.response_complete:
@@ -147,8 +210,69 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
             self.flow.resume_writing()
         if exc is None:
             self.transport.close()
-            self._unset_keepalive_if_required()
-        self.parser = None  # type: ignore[assignment]
+            self._cancel_keep_alive()
+        self.parser = None
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself; a half-closed client gets its responses first
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    def _cancel_keep_alive(self) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """The server is stopping: close now if idle, else after the response in flight."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self.transport.close()
+        else:
+            cycle.keep_alive = False
+
+    def send_400_response(self, msg: str) -> None:
+        content = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        body = msg.encode("ascii")
+        content += (
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+    def handle_websocket_upgrade(self) -> None:
+        """Hand the connection to uvicorn's WebSocket protocol, replaying the request's head to it."""
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            self._trace("Upgrading to WebSocket")
+        self.connections.discard(self)
+        output = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+        for name, value in self.scope["headers"]:
+            output += (name, b": ", value, b"\r\n")
+        output.append(b"\r\n")
+        protocol = self.ws_protocol_class(
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        protocol.connection_made(self.transport)
+        self.transport.set_protocol(protocol)
+        protocol.data_received(b"".join(output))
+
+    def _unsupported_upgrade_warning(self) -> None:
+        self.logger.warning("Unsupported upgrade request.")
+        if self.ws_protocol_class is None:
+            self.logger.warning(NO_WEBSOCKETS)
 
     def data_received(self, data: bytes) -> None:
         transport: Any = self.transport
@@ -157,9 +281,12 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            # These bytes begin (or continue) the head of the next request.
+        if self.headers is not None:
+            # The parser is between messages or in a head (the list is closed from a head's end to
+            # its message's end), whether or not an earlier request is still being answered:
+            # these bytes begin (or continue) the next head.
+            if self.refusal is not None:
+                return  # that head was refused; the answer waits for the response in flight
             if self.header_deadline is None:
                 self.header_deadline = time.monotonic() + self.header_timeout
                 self.header_bytes = 0
@@ -168,18 +295,28 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
                 # Only the head counts: a body may follow it in the same read.
                 end = data.find(HEAD_END)
                 if end < 0 or self.header_bytes + end + len(HEAD_END) > self.max_header_size:
-                    transport.write(HEAD_TOO_LARGE)
-                    transport.close()
+                    refuse_head(self, HEAD_TOO_LARGE)
                     return
             self.header_bytes = total
+        else:
+            self.framing += len(data)  # on_body sets it back to 0
         try:
             self.parser.feed_data(data)
+            if self.framing > self.max_header_size and self.headers is None:
+                # Chunk-size lines and trailers with no body byte between: llhttp buffers a
+                # trailer field until it is complete, so they are bounded like a head.
+                refuse_framing(self)
+                return
+            if self.header_deadline is None and self.url:
+                # The read that ended one message began the next head (its URL is under way):
+                # that head's clock starts now, even if no further read comes.
+                self.header_deadline = time.monotonic() + self.header_timeout
         except httptools.HttpParserError:
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
         except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
+            if self.upgrading:
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
@@ -211,16 +348,17 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
             scope["http_version"] = http_version
         headers = self.headers
         scope["headers"] = headers
-        self.scope = scope  # type: ignore[assignment]
-        if parser.should_upgrade() and self._should_upgrade():
+        self.scope = scope
+        if parser.should_upgrade() and self.ws_protocol_class is not None and websocket_requested(headers):
             self.upgrading = True  # handle_websocket_upgrade reads self.url and self.scope next
             return
         url = self.url
         # The next request's state: nothing before the next head's first callback reads it. The
         # header list is closed until this message completes, so trailers cannot reach it.
         self.url = b""
-        self.headers = None  # type: ignore[assignment]
+        self.headers = None
         self.header_deadline = None
+        self.framing = 0
         expect_100_continue = self.expect_100_continue
         if expect_100_continue:
             self.expect_100_continue = False
@@ -294,6 +432,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         self.tasks.add(task)
 
     def on_body(self, body: bytes) -> None:
+        self.framing = 0
         cycle: Any = self.cycle
         if self.upgrading or cycle.response_complete:
             return
@@ -314,7 +453,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        if self.transport.is_closing() or (self.refusal is not None and send_refusal(self)):
             return
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
@@ -334,7 +473,7 @@ class FastHttpToolsProtocol(HttpToolsProtocol):
         """Called by the worker's sweep: close the connection if its request head is late."""
         if self.header_deadline is None or now < self.header_deadline or self.transport.is_closing():
             return False
-        self.transport.close()
+        refuse_head(self, b"")
         return True
 
 

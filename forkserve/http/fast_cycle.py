@@ -12,19 +12,32 @@ from typing import TYPE_CHECKING, Any
 from forkserve.http.fast_plan import (
     CONTINUE,
     JOIN_LIMIT,
+    STATUS_LINE,
     VALID_NAMES,
     VALID_VALUES,
     check_name,
     check_value,
 )
-from forkserve.http.uvicorn_api import (
-    STATUS_LINE,
-    get_client_addr,
-    get_path_with_query_string,
-)
 
 if TYPE_CHECKING:
     from forkserve.http.fast import FastHttpToolsProtocol
+
+
+def client_text(scope: dict[str, Any]) -> str:
+    """The access line's client field, as uvicorn writes it ("host:port", or empty)."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
+
+
+def target_text(scope: dict[str, Any]) -> str:
+    """The access line's path and query, as uvicorn writes them.
+
+    A quote is escaped (%22) so that a target cannot end the quoted request field of the line.
+    """
+    path = scope["raw_path"].decode("latin1")
+    query = scope["query_string"]
+    target = f"{path}?{query.decode('ascii')}" if query else path
+    return target.replace('"', "%22")
 
 
 class FastCycle:
@@ -117,9 +130,9 @@ class FastCycle:
             if protocol.access_log:
                 protocol.access_logger.info(
                     '%s - "%s %s HTTP/%s" %d',
-                    get_client_addr(self.scope),  # type: ignore[arg-type]
+                    client_text(self.scope),
                     self.scope["method"],
-                    get_path_with_query_string(self.scope),  # type: ignore[arg-type]
+                    target_text(self.scope),
                     self.scope["http_version"],
                     status,
                 )

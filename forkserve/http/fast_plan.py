@@ -3,21 +3,38 @@
 ``plan_for(config)`` builds, once per worker, what every connection of ``--http fast``
 (``forkserve.http.fast``) reads: the scope's constant parts, the default response headers joined
 once a second, the proxy-header decision. The header caches remember response header names and
-short values already checked against uvicorn's expressions (``check_name``, ``check_value``), up
-to a bound, so an app that invents names cannot grow them without limit.
+short values already checked (``check_name``, ``check_value``), up to a bound, so an app that
+invents names cannot grow them without limit.
+
+The response-header rules and status lines are forkserve's own, written to match uvicorn's
+(``tests/unit/test_http_fast_protocol.py`` has their table): an app's response is
+refused or accepted alike whichever ``--http`` serves it.
 """
 
 from __future__ import annotations
 
+import http
 import logging
+import re
 from typing import Any
 
-from forkserve.http.uvicorn_api import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
-    Config,
-    ProxyHeadersMiddleware,
-)
+from forkserve.http.uvicorn_api import Config, ProxyHeadersMiddleware
+
+# A response header name must be an RFC 9110 token; a value may hold no control character but
+# tab (no CR or LF: a header an app builds from request data must not split the response).
+HEADER_RE = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+HEADER_VALUE_RE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+
+
+STATUS_LINE = {status: _status_line(status) for status in range(100, 600)}
 
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 

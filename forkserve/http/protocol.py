@@ -23,6 +23,13 @@ Two limits against hostile or broken clients, which uvicorn lacks on the httptoo
   A slowloris client trickling one byte at a time is closed; so is a connection that never speaks.
 * ``--max-header-size``: a head that grows past this many bytes gets 431 and a close, before the
   parser has buffered it all.
+
+Both hold for every head on a connection, also one that arrives while an earlier request is still
+being answered (its app running, or its response unread): a read that starts once the earlier
+request's message is complete counts toward the next head. (The rest of the read that completed it
+does not, so a head can overshoot by at most one read, 256 KiB.) Such a head is refused without
+cutting off the answer in flight: reading stops, nothing more reaches the parser, and the 431 (or,
+for a late head, the close) follows the last response already owed (``refuse_head``).
 * ``--max-header-count`` (431) and ``--limit-max-request-size`` (413), checked once per request at
   the moment uvicorn picks the ASGI app to run it (``app`` below is a property for that reason):
   the head is parsed, no body byte has reached the app. A Content-Length over the limit is refused
@@ -53,6 +60,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import h11
+
 from forkserve.http.uvicorn_api import (
     HAS_HTTPTOOLS,
     Config,
@@ -65,6 +74,7 @@ LINGER = 2.0
 HEAD_END = b"\r\n\r\n"
 _HEADERS_TOO_MANY = b"Too many request header fields\n"
 _BODY_TOO_LARGE = b"Request body too large\n"
+_LINE_TOO_LONG = b"Request line too long\n"
 
 
 async def _reject(send: Any, status: int, body: bytes) -> None:
@@ -83,6 +93,31 @@ async def too_many_headers(scope: Any, receive: Any, send: Any) -> None:
 
 async def body_too_large(scope: Any, receive: Any, send: Any) -> None:
     await _reject(send, 413, _BODY_TOO_LARGE)
+
+
+async def service_unavailable(scope: Any, receive: Any, send: Any) -> None:
+    """The answer past --limit-concurrency, as uvicorn gives it."""
+    body = b"Service Unavailable"
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def line_too_long(scope: Any, receive: Any, send: Any) -> None:
+    await _reject(send, 414, _LINE_TOO_LONG)
+
+
+def request_line_length(scope: Any) -> int:
+    """The length of the request line a scope was parsed from: method, target and version."""
+    target = len(scope["raw_path"]) - len(scope["root_path"].encode())
+    query = scope["query_string"]
+    if query:
+        target += 1 + len(query)
+    return len(scope["method"]) + target + len("  HTTP/1.1")
 
 
 class BodyLimit:
@@ -133,6 +168,50 @@ HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
     b"content-length: 32\r\nconnection: close\r\n\r\nRequest header fields too large\n"
 )
+
+
+def refuse_head(protocol: Any, answer: bytes) -> None:
+    """A request head broke a limit: send ``answer`` (431, or nothing for a late head) and close.
+
+    If a response is still owed on the connection it goes out first: ``protocol.refusal`` holds the
+    answer until ``on_response_complete`` finds nothing more owed (see the module docstring).
+    """
+    protocol.header_deadline = None
+    cycle = protocol.cycle
+    if cycle is None or cycle.response_complete:
+        protocol.transport.write(answer)
+        protocol.transport.close()
+    elif protocol.refusal is None:
+        protocol.refusal = answer
+        protocol.flow.pause_reading()
+
+
+def refuse_framing(protocol: Any) -> None:
+    """A chunked body's framing outgrew --max-header-size: 431 if nothing was answered yet, and close.
+
+    The framing is what the parser buffers or skips between body bytes: chunk-size lines with
+    their extensions, and the trailer section. The app is told the client disconnected.
+    """
+    cycle = protocol.cycle
+    if not cycle.response_started and not getattr(protocol, "pipeline", None):
+        protocol.transport.write(HEAD_TOO_LARGE)
+    protocol.transport.close()
+    if not cycle.response_complete:
+        cycle.disconnected = True
+        wake = getattr(cycle, "wake", None)  # forkserve's fast cycle; uvicorn's has an event
+        if wake is not None:
+            wake()
+        else:
+            cycle.message_event.set()
+
+
+def send_refusal(protocol: Any) -> bool:
+    """Called as a response completes: send a refused head's answer once no response is owed."""
+    if protocol.refusal is None or getattr(protocol, "pipeline", None) or protocol.transport.is_closing():
+        return False
+    protocol.transport.write(protocol.refusal)
+    protocol.transport.close()
+    return True
 
 
 def _discard(*_data: Any) -> None:
@@ -231,8 +310,11 @@ class DrainingMixin:
     # request is part-way in.
     header_deadline: float | None = None
     header_bytes = 0
+    # The answer to a refused head, held while an earlier response is still owed (refuse_head).
+    refusal: bytes | None = None
     max_header_count = 100
     max_request_size = 0  # 0: no limit
+    max_request_line = 0  # 0: no limit (but the head's)
     _app: Any = None
     # Provided by the uvicorn protocol this is mixed into.
     access_line: AccessLine | None = None
@@ -249,7 +331,10 @@ class DrainingMixin:
     @property
     def app(self) -> Any:
         """The ASGI app for the request whose head was just parsed (uvicorn reads it once per request)."""
-        headers = self.scope["headers"]
+        scope = self.scope
+        if self.max_request_line and request_line_length(scope) > self.max_request_line:
+            return line_too_long
+        headers = scope["headers"]
         if len(headers) > self.max_header_count:
             return too_many_headers
         limit = self.max_request_size
@@ -283,13 +368,14 @@ class DrainingMixin:
     def on_response_complete(self) -> None:
         if self.access_line is not None:
             self.access_line.write(time.perf_counter())
+        send_refusal(self)
         super().on_response_complete()  # type: ignore[misc]
 
     def header_overdue(self, now: float) -> bool:
         """Called by the worker's sweep: close the connection if its request head is late."""
         if self.header_deadline is None or now < self.header_deadline or self.transport.is_closing():
             return False
-        self.transport.close()
+        refuse_head(self, b"")
         return True
 
     def eof_received(self) -> None:
@@ -319,8 +405,10 @@ class DrainingMixin:
         if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
             return  # read and dropped: the response that closed this connection has been sent
         cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            # These bytes begin (or continue) the head of the next request.
+        if not self.reading_body():
+            # The last request's message is complete: these bytes begin (or continue) the next head.
+            if self.refusal is not None:
+                return  # that head was refused; the answer waits for the response in flight
             if self.header_deadline is None:
                 self.header_deadline = time.monotonic() + self.header_timeout
                 self.header_bytes = 0
@@ -328,8 +416,7 @@ class DrainingMixin:
             # Only the head counts: a body may follow it in the same read.
             self.header_bytes += len(data) if end < 0 else end + len(HEAD_END)
             if self.header_bytes > self.max_header_size:
-                self.transport.write(HEAD_TOO_LARGE)
-                self.transport.close()
+                refuse_head(self, HEAD_TOO_LARGE)
                 return
         super().data_received(data)  # type: ignore[misc]
         if self.cycle is not cycle:
@@ -339,6 +426,16 @@ class DrainingMixin:
                 self.access_line.started = time.perf_counter()
         if self.draining and self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
+
+    def reading_body(self) -> bool:
+        """Whether the parser is inside a request's body (so a read is not the next head).
+
+        Not "the response is incomplete": an app may answer before it has read the body, and the
+        rest of the body is still the request's. uvicorn's zttp class clears ``more_body`` when
+        the message ends, answered or not; the h11 and httptools classes override this.
+        """
+        cycle = self.cycle
+        return cycle is not None and bool(cycle.more_body)
 
     def timeout_keep_alive_handler(self) -> None:
         if self.transport.is_closing():
@@ -353,7 +450,9 @@ class DrainingMixin:
 
 
 class DrainingH11Protocol(DrainingMixin, H11Protocol):
-    pass
+    def reading_body(self) -> bool:
+        # uvicorn leaves more_body set when the body ends after the response: h11's state knows.
+        return self.conn.their_state is h11.SEND_BODY
 
 
 DrainingHttpToolsProtocol: type[Any] | None
@@ -367,9 +466,30 @@ else:
         # uvicorn appends them to the list the app already holds as scope["headers"] (and its
         # proxy-headers middleware may read them). A trailer is never a header: dropped.
         in_trailers = False
+        in_head = False
+        in_body = False
+        # Bytes read since the last body byte, while in a body: chunk-size lines with their
+        # extensions, and the trailer section, which llhttp hands over only once a field is
+        # complete (httptools buffers it until then). Bounded by --max-header-size.
+        framing = 0
+
+        def reading_body(self) -> bool:
+            return self.in_body
+
+        def data_received(self, data: bytes) -> None:
+            if self.in_body:
+                self.framing += len(data)
+            super().data_received(data)
+            if self.in_body and self.framing > self.max_header_size and not self.transport.is_closing():
+                refuse_framing(self)
+            if self.in_head and self.header_deadline is None and not self.transport.is_closing():
+                # The read that ended one message began the next head: its clock starts now,
+                # even if no further read comes.
+                self.header_deadline = time.monotonic() + self.header_timeout
 
         def on_message_begin(self) -> None:
             self.in_trailers = False
+            self.in_head = True
             super().on_message_begin()
 
         def on_header(self, name: bytes, value: bytes) -> None:
@@ -380,8 +500,18 @@ else:
             super().on_header(name, value.rstrip(b" \t"))
 
         def on_headers_complete(self) -> None:
-            self.in_trailers = True
+            self.in_trailers = self.in_body = True
+            self.in_head = False
+            self.framing = 0
             super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            self.framing = 0
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self.in_body = False
+            super().on_message_complete()
 
     DrainingHttpToolsProtocol = _DrainingHttpTools
 

@@ -13,25 +13,29 @@ Public API (documented by uvicorn; a change would be announced):
 - ``import_from_string`` and ``ImportFromStringError``: loading ``module:attr`` in the zygote, with
   uvicorn's readable messages (``Attribute "app" not found in module "main".``).
 - ``ProxyHeadersMiddleware``: recognised around the loaded app, so forkserve's own wrappers go
-  inside it and the fast protocol can take its place (``forkserve.http.protocol.wrap_app``).
+  inside it and the fast protocol can take its place (``forkserve.http.protocol.wrap_app``); the
+  fast protocol asks its ``trusted_hosts`` whether a peer may set the client address.
 - ``TRACE_LOG_LEVEL``: the level uvicorn's protocols log their trace lines at.
+- ``Config.ws_protocol_class``: uvicorn's WebSocket protocol classes (``--ws``). The fast protocol
+  hands an upgraded connection to one as uvicorn's own HTTP protocols do: built with
+  ``config``/``server_state``/``app_state``, given the transport, then fed the request's head.
 
 Internals (no compatibility promise: a change shows up in tests/protocol, which runs uvicorn's own
 protocol tests against forkserve's classes):
 
 - ``asyncio_run`` (``uvicorn._compat``): ``asyncio.run`` with a ``loop_factory`` on every Python
   forkserve supports; the worker runs its server with it, as ``uvicorn.Server.run`` does.
-- ``H11Protocol``, ``HttpToolsProtocol``: the HTTP/1.1 protocol classes forkserve subclasses
-  (``DrainingMixin``). Relied on: their ``connection_made``/``data_received``/``shutdown``/
-  ``timeout_keep_alive_handler`` flow, and the attributes ``transport``, ``cycle``, ``loop``,
-  ``logger``, ``server_state``, ``timeout_keep_alive`` and ``timeout_keep_alive_task``.
-- ``HEADER_RE``, ``HEADER_VALUE_RE``, ``STATUS_LINE`` (httptools_impl): header validation and the
-  prebuilt status lines, reused by the fast protocol so both reject the same response headers.
-- ``HIGH_WATER_LIMIT``, ``service_unavailable`` (flow_control): the write buffer limit and the 503
-  app used when ``--limit-concurrency`` is reached.
-- ``get_client_addr``, ``get_path_with_query_string`` (protocols.utils): the access line's fields,
-  formatted as uvicorn's.
-- ``ServerState``: the shared per-worker state the protocols register their connections in.
+- ``H11Protocol``, ``HttpToolsProtocol``: the HTTP/1.1 protocol classes of ``--http h11`` and
+  ``--http httptools``, subclassed (``__init__`` and all) with ``DrainingMixin``. Relied on: their
+  ``connection_made``/``data_received``/``shutdown``/``timeout_keep_alive_handler`` flow, their
+  parser callbacks (httptools: ``on_header``, ``on_headers_complete``, ``on_body``,
+  ``on_message_complete``; h11: ``conn.their_state``), and the attributes ``transport``,
+  ``cycle``, ``loop``, ``logger``, ``server_state``, ``timeout_keep_alive`` and
+  ``timeout_keep_alive_task``. The default ``--http fast`` class (``forkserve.http.fast``) is
+  forkserve's own ``asyncio.Protocol`` and takes none of this: uvicorn's httptools class is its
+  peer oracle in tests/protocol, no longer its base.
+- ``ServerState``: the shared per-worker state every protocol registers its connections and
+  tasks in, and whose ``default_headers`` (date, server) the server refreshes once a second.
 - The WebSocket protocol classes (``Config.ws_protocol_class``, never imported by name): a draining
   worker counts their instances in ``ServerState.connections`` and closes each with 1012 by calling
   its ASGI send (``send``; ``asgi_send`` on the legacy websockets class) with ``websocket.close``.
@@ -55,19 +59,12 @@ from uvicorn._compat import asyncio_run
 from uvicorn.importer import ImportFromStringError, import_from_string
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from uvicorn.server import ServerState
 
 HAS_HTTPTOOLS = importlib.util.find_spec("httptools") is not None
 if HAS_HTTPTOOLS or TYPE_CHECKING:
-    from uvicorn.protocols.http.httptools_impl import (
-        HEADER_RE,
-        HEADER_VALUE_RE,
-        STATUS_LINE,
-        HttpToolsProtocol,
-    )
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 def zttp_protocols() -> tuple[type[Any], type[Any], type[Any]]:
@@ -81,10 +78,6 @@ def zttp_protocols() -> tuple[type[Any], type[Any], type[Any]]:
 
 __all__ = [
     "HAS_HTTPTOOLS",
-    "HEADER_RE",
-    "HEADER_VALUE_RE",
-    "HIGH_WATER_LIMIT",
-    "STATUS_LINE",
     "TRACE_LOG_LEVEL",
     "Config",
     "H11Protocol",
@@ -94,9 +87,6 @@ __all__ = [
     "Server",
     "ServerState",
     "asyncio_run",
-    "get_client_addr",
-    "get_path_with_query_string",
     "import_from_string",
-    "service_unavailable",
     "zttp_protocols",
 ]

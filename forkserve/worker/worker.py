@@ -53,7 +53,6 @@ from forkserve.http.protocol import wrap_app
 from forkserve.http.proxied import proxy_protocol_gate
 from forkserve.http.secure_headers import server_override
 from forkserve.http.uvicorn_api import asyncio_run
-from forkserve.policy import wsdrain as wsdrain_policy
 from forkserve.worker import wsdrain
 from forkserve.worker.info import worker_info
 from forkserve.worker.reqstats import RequestStats
@@ -76,6 +75,7 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
         max_header_size=config.max_header_size,
         max_header_count=config.max_header_count,
         max_request_size=config.limit_max_request_size,
+        max_request_line=config.limit_request_line,
     )
     if config.proxy_protocol:
         http = proxy_protocol_gate(
@@ -387,8 +387,10 @@ class WorkerServer(uvicorn_api.Server):
             # Stop accepting first: the clients told to leave must reconnect to another worker.
             for server in self.servers:
                 server.close()
-            window = wsdrain_policy.window(self.ctx.config.ws_drain_period, self.ctx.config.graceful_timeout)
-            await wsdrain.drain(self.server_state.connections, self.ws_class, window)
+            config = self.ctx.config
+            await wsdrain.drain(
+                self.server_state.connections, self.ws_class, config.ws_drain_period, config.graceful_timeout
+            )
         await super().shutdown(sockets=sockets)
         if self.inbox is not None:
             self.inbox.close()

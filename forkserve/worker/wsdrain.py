@@ -5,9 +5,11 @@ connections (they go to the other workers from now on) and asks its kept-alive H
 close after their next response. Then, every ``TICK``, it asks ``policy.wsdrain.closes_now`` how
 many of the WebSockets still open are due, and closes those with 1012 (``http.wsclose``: after the
 message being sent, with ``websocket.disconnect`` to the app, and the closing handshake). Clients
-therefore reconnect, to the new workers, a few at a time over ``--ws-drain-period``, never all in
-one instant. Once every WebSocket is closed (or the window is over) it waits briefly for the
-closing handshakes, and uvicorn's shutdown does the rest as before.
+therefore reconnect, to the new workers, a few at a time over the drain window, never all in one
+instant. The window is ``policy.wsdrain.window`` of ``--ws-drain-period`` and the WebSockets held
+when the drain starts (by default it grows with them). Once every WebSocket is closed (or the
+window is over) it waits briefly for the closing handshakes, and uvicorn's shutdown does the rest
+as before.
 
 With no WebSocket open this does nothing, so an HTTP-only worker drains exactly as it did.
 """
@@ -21,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from forkserve.http.wsclose import close_for_restart, websockets_of
-from forkserve.policy.wsdrain import CLOSE_MARGIN, TICK, closes_now
+from forkserve.policy.wsdrain import CLOSE_MARGIN, TICK, Period, closes_now, wanted, window
 
 logger = logging.getLogger("forkserve")
 
@@ -33,8 +35,10 @@ def count(connections: Iterable[Any], ws_class: type[Any] | None) -> int:
     return sum(1 for c in connections if isinstance(c, ws_class))
 
 
-async def drain(connections: set[Any], ws_class: type[Any] | None, window: float) -> None:
-    """Close the WebSockets among CONNECTIONS (uvicorn's live set) with 1012, spread over WINDOW."""
+async def drain(
+    connections: set[Any], ws_class: type[Any] | None, period: Period, graceful_timeout: float
+) -> None:
+    """Close the WebSockets among CONNECTIONS (uvicorn's live set) with 1012, over the drain window."""
     if not websockets_of(connections, ws_class):
         return
     for connection in list(connections):
@@ -44,12 +48,19 @@ async def drain(connections: set[Any], ws_class: type[Any] | None, window: float
     told: set[Any] = set()
     closing: set[asyncio.Task[None]] = set()
     first = len(websockets_of(connections, ws_class))
-    logger.info("closing %d WebSockets with 1012 over %.1f s (--ws-drain-period)", first, window)
+    span = window(period, graceful_timeout, first)
+    logger.info("closing %d WebSockets with 1012 over %.1f s (--ws-drain-period %s)", first, span, period)
+    if span < wanted(period, first):
+        logger.warning(
+            "--ws-drain-period %s asks for %.1f s, cut to %.1f s to end before --graceful-timeout %g: "
+            "raise --graceful-timeout to pace these closes",
+            period, wanted(period, first), span, graceful_timeout,
+        )  # fmt: skip
     while True:
         waiting = [c for c in websockets_of(connections, ws_class) if c not in told]
         if not waiting:
             break
-        due = closes_now(len(waiting), len(told), elapsed=time.monotonic() - start, window=window)
+        due = closes_now(len(waiting), len(told), elapsed=time.monotonic() - start, window=span)
         for connection in waiting[:due]:
             told.add(connection)
             task = asyncio.ensure_future(close_for_restart(connection))

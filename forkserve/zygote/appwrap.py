@@ -21,7 +21,7 @@ def wrap(app: Any, config: Config, name: str = "the app") -> Any:
     if config.static:
         from forkserve.http.static import StaticMounts
 
-        app = StaticMounts(app, config.static)
+        app = StaticMounts(app, config.static, dotfiles=config.static_dotfiles)
     if config.secure_headers or config.secure_header:
         from forkserve.http.secure_headers import SecureHeaders
 

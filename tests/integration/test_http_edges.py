@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -313,3 +314,70 @@ def test_trailers_of_a_chunked_request_never_become_the_next_requests_headers(co
     assert answers[0].body.decode().splitlines()[:2] == ["host", "transfer-encoding"]
     assert answers[1].body.decode().splitlines()[:2] == ["host", "x-second"]
     assert b"100 Continue" not in connection.buffer
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+@pytest.mark.parametrize("unread", [False, True], ids=["in-flight", "response-unread"])
+@pytest.mark.parametrize("http", ["fast", "httptools", "h11", "zttp"])
+def test_a_huge_head_behind_a_slow_request_gets_431_and_the_worker_stays_small(serve, http, unread):
+    # The second request's head arrives while the first is still being answered (its app is
+    # sleeping, or its large response is not being read): the head limit holds all the same, and
+    # the first response is not cut off. A server of its own, so the peak RSS is this test's.
+    server = serve("-w", "1", "--http", http, app="http_edges:app", wait=1)
+    (worker,) = server.workers()
+    before = _peak_rss_kib(worker)
+    connection = Connection(server.port or 0, timeout=30.0)
+    first = request("GET", "/big?size=2000000") if unread else request("POST", "/echo?delay=1", b"slow")
+    huge = b"GET / HTTP/1.1\r\nHost: test\r\nX-Huge: " + b"v" * (48 << 20)
+
+    def flood() -> None:
+        # The server closes once it has refused the head (after reading and dropping the rest for
+        # a moment, so that the client sees the 431 rather than a reset).
+        with contextlib.suppress(OSError):
+            connection.send(first + huge)
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    if unread:
+        wait_until(lambda: not sender.is_alive(), 30.0, "the server to refuse the head")
+    answer = connection.response()
+    assert answer.status == 200
+    assert len(answer.body) == (2000000 if unread else 4)
+    # h11 and zttp have head limits of their own (h11's at 16 KiB), answered with 400.
+    assert connection.response().status in ((431,) if http in ("fast", "httptools") else (400, 431))
+    with pytest.raises(EOFError):
+        connection.response()
+    sender.join(30.0)
+    grown = _peak_rss_kib(worker) - before
+    assert grown < 16 << 10, f"the worker's peak RSS grew by {grown} KiB"
+    connection.close()
+    # The worker goes on serving.
+    again = Connection(server.port or 0)
+    again.send(request("GET", "/"))
+    assert again.response().body == b"hello"
+    again.close()
+
+
+@pytest.mark.parametrize("http", ["fast", "httptools"])
+def test_a_late_head_behind_a_slow_request_is_closed_after_its_response(serve, http):
+    # Half a head sent while the first request's app sleeps past --header-timeout: the first
+    # response is sent whole, then the connection closes (not at the 60 s keep-alive timeout).
+    flags = ("-w", "1", "--http", http, "--header-timeout", "1", "--keep-alive", "60")
+    server = serve(*flags, app="http_edges:app", wait=1)
+    connection = Connection(server.port or 0, timeout=20.0)
+    try:
+        connection.send(request("POST", "/echo?delay=2", b"slow") + b"GET / HTTP/1.1\r\nHost: te")
+        started = time.monotonic()
+        assert connection.response().body == b"slow"
+        with pytest.raises(EOFError):
+            connection.response()
+        assert time.monotonic() - started < 15.0
+    finally:
+        connection.close()

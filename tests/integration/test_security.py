@@ -258,3 +258,23 @@ def test_alpn_offers_http2_only_where_the_protocol_speaks_it(serve, certificate,
     with httpx.Client(http2=True, verify=client_context, timeout=10) as client:
         response = client.get(f"https://127.0.0.1:{server.port}/")
     assert (response.status_code, response.http_version, response.text) == (200, expected, "hello")
+
+
+def test_static_dotfiles_are_not_served_unless_asked(serve, tmp_path):
+    public = tmp_path / "public"
+    (public / ".git").mkdir(parents=True)
+    (public / ".env").write_text("SECRET=1\n")
+    (public / ".git" / "config").write_text("[core]\n")
+    (public / "site.css").write_text("body {}\n")
+    hidden = (b"/assets/.env", b"/assets/%2eenv", b"/assets/.git/config", b"/assets/x/../.env")
+    server = serve("--static", f"/assets={public}", app="bodyapp:app", wait=1)
+    assert server.get("/assets/site.css").status_code == 200
+    for path in hidden:
+        answer = raw_request(
+            server.port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 404"), (path, answer[:200])
+        assert b"SECRET" not in answer and b"[core]" not in answer
+    allowed = serve("--static", f"/assets={public}", "--static-dotfiles", app="bodyapp:app", wait=1)
+    assert allowed.get("/assets/.env").text == "SECRET=1\n"
+    assert allowed.get("/assets/.git/config").status_code == 200

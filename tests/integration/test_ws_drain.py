@@ -82,3 +82,32 @@ def test_term_drains_websockets_over_the_same_window_after_the_shutdown_delay(se
         assert min(when for when, _ in clients.record.closes) - term >= 0.5  # --shutdown-delay first
         assert_spread(clients, term, leaving)
         assert {pid for _, pid, _ in clients.record.connects[CLIENTS:]} == set(staying.workers())
+
+
+def test_the_default_window_grows_with_the_websockets_a_worker_holds(serve):
+    """--ws-drain-period auto (the default): a worker paces its closes to the WebSockets it holds."""
+    few, many = 20, 250
+    server = serve("-w", "1", app="wsapp:app", wait=1)
+    url = f"ws://127.0.0.1:{server.port}/"
+    with Clients(few, url) as first:
+        connected(first, few, server)
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: first.generations() == {2: few}, 20, "the few on generation 2", server.tail)
+        with Clients(many - few, url) as rest:
+            connected(rest, many - few, server)
+            hup = time.monotonic()
+            server.signal(signal.SIGHUP)
+            wait_until(
+                lambda: first.generations() == {3: few} and rest.generations() == {3: many - few},
+                30, "every client on generation 3", server.tail,
+            )  # fmt: skip
+    chosen = re.findall(
+        r"closing (\d+) WebSockets with 1012 over ([\d.]+) s \(--ws-drain-period auto\)", server.log()
+    )
+    # 1 s per 100 held, at least 1 s: the few get the floor, the many a window 2.5 times as long.
+    assert [(int(n), float(w)) for n, w in chosen] == [(few, 1.0), (many, 2.5)], server.tail()
+    # ... and the closes really are spread over it, all with 1012, with no failed reconnect.
+    closes = [when - hup for when, _ in rest.record.closes]
+    assert max(closes) - min(closes) >= 2.5 / 2, f"closes from {min(closes):.2f} to {max(closes):.2f} s"
+    assert {code for _, code in first.record.closes + rest.record.closes} == {1012}
+    assert first.record.failures == rest.record.failures == []

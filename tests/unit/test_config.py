@@ -11,6 +11,7 @@ from forkserve.config.parsers import (
     parse_bind_one,
     parse_binds,
     parse_bool,
+    parse_drain_period,
     parse_int,
     parse_ip_list,
     parse_optional_str,
@@ -70,6 +71,38 @@ def test_parse_workers_accepts(raw: Any, expected: Any) -> None:
 def test_parse_workers_rejects(raw: Any) -> None:
     with pytest.raises(ValueError, match=r"^expected a number of workers of at least 1, or 'auto'$"):
         parse_workers(raw)
+
+
+DRAIN_PERIOD_EXPECTED = "expected 'auto' or a number of seconds of at least 0, e.g. 20"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("auto", "auto"),
+        (" AUTO ", "auto"),
+        ("20", 20.0),
+        ("2.5", 2.5),
+        (0, 0.0),  # pacing off: a number keeps its meaning
+    ],
+)
+def test_parse_drain_period_accepts(raw: Any, expected: Any) -> None:
+    assert parse_drain_period(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon", "", "nan", True, None, "auto:100"])
+def test_parse_drain_period_rejects(raw: Any) -> None:
+    with pytest.raises(ValueError, match=rf"^{DRAIN_PERIOD_EXPECTED}$"):
+        parse_drain_period(raw)
+
+
+def test_drain_period_is_auto_unless_given_and_a_bad_one_is_one_line() -> None:
+    assert resolve([])[0].ws_drain_period == "auto"
+    assert resolve([Source("env", {"FORKSERVE_WS_DRAIN_PERIOD": "20"})])[0].ws_drain_period == 20.0
+    with pytest.raises(ConfigError) as info:
+        resolve([Source("cli", {"ws_drain_period": "5s"})])
+    assert str(info.value) == f"--ws-drain-period '5s': {DRAIN_PERIOD_EXPECTED}"
+    assert info.value.exit_code == 2
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ CASES: list[tuple[str, object, object]] = [
     ("timeout", 30, Set("timeout", 30)),
     ("graceful_timeout", 10, Set("graceful_timeout", 10)),
     ("keepalive", 2, Set("keep_alive", 2)),
-    ("limit_request_line", 4094, Ignore),
+    ("limit_request_line", 4094, Set("limit_request_line", 4094)),
     ("limit_request_fields", 50, Set("max_header_count", 50)),
     ("limit_request_fields", 0, Set("max_header_count", 32768)),
     ("limit_request_field_size", 8190, Ignore),

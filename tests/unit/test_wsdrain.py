@@ -4,20 +4,40 @@ from __future__ import annotations
 
 import pytest
 
-from forkserve.policy.wsdrain import CLOSE_MARGIN, TICK, closes_now, window
+from forkserve.policy.wsdrain import AUTO_RATE, CLOSE_MARGIN, TICK, Period, closes_now, wanted, window
 
 
 @pytest.mark.parametrize(
-    ("period", "graceful", "expected"),
+    ("period", "graceful", "open_count", "expected"),
     [
-        (10.0, 30.0, 10.0),  # well inside the grace
-        (30.0, 30.0, 30.0 - CLOSE_MARGIN),  # shortened so the closes finish before the kill
-        (5.0, 0.5, 0.0),  # no room at all: close at once
-        (0.0, 30.0, 0.0),  # pacing off
+        # A number of seconds: what it says, whatever the worker holds.
+        (10.0, 30.0, 0, 10.0),  # well inside the grace
+        (10.0, 30.0, 5000, 10.0),  # an explicit number wins over the count
+        (30.0, 30.0, 10, 30.0 - CLOSE_MARGIN),  # shortened so the closes finish before the kill
+        (5.0, 0.5, 10, 0.0),  # no room at all: close at once
+        (0.0, 30.0, 1000, 0.0),  # pacing off
+        # auto: open / AUTO_RATE (100 a second), at least AUTO_FLOOR (1 s), at most the grace less the margin.
+        ("auto", 30.0, 0, 1.0),  # nothing open (the drain then does nothing)
+        ("auto", 30.0, 3, 1.0),  # a few still leave one by one, over the floor
+        ("auto", 30.0, 500, 5.0),  # N = 1,000 on 2 workers: 100 a second, as measured
+        ("auto", 30.0, 2000, 20.0),  # N = 4,000 on 2 workers: 100 a second, as measured
+        ("auto", 30.0, 10_000, 30.0 - CLOSE_MARGIN),  # capped by the graceful timeout
+        ("auto", 10.0, 2000, 10.0 - CLOSE_MARGIN),  # ... whichever it is
+        ("auto", 0.5, 2000, 0.0),  # no room at all
     ],
 )
-def test_window_is_bounded_by_the_graceful_timeout(period: float, graceful: float, expected: float) -> None:
-    assert window(period, graceful) == expected
+def test_window(period: Period, graceful: float, open_count: int, expected: float) -> None:
+    assert window(period, graceful, open_count) == pytest.approx(expected)
+
+
+def test_the_auto_window_grows_with_the_websockets_held_at_the_measured_rate() -> None:
+    held = [0, 1, 50, 100, 150, 500, 1000, 2000, 2900, 4000]
+    windows = [window("auto", 30.0, n) for n in held]
+    assert windows == sorted(windows)
+    for n, w in zip(held, windows, strict=True):
+        # Never faster than AUTO_RATE closes a second, unless the graceful timeout forces it.
+        assert n / w <= AUTO_RATE or w == 30.0 - CLOSE_MARGIN
+        assert wanted("auto", n) >= w
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,312 @@
+"""The fast protocol's own behaviour, apart from uvicorn: it no longer inherits any of it.
+
+Tables for the pure parts (upgrade detection, response-header rules, status lines, the access
+line's fields, the request line's length), then the class on a real event loop with a recording
+transport: the WebSocket hand-off, 400s, shutdown, the keep-alive timer, and flow control both
+ways. uvicorn's own suite runs over the same class in tests/protocol (the peer oracle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from forkserve.http import fast_plan
+from forkserve.http.fast import FastHttpToolsProtocol, websocket_requested
+from forkserve.http.fast_cycle import client_text, target_text
+from forkserve.http.flow import HIGH_WATER_LIMIT
+from forkserve.http.protocol import request_line_length
+
+
+@pytest.mark.parametrize(
+    ("headers", "requested"),
+    [
+        ([(b"connection", b"upgrade"), (b"upgrade", b"websocket")], True),
+        ([(b"connection", b"keep-alive, Upgrade"), (b"upgrade", b"WebSocket")], True),
+        ([(b"upgrade", b"websocket")], False),  # Connection must name it
+        ([(b"connection", b"upgrade"), (b"upgrade", b"h2c")], False),
+        ([(b"connection", b"upgrade"), (b"upgrade", b"websocket"), (b"connection", b"close")], False),
+        ([], False),
+    ],
+)
+def test_websocket_requested(headers, requested):
+    assert websocket_requested(headers) is requested
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        (b"content-type", True),
+        (b"x-a_b.c~d", True),
+        (b"bad name", False),
+        (b"a:b", False),
+        (b"a\r\nb", False),
+    ],
+)
+def test_response_header_names(name, valid):
+    assert (fast_plan.HEADER_RE.search(name) is None) is valid
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        (b"text/plain; charset=utf-8", True),
+        (b"a\tb", True),
+        (b"a\r\nSet-Cookie: x", False),
+        (b"a\x00", False),
+    ],
+)
+def test_response_header_values(value, valid):
+    assert (fast_plan.HEADER_VALUE_RE.search(value) is None) is valid
+
+
+@pytest.mark.parametrize(
+    ("status", "line"),
+    [
+        (200, b"HTTP/1.1 200 OK\r\n"),
+        (431, b"HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        (599, b"HTTP/1.1 599 \r\n"),
+    ],
+)
+def test_status_lines(status, line):
+    assert fast_plan.STATUS_LINE[status] == line
+
+
+@pytest.mark.parametrize(
+    ("scope", "client", "target"),
+    [
+        ({"client": ("10.0.0.1", 5000), "raw_path": b"/a", "query_string": b""}, "10.0.0.1:5000", "/a"),
+        ({"client": None, "raw_path": b'/"x', "query_string": b'q="y"'}, "", "/%22x?q=%22y%22"),
+    ],
+)
+def test_access_line_fields(scope, client, target):
+    assert (client_text(scope), target_text(scope)) == (client, target)
+
+
+@pytest.mark.parametrize(
+    ("parts", "line"),
+    [
+        (("GET", b"/", b"", ""), "GET / HTTP/1.1"),
+        (("POST", b"/a", b"b=1", ""), "POST /a?b=1 HTTP/1.1"),
+        (("GET", b"/api/x", b"", "/api"), "GET /x HTTP/1.1"),  # the root path was not on the line
+    ],
+)
+def test_request_line_length(parts, line):
+    scope = dict(zip(("method", "raw_path", "query_string", "root_path"), parts, strict=True))
+    assert request_line_length(scope) == len(line)
+
+
+def on_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh event loop, bounded."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(test(*args, **kwargs), 10.0))
+
+    return run
+
+
+class Transport:
+    """Records what the protocol writes and asks of its transport."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+        self.reading = True
+        self.protocol: Any = None
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return False  # LingeringTransport then closes at once
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+
+class WebSocketStandIn:
+    """Takes the connection over as uvicorn's WebSocket protocol classes do."""
+
+    made: list[WebSocketStandIn] = []
+
+    def __init__(self, config: Any, server_state: Any, app_state: Any) -> None:
+        self.transport: Any = None
+        self.received = b""
+        WebSocketStandIn.made.append(self)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+
+async def hello(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def connect(app: Any, **config: Any) -> tuple[FastHttpToolsProtocol, Transport]:
+    settings = uvicorn.Config(app, log_config=None, lifespan="off", **config)
+    protocol = FastHttpToolsProtocol(settings, ServerState(), {})
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: k\r\n\r\n"
+)
+
+
+@on_loop
+async def test_an_upgrade_is_handed_to_the_websocket_class_with_the_head_replayed():
+    WebSocketStandIn.made.clear()
+    protocol, transport = connect(hello, ws=WebSocketStandIn)
+    protocol.data_received(UPGRADE)
+    (ws,) = WebSocketStandIn.made
+    assert transport.protocol is ws and ws.transport is protocol.transport
+    assert ws.received.startswith(b"GET /ws HTTP/1.1\r\n")
+    assert b"upgrade: websocket\r\n" in ws.received and ws.received.endswith(b"\r\n\r\n")
+    assert protocol not in protocol.connections
+    assert transport.written == b""  # the HTTP side answered nothing
+
+
+class Recorded(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@on_loop
+async def test_an_upgrade_without_a_websocket_library_is_served_as_http():
+    protocol, transport = connect(hello, ws="none")
+    recorded = Recorded()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(recorded)  # on the logger itself: other tests may stop its propagation
+    try:
+        protocol.data_received(UPGRADE)
+        await asyncio.sleep(0)
+    finally:
+        logger.removeHandler(recorded)
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert recorded.messages[0] == "Unsupported upgrade request."
+    assert recorded.messages[1].startswith("No supported WebSocket library detected")
+
+
+@on_loop
+async def test_bytes_the_parser_refuses_get_400_and_a_close():
+    protocol, transport = connect(hello)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost x\r\n\r\n")
+    assert transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"connection: close\r\n" in transport.written and transport.closed
+
+
+@on_loop
+async def test_shutdown_closes_an_idle_connection_and_lets_a_request_in_flight_finish():
+    protocol, transport = connect(hello)
+    protocol.shutdown()
+    assert transport.closed
+    gate = asyncio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await gate.wait()
+        await hello(scope, receive, send)
+
+    protocol, transport = connect(slow)
+    protocol.data_received(GET)
+    await asyncio.sleep(0)
+    protocol.shutdown()
+    assert not transport.closed
+    gate.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert b"connection: close\r\n" in transport.written and transport.closed
+
+
+@on_loop
+async def test_the_keep_alive_timer_closes_an_idle_connection_and_a_request_cancels_it():
+    protocol, transport = connect(hello, timeout_keep_alive=0.05)
+    protocol.data_received(GET)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert protocol.timeout_keep_alive_task is not None
+    protocol.data_received(GET)  # the next request stops the timer
+    assert protocol.timeout_keep_alive_task is None or protocol.timeout_keep_alive_task.cancelled()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.1)
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 2 and transport.closed
+
+
+@on_loop
+async def test_a_body_the_app_has_not_read_pauses_reading_until_it_does():
+    started = asyncio.Event()
+    proceed = asyncio.Event()
+    received: list[int] = []
+
+    async def reader(scope: Any, receive: Any, send: Any) -> None:
+        started.set()
+        await proceed.wait()
+        while True:
+            message = await receive()
+            received.append(len(message["body"]))
+            if not message["more_body"]:
+                break
+        await hello(scope, receive, send)
+
+    protocol, transport = connect(reader)
+    size = 2 * HIGH_WATER_LIMIT
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    await started.wait()
+    protocol.data_received(b"x" * (HIGH_WATER_LIMIT + 1))
+    assert not transport.reading
+    proceed.set()
+    await asyncio.sleep(0)
+    assert transport.reading  # receive() resumed it
+    protocol.data_received(b"x" * (size - HIGH_WATER_LIMIT - 1))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert sum(received) == size and transport.written.startswith(b"HTTP/1.1 200 OK")
+
+
+@on_loop
+async def test_a_full_write_buffer_holds_the_response_until_it_drains():
+    protocol, transport = connect(hello)
+    protocol.pause_writing()
+    protocol.data_received(GET)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.written == b""
+    protocol.resume_writing()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 200 OK")
