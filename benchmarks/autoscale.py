@@ -1110,8 +1110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw_path = RESULTS_DIR / f"autoscale-{stamp}.json"
     try:
         for rep in range(1, args.rounds + 1):
-            shift = (rep - 1) % len(configs)
-            for config in configs[shift:] + configs[:shift]:
+            for config in harness.rotated(configs, rep):
                 # Not a gate (that could cost the time budget): a note of how busy the machine was.
                 sampling.wait_for_quiet(0.10, 3.0)
                 record = run_once(config, rep, settings)

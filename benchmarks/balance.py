@@ -191,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for round_no in range(1, args.rounds + 1):
-            shift = (round_no - 1) % len(servers)
-            for server in servers[shift:] + servers[:shift]:
+            for server in harness.rotated(servers, round_no):
                 for scenario in SCENARIOS:
                     sampling.wait_for_quiet(0.15, 20)
                     run = run_one(server, scenario, round_no, args, script)

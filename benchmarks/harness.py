@@ -17,8 +17,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -308,3 +310,15 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+T = TypeVar("T")
+
+
+def rotated(items: Sequence[T], round_no: int) -> list[T]:
+    """ITEMS in the order round ROUND_NO (from 1) runs them: rotated by one per round, so no server
+    (or config) always runs first, or always right after the same other one, as the machine drifts."""
+    if not items:
+        return []
+    shift = (round_no - 1) % len(items)
+    return [*items[shift:], *items[:shift]]

@@ -421,9 +421,8 @@ def run_benchmark(
     """Each round runs every server's steady and reload run, servers rotated by one per round and
     the two modes swapped every round, so neither a server nor a mode always meets the same drift."""
     for round_no in range(1, rounds + 1):
-        shift = (round_no - 1) % len(specs)
         modes = (STEADY, RELOAD) if round_no % 2 else (RELOAD, STEADY)
-        for spec in specs[shift:] + specs[:shift]:
+        for spec in harness.rotated(specs, round_no):
             for mode in modes:
                 record = run_once(spec, mode, round_no, settings, scenario)
                 records.append(record)

@@ -356,8 +356,7 @@ def run_benchmark(
     """
     records = [] if records is None else records
     for round_no in range(1, settings.rounds + 1):
-        shift = (round_no - 1) % len(specs)
-        for spec in specs[shift:] + specs[:shift]:
+        for spec in harness.rotated(specs, round_no):
             _run_undisturbed(spec, round_no, settings, records)
     return records
 

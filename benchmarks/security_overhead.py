@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, list[harness.WrkResult]] = {name: [] for name in variants}
         names = list(variants)
         for round_number in range(args.rounds):
-            order = names[round_number % len(names) :] + names[: round_number % len(names)]
-            for name in order:
+            for name in harness.rotated(names, round_number + 1):
                 result = measure(name, variants[name], args, work)
                 results[name].append(result)
                 print(f"round {round_number + 1} {name}: {result.requests_per_sec:,.0f} req/s", flush=True)

@@ -110,8 +110,7 @@ def run(args: argparse.Namespace, names: list[str]) -> list[WsgiRun]:
     records = []
     for round_no in range(1, args.rounds + 1):
         for scenario in SCENARIOS:
-            shift = (round_no - 1) % len(names)
-            for name in names[shift:] + names[:shift]:
+            for name in harness.rotated(names, round_no):
                 record = run_once(name, scenario, round_no, args)
                 records.append(record)
                 print(

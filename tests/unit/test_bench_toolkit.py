@@ -11,6 +11,7 @@ import errno
 
 import pytest
 
+from benchmarks import harness
 from benchmarks.client import chunked_body, parse_head, request_bytes, wants_close
 from benchmarks.failures import Failure, RequestFailed, classify, label
 from benchmarks.stats import latency, median, percentile, ratio
@@ -167,3 +168,18 @@ def test_request_bytes_say_how_the_connection_is_used() -> None:
         == b"GET /a?q=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
     )
     assert b"Connection: close\r\n" in request_bytes("/", "127.0.0.1", 8000, False)
+
+
+@pytest.mark.parametrize(
+    ("items", "round_no", "order"),
+    [
+        ([], 1, []),
+        (["a"], 3, ["a"]),
+        (["a", "b", "c"], 1, ["a", "b", "c"]),
+        (["a", "b", "c"], 2, ["b", "c", "a"]),
+        (["a", "b", "c"], 3, ["c", "a", "b"]),
+        (["a", "b", "c"], 4, ["a", "b", "c"]),
+    ],
+)
+def test_each_round_rotates_the_run_order_by_one(items, round_no, order):
+    assert harness.rotated(items, round_no) == order
