@@ -331,6 +331,14 @@ class DrainingMixin:
     @property
     def app(self) -> Any:
         """The ASGI app for the request whose head was just parsed (uvicorn reads it once per request)."""
+        return self.limited_app()
+
+    @app.setter
+    def app(self, app: Any) -> None:
+        self._app = app
+
+    def limited_app(self) -> Any:
+        """The app, or the refusal the request's head has earned under the per-request limits."""
         scope = self.scope
         if self.max_request_line and request_line_length(scope) > self.max_request_line:
             return line_too_long
@@ -348,10 +356,6 @@ class DrainingMixin:
                 if name == b"transfer-encoding" and b"chunked" in value.lower():
                     return BodyLimit(self._app, limit, self.transport.close)
         return self._app
-
-    @app.setter
-    def app(self, app: Any) -> None:
-        self._app = app
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(LingeringTransport(transport, self.loop))  # type: ignore[misc]

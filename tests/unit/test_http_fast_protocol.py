@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -253,17 +254,53 @@ async def test_shutdown_closes_an_idle_connection_and_lets_a_request_in_flight_f
 
 
 @on_loop
-async def test_the_keep_alive_timer_closes_an_idle_connection_and_a_request_cancels_it():
-    protocol, transport = connect(hello, timeout_keep_alive=0.05)
+async def test_the_keep_alive_timer_closes_an_idle_connection_no_sooner_than_after_the_last_response():
+    timeout = 0.2
+    protocol, transport = connect(hello, timeout_keep_alive=timeout)
+    closed_at: list[float] = []
+    close = transport.close
+    transport.close = lambda: (closed_at.append(time.monotonic()), close())  # type: ignore[method-assign]
     protocol.data_received(GET)
     for _ in range(5):
         await asyncio.sleep(0)
-    assert protocol.timeout_keep_alive_task is not None
-    protocol.data_received(GET)  # the next request stops the timer
-    assert protocol.timeout_keep_alive_task is None or protocol.timeout_keep_alive_task.cancelled()
+    timer = protocol.timeout_keep_alive_task
+    assert timer is not None
+    await asyncio.sleep(timeout / 2)
+    protocol.data_received(GET)  # a request within the timeout: it does not re-arm the timer...
     for _ in range(5):
         await asyncio.sleep(0)
-    await asyncio.sleep(0.1)
+    assert protocol.timeout_keep_alive_task is timer and not timer.cancelled()
+    last_response = protocol.idle_since
+    assert last_response is not None
+    for _ in range(100):  # ...but the close waits out the timeout after the last response
+        if transport.closed:
+            break
+        await asyncio.sleep(timeout / 4)
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 2 and transport.closed
+    assert closed_at[0] >= last_response + timeout
+
+
+@on_loop
+async def test_the_keep_alive_timer_leaves_a_connection_open_while_a_request_is_under_way():
+    proceed = asyncio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await proceed.wait()
+        await hello(scope, receive, send)
+
+    protocol, transport = connect(slow, timeout_keep_alive=0.05)
+    protocol.data_received(GET)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.2)  # the timer fires while /slow is under way
+    assert not transport.closed and protocol.timeout_keep_alive_task is None
+    proceed.set()
+    for _ in range(100):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.05)
     assert transport.written.count(b"HTTP/1.1 200 OK") == 2 and transport.closed
 
 
