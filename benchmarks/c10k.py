@@ -49,6 +49,7 @@ SERVERS = ("forkserve", "gunicorn-uvicorn", "uvicorn", "granian")
 IDLE_COUNTS = (0, 1000, 10000)
 OUTPUT = "docs/benchmarks-c10k.md"
 GRANIAN_MAX_HEADER_TIMEOUT = 60  # seconds: granian's --http1-header-read-timeout stops at 60000 ms
+IDLE_TIMEOUT = 10.0  # seconds the idle client waits for a connect and its answer
 FD_ROOM = 1024  # descriptors a process needs beside the idle connections (wrk's, logs, pipes)
 # What a server's log says when it cannot get a descriptor (Python's, uvloop's and libuv's words).
 FD_EXHAUSTED = re.compile(r"Too many open files|EMFILE|out of system resource", re.IGNORECASE)
@@ -64,6 +65,12 @@ KEEP_ALIVE: dict[str, Callable[[int], list[str]]] = {
         "--http1-header-read-timeout",
         str(min(seconds, GRANIAN_MAX_HEADER_TIMEOUT) * 1000),
     ],
+}
+# A server's flag for how many connections a worker may hold, where it has a cap by default:
+# granian serves at most --backpressure (default --backlog / workers = 512) connections per worker
+# at once and leaves the others accepted but unanswered.
+CAPACITY: dict[str, Callable[[int], list[str]]] = {
+    "granian": lambda connections: ["--backpressure", str(connections)],
 }
 
 
@@ -316,9 +323,10 @@ def raise_nofile(wanted: int) -> int:
 class IdleHold:
     """The idle client (``benchmarks.idle_client``) in a session of its own, spoken to by JSON lines."""
 
-    def __init__(self, port: int, count: int, refresh: float, lifetime: float) -> None:
+    def __init__(self, port: int, count: int, refresh: float, within: float, lifetime: float) -> None:
         command = [sys.executable, "-m", "benchmarks.idle_client", "--port", str(port), "--connections",
-                   str(count), "--refresh", str(refresh), "--lifetime", str(lifetime)]  # fmt: skip
+                   str(count), "--refresh", str(refresh), "--open-within", str(within),
+                   "--lifetime", str(lifetime), "--timeout", str(IDLE_TIMEOUT)]  # fmt: skip
         self.proc = subprocess.Popen(
             command,
             cwd=run.REPO_ROOT,
@@ -394,6 +402,7 @@ class Settings:
     refresh: float
     open_timeout: float
     server_nofile: int  # 0: the runner's own limit
+    capacity: int  # connections a worker may hold, for a server capped by default (CAPACITY); 0: its default
     quiet_timeout: float
     max_other_cpu: float
     python: str
@@ -405,6 +414,8 @@ def server_command(name: str, settings: Settings, port: int) -> list[str]:
     spec = run.SERVERS[name]
     python = settings.forkserve_python if spec.forkserve_python else settings.python
     command = [*spec.build(python, port, settings.workers, run.APP), *KEEP_ALIVE[name](settings.keep_alive)]
+    if settings.capacity and name in CAPACITY:
+        command += CAPACITY[name](settings.capacity)
     if settings.server_nofile:
         command = ["prlimit", f"--nofile={settings.server_nofile}", "--", *command]
     return command
@@ -425,8 +436,8 @@ def measure_cell(name: str, idle: int, round_no: int, settings: Settings) -> Cel
             harness.run_wrk(port, settings.threads, settings.connections, settings.warmup)
         if idle:
             lifetime = settings.open_timeout + settings.warmup + settings.duration + 120
-            hold = IdleHold(port, idle, settings.refresh, lifetime)
-            opened = hold.opened(settings.open_timeout)
+            hold = IdleHold(port, idle, settings.refresh, settings.open_timeout, lifetime)
+            opened = hold.opened(settings.open_timeout + IDLE_TIMEOUT + 30)
             cell.opened, cell.open_seconds = opened["opened"], opened["seconds"]
             cell.open_failures = opened["failures"]
         before = sampling.cpu_snapshot(proc.pid)
@@ -437,11 +448,10 @@ def measure_cell(name: str, idle: int, round_no: int, settings: Settings) -> Cel
         cell.split = established_by_process(proc.pid, port)
         cell.open_after = hold.still_open() if hold else 0
         cell.requests_per_sec, cell.latency_ms = result.requests_per_sec, result.latency_ms
-        cell.requests, cell.socket_errors, cell.non_2xx = (
-            result.requests,
-            result.socket_errors,
-            result.non_2xx,
-        )
+        cell.requests, cell.socket_errors = result.requests, result.socket_errors
+        cell.non_2xx = result.non_2xx
+        if not result.requests:
+            cell.error = "wrk got no response while the idle connections were held"
     except (harness.ServerError, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
         cell.error = f"{exc}\n{harness.tail(log_path)}"
     finally:
@@ -522,6 +532,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=0,
         help="the servers' descriptor limit (default: the runner's, raised)",
+    )
+    parser.add_argument(
+        "--default-capacity",
+        action="store_true",
+        help="leave granian's connection cap (--backpressure) at its default",
     )
     parser.add_argument(
         "--servers", default=",".join(SERVERS), help=f"comma list, a subset of {','.join(SERVERS)}"
@@ -635,8 +650,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(
         rounds=args.rounds, duration=args.duration, warmup=args.warmup, connections=args.connections,
         threads=args.threads, workers=args.workers, keep_alive=args.keep_alive, refresh=args.refresh,
-        open_timeout=args.open_timeout, server_nofile=args.server_nofile, quiet_timeout=args.quiet_timeout,
-        max_other_cpu=args.max_other_cpu, python=args.python,
+        open_timeout=args.open_timeout, server_nofile=args.server_nofile,
+        capacity=0 if args.default_capacity else max(args.idle_counts) + FD_ROOM,
+        quiet_timeout=args.quiet_timeout, max_other_cpu=args.max_other_cpu, python=args.python,
         forkserve_python=args.forkserve_python or args.python, logs_dir=args.results / f"c10k-{stamp}",
     )  # fmt: skip
     meta = build_meta(args, argv, settings, nofile)

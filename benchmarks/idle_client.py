@@ -8,7 +8,8 @@ waits for the answer, so every connection it counts was accepted and served by a
 idles. It talks in JSON lines on stdout:
 
 - ``{"event": "opened", "opened": K, "failures": {WORD: COUNT}, "seconds": S}`` once every
-  connection has been tried (WORD from ``benchmarks.failures``);
+  connection has been tried, or ``--open-within`` has passed (WORD from ``benchmarks.failures``,
+  or "not tried" for those left);
 - ``{"event": "open", "open": K}`` for each ``count`` line read on stdin: how many of the K are
   still open (no EOF, no reset seen on them).
 
@@ -34,6 +35,7 @@ from collections.abc import Sequence
 from benchmarks.client import Client, watchdog
 
 REFRESH_CHECK = 1.0  # seconds between looks for connections due a refresh
+NOT_TRIED = "not tried: --open-within passed"
 
 
 def _say(event: dict[str, object]) -> None:
@@ -48,11 +50,17 @@ class Holder:
         self.last_request: list[float] = []
         self.failures: collections.Counter[str] = collections.Counter()
 
-    async def open(self, count: int, concurrency: int) -> int:
+    async def open(self, count: int, concurrency: int, within: float) -> int:
         gate = asyncio.Semaphore(concurrency)
+        deadline = time.monotonic() + within
 
         async def one() -> None:
             async with gate:
+                if time.monotonic() > deadline:
+                    # A server that holds no more (granian's default caps connections) would make
+                    # the rest wait out their timeouts one batch at a time.
+                    self.failures[NOT_TRIED] += 1
+                    return
                 client = Client(self.port, path=self.path, timeout=self.timeout)
                 self.clients.append(client)
                 self.last_request.append(time.monotonic())
@@ -106,7 +114,7 @@ async def hold(args: argparse.Namespace) -> None:
     holder = Holder(args.port, args.path, args.timeout)
     try:
         start = time.monotonic()
-        opened = await holder.open(args.connections, args.concurrency)
+        opened = await holder.open(args.connections, args.concurrency, args.open_within)
         seconds = round(time.monotonic() - start, 3)
         _say({"event": "opened", "opened": opened, "failures": dict(holder.failures), "seconds": seconds})
         tasks = [asyncio.create_task(_commands(holder))]
@@ -133,6 +141,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--path", default="/", help="what the request on each connection asks for")
     parser.add_argument("--concurrency", type=int, default=200, help="connections being opened at once")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds for a connect and its answer")
+    parser.add_argument(
+        "--open-within", type=float, default=60.0, help="start no connection after this many seconds"
+    )
     parser.add_argument("--refresh", type=float, default=0.0, help="request again after this idle (0: never)")
     parser.add_argument("--lifetime", type=float, default=600.0, help="exit after this many seconds at most")
     return parser.parse_args(argv)
