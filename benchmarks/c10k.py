@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -588,8 +589,11 @@ def build_meta(
         if spec.package not in by_python[python]:
             by_python[python].append(spec.package)
 
+    # As a reader would type it: `python`, not this machine's interpreter path.
+    readable = dataclasses.replace(settings, python="python", forkserve_python="python")
+
     def shown(name: str) -> str:
-        command = shlex.join(server_command(name, settings, 0))
+        command = shlex.join(server_command(name, readable, 0))
         return command.replace(f"{harness.HOST}:0", f"{harness.HOST}:PORT").replace("--port 0", "--port PORT")
 
     return {
