@@ -133,6 +133,7 @@ class EchoRun:
     server_cpu_us: float | None = None  # the server tree's CPU per message
     server_share: float = 0.0  # of the machine's CPU capacity, over the window
     client_share: float = 0.0
+    client_busiest: float = 0.0  # of one core: the busiest client process (near 1: the client limits)
     foreign_cpu: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)
     error: str | None = None
@@ -146,6 +147,7 @@ class CycleRun:
     cycles: int = 0
     server_cpu_us: float | None = None  # per cycle
     client_share: float = 0.0
+    client_busiest: float = 0.0
     foreign_cpu: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)
     error: str | None = None
@@ -189,6 +191,7 @@ def echo_figures(
         server_cpu_us=server_cpu / messages * 1e6 if messages else None,
         server_share=server_cpu / (seconds * cpus),
         client_share=client_cpu / (seconds * cpus),
+        client_busiest=max(reply["cpu"] for reply in replies) / seconds,
         failures=dict(failures),
     )
 
@@ -209,6 +212,7 @@ def cycle_figures(replies: list[dict[str, Any]], start: float, server_cpu: float
         cycles=cycles,
         server_cpu_us=server_cpu / cycles * 1e6 if cycles else None,
         client_share=sum(reply["cpu"] for reply in replies) / (seconds * cpus) if seconds > 0 else 0.0,
+        client_busiest=max(reply["cpu"] for reply in replies) / seconds if seconds > 0 else 0.0,
         failures=dict(failures),
     )
 
@@ -260,7 +264,10 @@ class ClientPool:
         for index, pipe in enumerate(self.pipes[:count]):
             if not pipe.poll(max(0.0, deadline - time.monotonic())):
                 raise ClientError(f"client process {index} did not finish {what} within {timeout:g} s")
-            reply: dict[str, Any] = pipe.recv()
+            try:
+                reply: dict[str, Any] = pipe.recv()
+            except (EOFError, OSError) as exc:
+                raise ClientError(f"client process {index} is gone ({type(exc).__name__})") from exc
             if "error" in reply:
                 raise ClientError(f"client process {index}: {reply['error']}")
             replies.append(reply)
@@ -403,6 +410,7 @@ class Row:
     p99_ms: float | None
     server_cpu_us: float | None
     client_share: float | None
+    client_busiest: float | None
     foreign_cpu: float | None
     ok: int
     runs: int
@@ -452,6 +460,7 @@ def _rows(
             p99_ms=median(run.p99_ms for run in ok[n]),
             server_cpu_us=median(run.server_cpu_us for run in ok[n]),
             client_share=median(run.client_share for run in ok[n]),
+            client_busiest=median(run.client_busiest for run in ok[n]),
             foreign_cpu=median(run.foreign_cpu for run in ok[n]),
             ok=len(ok[n]),
             runs=total[n],
@@ -483,7 +492,8 @@ def render(meta: dict[str, Any], records: list[ServerRun], notes: str = "\n") ->
         "",
         f"Every server serves `{APP}` (plain ASGI: each message is sent back as it came) with "
         f"{s['workers']} workers and its access log off, and is started once per round (order rotated "
-        f"by one each round, {s['rounds']} rounds). On each start, one after the other:",
+        f"by one each round, {s['rounds']} round{'s' if s['rounds'] != 1 else ''}). On each start, "
+        "one after the other:",
         "",
         f"- **messages**: {s['connections']} WebSocket connections, each sending a {kind} message and "
         "waiting for its echo before sending the next (a closed loop), "
@@ -508,14 +518,15 @@ def render(meta: dict[str, Any], records: list[ServerRun], notes: str = "\n") ->
             f"## {_size(size)} messages, {s['connections']} connections",
             "",
             "| server | messages/s | vs uvicorn | p50 ms | p99 ms | server CPU µs/message | client CPU | "
-            "other CPU | runs ok | failed messages |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "busiest client process | other CPU | runs ok | failed messages |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in echo_rows(records, names, size):
             lines.append(
                 f"| {row.server} | {_num(row.value, ',.0f')} | {_num(row.ratio, '.2f')} | "
                 f"{_num(row.p50_ms, '.2f')} | {_num(row.p99_ms, '.2f')} | {_num(row.server_cpu_us, '.1f')} | "
-                f"{_num(row.client_share, '.0%')} | {_num(row.foreign_cpu, '.0%')} | {row.ok}/{row.runs} | "
+                f"{_num(row.client_share, '.0%')} | {_num(row.client_busiest, '.0%')} | "
+                f"{_num(row.foreign_cpu, '.0%')} | {row.ok}/{row.runs} | "
                 f"{row.failures} |"
             )
     lines += [
@@ -523,14 +534,15 @@ def render(meta: dict[str, Any], records: list[ServerRun], notes: str = "\n") ->
         f"## Handshakes ({s['cycles']} connect/close cycles, {s['cycle_concurrency']} at a time)",
         "",
         "| server | handshakes/s | vs uvicorn | p50 ms | p99 ms | server CPU µs/cycle | client CPU | "
-        "other CPU | runs ok | failed cycles |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "busiest client process | other CPU | runs ok | failed cycles |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in cycle_rows(records, names):
         lines.append(
             f"| {row.server} | {_num(row.value, ',.0f')} | {_num(row.ratio, '.2f')} | "
             f"{_num(row.p50_ms, '.2f')} | {_num(row.p99_ms, '.2f')} | {_num(row.server_cpu_us, '.0f')} | "
-            f"{_num(row.client_share, '.0%')} | {_num(row.foreign_cpu, '.0%')} | {row.ok}/{row.runs} | "
+            f"{_num(row.client_share, '.0%')} | {_num(row.client_busiest, '.0%')} | "
+            f"{_num(row.foreign_cpu, '.0%')} | {row.ok}/{row.runs} | "
             f"{row.failures} |"
         )
     lines += [
@@ -615,6 +627,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", default="docs/benchmarks-ws-throughput.md", help="the page to write")
     parser.add_argument("--render", metavar="RESULTS_JSON", help="only rewrite --output from a saved run")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=run.RESULTS_DIR,
+        help="where raw JSON and logs go (benchmarks/results)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.warmup, args.duration, args.cycles = 1, 1.0, 2.0, 300
@@ -724,14 +742,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     signal.signal(signal.SIGTERM, _interrupt)  # unwinds through the finally blocks that stop servers
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    settings = settings_from(args, run.RESULTS_DIR / f"ws-throughput-{stamp}")
+    settings = settings_from(args, args.results / f"ws-throughput-{stamp}")
     meta = build_meta(args, settings, argv)
     absent = missing(meta)
     if absent:
         print("cannot run: " + "; ".join(absent), file=sys.stderr)
         return 2
     records: list[ServerRun] = []
-    raw = run.RESULTS_DIR / f"ws-throughput-{stamp}.json"
+    raw = args.results / f"ws-throughput-{stamp}.json"
     try:
         run_rounds(args.names, settings, records)
     except KeyboardInterrupt:
@@ -741,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interrupted; {len(records)} runs saved to {partial}", file=sys.stderr)
         return 130
     write(meta, records, raw, output)
-    print(f"wrote {output} and {raw.relative_to(run.REPO_ROOT)}", file=sys.stderr)
+    print(f"wrote {output} and {raw}", file=sys.stderr)
     ok = all(r.error is None and all(e.error is None for e in r.echo) for r in records)
     return 0 if ok else 1
 
