@@ -550,12 +550,15 @@ def render(meta: dict[str, Any], records: list[ServerRun], notes: str = "\n") ->
         "## Reading the numbers",
         "",
         f'The client runs on the same {meta["cpus"]} cores as the servers. "client CPU" is the share of '
-        'the machine\'s CPU capacity the client processes used during the measured window, "other CPU" '
-        "what other processes on the machine used. Whatever the client takes, no server can have, so "
-        "the absolute rates are lower than with a client on another machine; every server pays the "
-        'same client cost per message, so the ratios between servers hold. "server CPU µs/message" '
-        "is the server's whole process tree's CPU time per echoed message (a receive and a send): "
-        "the figure least moved by a noisy neighbour.",
+        "all the machine's cores the client processes used during the measured window; \"busiest client "
+        'process" is the share of one core its busiest process used (near 100% would mean the client, '
+        'not the servers, set the pace); "other CPU" is what other processes on the machine used. '
+        "Whatever the client and the "
+        "other processes take, no server can have: the absolute rates are lower than with a client on "
+        "another machine, and a run with much other CPU is slower for reasons not its own. Every server "
+        'pays the same client cost per message, so the ratios hold better than the rates. "server CPU '
+        "µs/message\" is the server's whole process tree's CPU time per echoed message (one receive and "
+        "one send): the figure least moved by a noisy neighbour.",
         "",
         f"Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items() if v)}.",
         "",
