@@ -59,6 +59,7 @@ from forkserve.http.protocol import (
     refuse_head,
     send_refusal,
     service_unavailable,
+    upgraded_transport,
 )
 from forkserve.http.uvicorn_api import TRACE_LOG_LEVEL, Config, ServerState
 
@@ -285,8 +286,9 @@ class FastHttpToolsProtocol(asyncio.Protocol):
         protocol = self.ws_protocol_class(
             config=self.config, server_state=self.server_state, app_state=self.app_state
         )
-        protocol.connection_made(self.transport)
-        self.transport.set_protocol(protocol)
+        transport = upgraded_transport(self.transport)
+        protocol.connection_made(transport)
+        transport.set_protocol(protocol)
         protocol.data_received(b"".join(output))
 
     def _unsupported_upgrade_warning(self) -> None:

@@ -191,7 +191,8 @@ async def test_an_upgrade_is_handed_to_the_websocket_class_with_the_head_replaye
     protocol, transport = connect(hello, ws=WebSocketStandIn)
     protocol.data_received(UPGRADE)
     (ws,) = WebSocketStandIn.made
-    assert transport.protocol is ws and ws.transport is protocol.transport
+    # The real transport, not the HTTP side's lingering wrapper (protocol.upgraded_transport).
+    assert transport.protocol is ws and ws.transport is transport
     assert ws.received.startswith(b"GET /ws HTTP/1.1\r\n")
     assert b"upgrade: websocket\r\n" in ws.received and ws.received.endswith(b"\r\n\r\n")
     assert protocol not in protocol.connections
