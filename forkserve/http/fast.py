@@ -152,8 +152,10 @@ class FastHttpToolsProtocol(asyncio.Protocol):
         # What serves a request that no limit refuses; ``app`` may be the drain's property.
         self.asgi_app: Any = plan.app
         self.loop = _loop or asyncio.get_event_loop()
-        # Eager tasks (Python 3.12+) need a real asyncio loop to swap the current task on.
-        self.eager = EAGER_TASKS and isinstance(self.loop, asyncio.AbstractEventLoop)
+        # Eager tasks (Python 3.12+) need a real asyncio loop to swap the current task on, and a
+        # stream's head is held to the end of the loop's turn only on a loop that has one.
+        self.real_loop = isinstance(self.loop, asyncio.AbstractEventLoop)
+        self.eager = EAGER_TASKS and self.real_loop
         self.logger = plan.logger
         self.access_logger: Any = plan.access_logger
         self.access_log = plan.access_log

@@ -348,3 +348,79 @@ async def test_a_full_write_buffer_holds_the_response_until_it_drains():
     for _ in range(5):
         await asyncio.sleep(0)
     assert transport.written.startswith(b"HTTP/1.1 200 OK")
+
+
+class WriteLog(Transport):
+    """A Transport that keeps each write apart, to count the writes a response takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.writes.append(data)
+
+
+def connect_logging_writes(app: Any) -> tuple[FastHttpToolsProtocol, WriteLog]:
+    settings = uvicorn.Config(app, log_config=None, lifespan="off")
+    protocol = FastHttpToolsProtocol(settings, ServerState(), {})
+    transport = WriteLog()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+def streaming(first_chunk_after: float) -> Callable[..., Coroutine[Any, Any, None]]:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        await send(start)
+        if first_chunk_after:
+            await asyncio.sleep(first_chunk_after)
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await send({"type": "http.response.body", "body": b"second"})
+
+    return app
+
+
+@on_loop
+async def test_a_stream_whose_first_chunk_follows_at_once_starts_with_one_write():
+    protocol, transport = connect_logging_writes(streaming(0))
+    protocol.data_received(GET)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    head_and_first, second = transport.writes
+    assert head_and_first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked\r\n" in head_and_first
+    assert head_and_first.endswith(b"\r\n\r\n5\r\nfirst\r\n")
+    assert second == b"6\r\nsecond\r\n0\r\n\r\n"
+
+
+@on_loop
+async def test_a_slow_stream_sends_its_head_by_the_end_of_the_loop_turn():
+    protocol, transport = connect_logging_writes(streaming(0.5))
+    protocol.data_received(GET)
+    for _ in range(10):  # far less than the half second the first chunk takes
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 1 and transport.writes[0].endswith(b"transfer-encoding: chunked\r\n\r\n")
+    for _ in range(100):
+        if len(transport.writes) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert transport.writes[1:] == [b"5\r\nfirst\r\n", b"6\r\nsecond\r\n0\r\n\r\n"]
+
+
+@on_loop
+async def test_an_app_that_fails_after_starting_a_stream_has_its_head_sent_before_the_close():
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("boom")
+
+    protocol, transport = connect_logging_writes(failing)
+    logging.getLogger("uvicorn.error").disabled = True
+    try:
+        protocol.data_received(GET)
+        for _ in range(10):
+            await asyncio.sleep(0)
+    finally:
+        logging.getLogger("uvicorn.error").disabled = False
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and transport.closed
