@@ -20,13 +20,18 @@ uvicorn does once per request:
   worker (then found in a set), and the ``date``/``server`` lines are joined once per second.
 * A head with a content-length is written together with the first body chunk: one ``send`` per
   small response instead of two (the ASGI spec lets a server hold the head until the first body
-  event). A head without one (a stream, whose first chunk may take a while) goes out at once.
+  event). A stream's head (no length) is held to the end of the loop's turn, so a first chunk sent
+  at once joins it (fast_cycle).
+* One keep-alive timer per idle period instead of one armed and cancelled per request
+  (``_keep_alive_due``).
+* On Python 3.12+ a request's task starts eagerly: the app runs inside ``on_headers_complete``
+  until it first waits, and a request that never waits costs no trip through the loop.
 * ``receive()`` makes an ``asyncio.Event`` only when the app has to wait for body bytes; a task
   removes itself from the server's task set when it finishes instead of through a done-callback.
 
-Rejected: running the app coroutine without a task until it first suspends (eager start). It
-saves the most, but Python 3.11 has no eager tasks, and code under the app (anyio, Starlette)
-expects ``asyncio.current_task()`` to be its own task.
+Rejected: eager start by hand on 3.10/3.11 (the app's first step would see a different current
+task than the rest, which anyio's cancel scopes notice) and a task per connection (context
+variables would leak from one request to the next). docs/design.md has the measurements.
 
 Where a setting needs per-request work it is paid only when set: ``--limit-concurrency``,
 access logging, trusted proxies, ``root_path``. A further per-request limit (a header count, a
