@@ -18,6 +18,9 @@ fleet events that say the action completed (``reload_finished`` or ``reload_abor
 generation it started; exactly N workers ready; ``stopped``), so the
 command returns when the thing is done, or says why not.
 
+The service loop starts with the socket's first client, not with the master: until then a
+``Doorbell`` thread waits for one, and a master nobody steers never loads asyncio.
+
 Rejected: a signal-per-action interface (what HUP/TTIN already are) cannot answer; an HTTP port
 would need its own authentication where a unix socket has the kernel's.
 """
