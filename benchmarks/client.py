@@ -161,8 +161,11 @@ class _Connection(asyncio.Protocol):
         """
         if self.closed or self.fd < 0:
             return True
-        readable, _, _ = select.select([self.fd], [], [], 0)
-        return bool(readable)
+        # poll, not select: select refuses descriptors past FD_SETSIZE (1024), which a client
+        # holding thousands of connections (benchmarks/c10k.py) has.
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def request(self, data: bytes) -> asyncio.Future[Response]:
         if self.transport is None:
@@ -350,6 +353,10 @@ class Client:
         remaining = max(0.0, start + self.timeout - time.monotonic())
         await asyncio.wait_for(loop.create_connection(lambda: conn, self.host, self.port), remaining)
         return conn
+
+    def connected(self) -> bool:
+        """True while the kept-alive connection is open: not closed by either side, no EOF waiting."""
+        return self._conn is not None and not self._conn.dropped()
 
     def close(self) -> None:
         if self._conn is not None:

@@ -6,13 +6,24 @@ worker does per request except the system calls: parsing, scope, task, send/rece
 response head, keep-alive bookkeeping, and the app. Steady on a busy machine, unlike req/s.
 
     python -m benchmarks.protocol_micro --requests 50000
+
+``--instructions`` counts instead of timing: each class and request runs in a child process under
+valgrind's cachegrind, once with 1,000 requests and once with 3,000, and the difference in
+instructions executed, over 2,000, is the instructions per request (less the harness's own,
+counted with a protocol that does nothing). Deterministic to a fraction of a percent whatever
+else runs, so a change worth 2% shows; needs ``valgrind`` (apt-get install valgrind).
+
+    python -m benchmarks.protocol_micro --instructions
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -99,11 +110,80 @@ async def drive(protocol_class: Any, app: Any, request: bytes, count: int) -> tu
     return elapsed / count * 1e6, transport.written
 
 
+class NullProtocol:
+    """Counts a request per read and does nothing else: the harness's own cost."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: Any) -> None:
+        self.state = server_state
+
+    def connection_made(self, transport: Any) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self.state.total_requests += 1
+
+
+INSTRUCTION_RUNS = (1000, 3000)
+_IREFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def count_instructions(class_name: str, scenario: str, requests: int) -> int:
+    """Instructions a child process executes serving REQUESTS requests (cachegrind's I refs)."""
+    command = [
+        "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+        sys.executable, "-m", "benchmarks.protocol_micro",
+        "--serve-once", class_name, scenario, str(requests),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    match = _IREFS.search(result.stderr)
+    if match is None:
+        raise RuntimeError(f"no instruction count in valgrind's output: {result.stderr[-500:]}")
+    return int(match.group(1).replace(",", ""))
+
+
+def instructions_per_request(class_name: str, scenario: str) -> float:
+    low, high = INSTRUCTION_RUNS
+    return (
+        count_instructions(class_name, scenario, high) - count_instructions(class_name, scenario, low)
+    ) / (high - low)
+
+
+def print_instructions() -> None:
+    harness = instructions_per_request(NULL, "hello")
+    print(f"Instructions per request, less the harness's own ({harness:,.0f}):")
+    print()
+    print("| request | class | instructions/request |")
+    print("| --- | --- | ---: |")
+    for scenario in REQUESTS:
+        for name in CLASSES:
+            print(f"| {scenario} | {name} | {instructions_per_request(name, scenario) - harness:,.0f} |")
+
+
+NULL = "null (harness only)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--instructions", action="store_true", help="count instructions under valgrind")
+    parser.add_argument(
+        "--serve-once", nargs=3, metavar=("CLASS", "REQUEST", "COUNT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
+    if args.serve_once:
+        class_name, scenario, count = args.serve_once
+        protocol_class = NullProtocol if class_name == NULL else CLASSES[class_name]
+        uvloop.run(drive(protocol_class, APPS[scenario], REQUESTS[scenario], int(count)))
+        return 0
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            parser.error("--instructions needs valgrind: apt-get install valgrind")
+        print_instructions()
+        return 0
     print(f"| request | class | µs/request (median of {args.repeats}) | writes/request |")
     print("| --- | --- | ---: | ---: |")
     for scenario, request in REQUESTS.items():

@@ -24,6 +24,8 @@ class RunRecord:
     rss: int = 0
     pss: int = 0
     foreign_cpu: float = 0.0  # share of all CPUs used by other processes during the run
+    # The server's CPU time (all its processes) per request: barely moved by other processes.
+    cpu_us_per_request: float = 0.0
     repeated: bool = False  # disturbed by other processes, so run again; left out of the medians
     killed: bool = False  # needed SIGKILL: the server ignored or outlived SIGTERM's grace period
     error: str | None = None
@@ -43,6 +45,8 @@ class Summary:
     rss_mib: float
     pss_mib: float
     ratio: float | None  # median req/s over the baseline's median req/s
+    cpu_us: float = float("nan")  # median CPU µs per request
+    cpu_ratio: float | None = None  # the baseline's median CPU per request over this server's
 
 
 def summarize(records: list[RunRecord], servers: list[str], baseline: str) -> list[Summary]:
@@ -62,8 +66,14 @@ def summarize(records: list[RunRecord], servers: list[str], baseline: str) -> li
             )
             continue
         ratio = m["rps"] / base_rps if base_rps else None
+        base_cpu = base["cpu"] if base else 0.0
+        cpu_ratio = base_cpu / m["cpu"] if base_cpu > 0 and m["cpu"] > 0 else None
         failures = sum(not r.ok for r in runs)
-        summaries.append(Summary(name, len(runs), failures, m["rps"], m["p99"], m["rss"], m["pss"], ratio))
+        summaries.append(
+            Summary(
+                name, len(runs), failures, m["rps"], m["p99"], m["rss"], m["pss"], ratio, m["cpu"], cpu_ratio
+            )
+        )
     return summaries
 
 
@@ -76,6 +86,7 @@ def _medians(runs: list[RunRecord]) -> dict[str, float] | None:
         "p99": median_or_nan(r.latency_ms["99"] for r in ok),
         "rss": median_or_nan(r.rss for r in ok) / MIB,
         "pss": median_or_nan(r.pss for r in ok) / MIB,
+        "cpu": median_or_nan(r.cpu_us_per_request for r in ok),
     }
 
 
@@ -167,21 +178,27 @@ def _results(meta: dict[str, Any], summaries: list[Summary]) -> str:
         "## Results",
         "",
         f"Medians over the rounds. RSS and PSS are summed over the server's whole process tree, measured "
-        f"right after the load. Ratio is the server's median req/s over {baseline}'s. Runs repeated "
-        "because something else used the CPUs (see Raw) are left out.",
+        f"right after the load. Ratio is the server's median req/s over {baseline}'s. CPU/request is "
+        "the CPU time of the server's whole tree per request, and its ratio is "
+        f"{baseline}'s over the server's: the steadiest figure when other processes share the machine "
+        "(and wrk's own CPU does not enter it). Runs repeated because something else used the CPUs "
+        "(see Raw) are left out.",
         "",
-        f"| server | ok runs | req/s | vs {baseline} | p99 latency | RSS | PSS |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| server | ok runs | req/s | vs {baseline} | p99 latency | CPU/request | CPU vs {baseline} "
+        "| RSS | PSS |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in summaries:
         ok = s.runs - s.failures
         if ok == 0:
-            lines.append(f"| {s.server} | 0/{s.runs} | failed | | | | |")
+            lines.append(f"| {s.server} | 0/{s.runs} | failed | | | | | | |")
             continue
         ratio = f"{s.ratio:.2f}x" if s.ratio is not None else "n/a"
+        cpu = f"{s.cpu_us:.1f} µs" if s.cpu_us == s.cpu_us and s.cpu_us > 0 else "n/a"
+        cpu_ratio = f"{s.cpu_ratio:.2f}x" if s.cpu_ratio is not None else "n/a"
         lines.append(
             f"| {s.server} | {ok}/{s.runs} | {s.requests_per_sec:,.0f} | {ratio} | {s.p99_ms:.2f} ms "
-            f"| {s.rss_mib:.1f} MiB | {s.pss_mib:.1f} MiB |"
+            f"| {cpu} | {cpu_ratio} | {s.rss_mib:.1f} MiB | {s.pss_mib:.1f} MiB |"
         )
     return "\n".join(lines) + "\n"
 

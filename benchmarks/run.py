@@ -330,7 +330,9 @@ def _measure(proc: subprocess.Popen[bytes], port: int, record: RunRecord, settin
     result = harness.run_wrk(
         port, settings.threads, settings.connections, settings.duration, settings.app.path
     )
-    record.foreign_cpu = sampling.foreign_cpu_share(before, sampling.cpu_snapshot(proc.pid, before.tree))
+    after = sampling.cpu_snapshot(proc.pid, before.tree)
+    record.foreign_cpu = sampling.foreign_cpu_share(before, after)
+    record.cpu_us_per_request = (after.server - before.server) / max(result.requests, 1) * 1e6
     memory = sampling.tree_memory(proc.pid)
     record.requests_per_sec = result.requests_per_sec
     record.latency_ms = result.latency_ms
@@ -381,6 +383,7 @@ def _progress(record: RunRecord, rounds: int) -> None:
     if record.ok:
         line = (
             f"{record.requests_per_sec:10,.0f} req/s  p99 {record.latency_ms['99']:7.2f} ms  "
+            f"CPU {record.cpu_us_per_request:5.1f} µs/req  "
             f"RSS {record.rss / 2**20:6.1f} MiB  PSS {record.pss / 2**20:6.1f} MiB  "
             f"other CPU {record.foreign_cpu:4.0%}"
         )

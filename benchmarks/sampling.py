@@ -85,13 +85,15 @@ def tree_cpu(tree: tuple[psutil.Process, ...]) -> float:
     return total
 
 
-def foreign_cpu_share(before: CpuSnapshot, after: CpuSnapshot) -> float:
+def foreign_cpu_share(before: CpuSnapshot, after: CpuSnapshot, helpers: float = 0.0) -> float:
     """Share of the machine's CPU capacity used by neither the server, our children nor this runner.
 
     Servers and load generators fight for the same cores here, so anything else running (a test
-    suite, a build) lowers the figures; this says how much it did.
+    suite, a build) lowers the figures; this says how much it did. HELPERS is the CPU seconds our
+    own live child processes (load clients not yet reaped, so not in ``ours``) used meanwhile.
     """
-    other = (after.busy - before.busy) - (after.server - before.server) - (after.ours - before.ours)
+    ours = after.ours - before.ours + helpers
+    other = (after.busy - before.busy) - (after.server - before.server) - ours
     capacity = (after.wall - before.wall) * (psutil.cpu_count() or 1)
     return max(0.0, other / capacity) if capacity > 0 else 0.0
 

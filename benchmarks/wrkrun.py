@@ -15,12 +15,8 @@ from pathlib import Path
 from benchmarks import harness, sampling
 from benchmarks.report import RunRecord
 
-
-@dataclass
-class WrkRun(RunRecord):
-    # The server's CPU time (all its processes) per request: unlike req/s, barely moved by other
-    # processes taking turns on the cores.
-    cpu_us_per_request: float = 0.0
+# One run's record; RunRecord carries the CPU per request too (benchmarks.run reports it).
+WrkRun = RunRecord
 
 
 @dataclass(frozen=True)

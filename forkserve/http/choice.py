@@ -71,6 +71,9 @@ def http_protocol_class(
         "max_header_count": max_header_count,
         "max_request_size": max_request_size,
         "max_request_line": max_request_line,
+        # The fast class checks the per-request limits only when one is set (or a head has too
+        # many headers): no call per request for the defaults.
+        "request_limits": bool(max_request_size or max_request_line),
     }
     if name == "zttp":
         return _zttp_class(limits)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import sys
 import time
 import urllib.parse
 from collections import deque
@@ -58,8 +59,12 @@ from forkserve.http.protocol import (
     refuse_head,
     send_refusal,
     service_unavailable,
+    upgraded_transport,
 )
 from forkserve.http.uvicorn_api import TRACE_LOG_LEVEL, Config, ServerState
+
+# asyncio.Task(..., eager_start=True): the task's first step runs in the caller (Python 3.12+).
+EAGER_TASKS = sys.version_info >= (3, 12)
 
 NO_WEBSOCKETS = (
     "No supported WebSocket library detected. Please use \"pip install 'uvicorn[standard]'\", "
@@ -120,6 +125,16 @@ class FastHttpToolsProtocol(asyncio.Protocol):
     header_bytes = 0
     refusal: bytes | None = None  # see forkserve.http.protocol.refuse_head
     framing = 0  # bytes read in a body since its last body byte (refuse_framing)
+    # When the last response ended with no request after it (None while one is under way), and
+    # the value the pending keep-alive timer was armed for (_keep_alive_due).
+    idle_since: float | None = None
+    keep_alive_armed_for: float | None = None
+    # The drain's per-request limits (forkserve.http.protocol.DrainingMixin.limited_app), checked
+    # only when one could refuse the request: a count over max_header_count, or request_limits set
+    # (a request-line or body limit, see forkserve.http.choice).
+    max_header_count = sys.maxsize
+    request_limits = False
+    access_line: AccessLine | None = None
 
     def __init__(
         self,
@@ -134,7 +149,13 @@ class FastHttpToolsProtocol(asyncio.Protocol):
         self.plan = plan
         self.config = config
         self.app: Any = plan.app
+        # What serves a request that no limit refuses; ``app`` may be the drain's property.
+        self.asgi_app: Any = plan.app
         self.loop = _loop or asyncio.get_event_loop()
+        # Eager tasks (Python 3.12+) need a real asyncio loop to swap the current task on, and a
+        # stream's head is held to the end of the loop's turn only on a loop that has one.
+        self.real_loop = isinstance(self.loop, asyncio.AbstractEventLoop)
+        self.eager = EAGER_TASKS and self.real_loop
         self.logger = plan.logger
         self.access_logger: Any = plan.access_logger
         self.access_log = plan.access_log
@@ -152,6 +173,7 @@ class FastHttpToolsProtocol(asyncio.Protocol):
         self.connections: set[Any] = server_state.connections
         self.tasks = server_state.tasks
         self.transport: Any = None
+        self.raw_transport: Any = None  # the loop's, under the LingeringTransport
         self.flow: Any = None
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int | None] | None = None
@@ -174,6 +196,7 @@ class FastHttpToolsProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         lingering = LingeringTransport(transport, self.loop)
+        self.raw_transport = transport
         self.connections.add(self)
         self.transport = lingering
         self.flow = FlowControl(lingering)
@@ -265,8 +288,9 @@ class FastHttpToolsProtocol(asyncio.Protocol):
         protocol = self.ws_protocol_class(
             config=self.config, server_state=self.server_state, app_state=self.app_state
         )
-        protocol.connection_made(self.transport)
-        self.transport.set_protocol(protocol)
+        transport = upgraded_transport(self.transport)
+        protocol.connection_made(transport)
+        transport.set_protocol(protocol)
         protocol.data_received(b"".join(output))
 
     def _unsupported_upgrade_warning(self) -> None:
@@ -278,9 +302,8 @@ class FastHttpToolsProtocol(asyncio.Protocol):
         transport: Any = self.transport
         if transport.lingering:
             return  # read and dropped: the response that closed this connection has been sent
-        if self.timeout_keep_alive_task is not None:
-            self.timeout_keep_alive_task.cancel()
-            self.timeout_keep_alive_task = None
+        # Busy: a keep-alive timer that fires now finds this and leaves the connection open.
+        self.idle_since = None
         if self.headers is not None:
             # The parser is between messages or in a head (the list is closed from a head's end to
             # its message's end), whether or not an earlier request is still being answered:
@@ -382,7 +405,12 @@ class FastHttpToolsProtocol(asyncio.Protocol):
         if self.proxy_trusted:
             self._apply_proxy_headers(scope, headers)
 
-        app = self.app
+        app = self.asgi_app
+        if self.request_limits or len(headers) > self.max_header_count:
+            app = self.limited_app()
+        access_line = self.access_line
+        if access_line is not None:
+            access_line.started = time.perf_counter()
         if self.limit_concurrency is not None and (
             len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
         ):
@@ -399,6 +427,10 @@ class FastHttpToolsProtocol(asyncio.Protocol):
             # Pipelined: answered in order, once the current response is complete.
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, app))
+
+    def limited_app(self) -> Any:
+        """No limits here: the drain (DrainingMixin, first in DrainingFastProtocol) has them."""
+        return self.asgi_app
 
     def _apply_proxy_headers(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
         # What uvicorn's ProxyHeadersMiddleware does, for a peer already known to be trusted.
@@ -420,8 +452,18 @@ class FastHttpToolsProtocol(asyncio.Protocol):
                 scope["client"] = (host, port)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        if self.config.reset_contextvars:
-            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        context = contextvars.Context() if self.config.reset_contextvars else None
+        if self.eager:
+            # Runs the app at once, inside this parser callback, until it first has to wait: a
+            # request that never waits is answered without a trip through the loop, and its task
+            # is never scheduled nor entered in asyncio's set of all tasks.
+            task = asyncio.Task(  # type: ignore[call-arg]  # eager_start is 3.12+; typeshed follows the target
+                cycle.run_asgi(app), loop=self.loop, context=context, eager_start=True
+            )
+            if task.done():
+                return
+        elif context is not None:
+            task = self.loop.create_task(cycle.run_asgi(app), context=context)
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
         # run_asgi's finally takes the task out of the set: cheaper than a done-callback, which is
@@ -449,25 +491,54 @@ class FastHttpToolsProtocol(asyncio.Protocol):
         if cycle.response_complete:
             return
         cycle.more_body = False
-        cycle.wake()
+        cycle.ready = True  # cycle.wake(), inline: once per request
+        if cycle.event is not None:
+            cycle.event.set()
 
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
-        if self.transport.is_closing() or (self.refusal is not None and send_refusal(self)):
+        access_line = self.access_line
+        if access_line is not None:
+            access_line.write(time.perf_counter())
+        transport = self.transport
+        if (
+            transport.lingering
+            or self.raw_transport.is_closing()
+            or (self.refusal is not None and send_refusal(self))
+        ):
             return
-        if self.timeout_keep_alive_task is not None:
-            self.timeout_keep_alive_task.cancel()
-            self.timeout_keep_alive_task = None
         flow = self.flow
         if flow.read_paused:
             flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-        else:
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
+            return
+        idle = self.idle_since = time.monotonic()
+        if self.timeout_keep_alive_task is None:
+            self.keep_alive_armed_for = idle
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        """The keep-alive timer fired: close if idle for the whole timeout, else wait out the rest.
+
+        One timer per idle period, not one per request: arming and cancelling a loop timer on every
+        request cost about a tenth of a hello-world request's instructions (docs/design.md). A
+        request under way (``idle_since`` None) leaves the connection open; its response arms the
+        timer again. Requests that came and went since the timer was armed (a newer
+        ``idle_since``) push the close to that many seconds after the last of them.
+        """
+        self.timeout_keep_alive_task = None
+        idle = self.idle_since
+        if idle is None:
+            return
+        if idle is not self.keep_alive_armed_for:
+            remaining = idle + self.timeout_keep_alive - time.monotonic()
+            if remaining > 0:
+                self.keep_alive_armed_for = idle
+                self.timeout_keep_alive_task = self.loop.call_later(remaining, self._keep_alive_due)
+                return
+        self.timeout_keep_alive_handler()
 
     def header_overdue(self, now: float) -> bool:
         """Called by the worker's sweep: close the connection if its request head is late."""
@@ -480,17 +551,14 @@ class FastHttpToolsProtocol(asyncio.Protocol):
 class DrainingFastProtocol(DrainingMixin, FastHttpToolsProtocol):
     """The fast protocol with forkserve's per-connection drain (forkserve.http.protocol)."""
 
-    # The fast class does the mixin's per-read work inline; keep its versions.
+    # The fast class does the mixin's per-request work inline (the head limits as it reads, the
+    # access line's clock, the limits when one could refuse): keep its versions, a call fewer each.
     data_received = FastHttpToolsProtocol.data_received
     header_overdue = FastHttpToolsProtocol.header_overdue
+    on_response_complete = FastHttpToolsProtocol.on_response_complete
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         FastHttpToolsProtocol.connection_made(self, transport)
         if self.access_log:
             # As the mixin does: the access line is written when the response ends, with its latency.
             self.access_line = self.access_logger = AccessLine(self.access_logger)
-
-    def on_headers_complete(self) -> None:
-        if self.access_line is not None:
-            self.access_line.started = time.perf_counter()
-        FastHttpToolsProtocol.on_headers_complete(self)

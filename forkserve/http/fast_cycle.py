@@ -84,6 +84,7 @@ class FastCycle:
             if not self.response_started:
                 await self.send_500_response()
             else:
+                self.flush_head()  # what the client was sent says how far the response got
                 self.transport.close()
         else:
             if result is not None:
@@ -94,10 +95,19 @@ class FastCycle:
                 await self.send_500_response()
             elif not self.response_complete and not self.disconnected:
                 logger.error("ASGI callable returned without completing response.")
+                self.flush_head()
                 self.transport.close()
         finally:
             self.finished = True
             self.protocol.tasks.discard(self.task)
+
+    def flush_head(self) -> None:
+        """Write a held response head now (a stream's, at the end of the loop's turn; or before a close)."""
+        head = self.pending_head
+        if head is not None:
+            self.pending_head = None
+            if not self.disconnected and not self.transport.is_closing():
+                self.transport.write(head)
 
     async def send_500_response(self) -> None:
         await self.send(
@@ -137,10 +147,17 @@ class FastCycle:
                     status,
                 )
             head = self._head(status, message.get("headers", ()))
-            if self.chunked_encoding is False:
+            chunked = self.chunked_encoding
+            if chunked is False:
                 # The length is known, so the body is ready or nearly: the head waits for it and
-                # both go out in one write. A stream (no length) gets its head at once.
+                # both go out in one write.
                 self.pending_head = head
+            elif chunked and protocol.real_loop:
+                # A stream: its first chunk usually follows at once (in this turn of the loop) and
+                # joins the head in one write; if it does not, the head goes out at the end of the
+                # turn, so a client waiting on a slow stream still sees its status.
+                self.pending_head = head
+                protocol.loop.call_soon(self.flush_head)
             else:
                 self.transport.write(head)
         elif not self.response_complete:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -190,7 +191,8 @@ async def test_an_upgrade_is_handed_to_the_websocket_class_with_the_head_replaye
     protocol, transport = connect(hello, ws=WebSocketStandIn)
     protocol.data_received(UPGRADE)
     (ws,) = WebSocketStandIn.made
-    assert transport.protocol is ws and ws.transport is protocol.transport
+    # The real transport, not the HTTP side's lingering wrapper (protocol.upgraded_transport).
+    assert transport.protocol is ws and ws.transport is transport
     assert ws.received.startswith(b"GET /ws HTTP/1.1\r\n")
     assert b"upgrade: websocket\r\n" in ws.received and ws.received.endswith(b"\r\n\r\n")
     assert protocol not in protocol.connections
@@ -253,17 +255,53 @@ async def test_shutdown_closes_an_idle_connection_and_lets_a_request_in_flight_f
 
 
 @on_loop
-async def test_the_keep_alive_timer_closes_an_idle_connection_and_a_request_cancels_it():
-    protocol, transport = connect(hello, timeout_keep_alive=0.05)
+async def test_the_keep_alive_timer_closes_an_idle_connection_no_sooner_than_after_the_last_response():
+    timeout = 0.2
+    protocol, transport = connect(hello, timeout_keep_alive=timeout)
+    closed_at: list[float] = []
+    close = transport.close
+    transport.close = lambda: (closed_at.append(time.monotonic()), close())  # type: ignore[method-assign]
     protocol.data_received(GET)
     for _ in range(5):
         await asyncio.sleep(0)
-    assert protocol.timeout_keep_alive_task is not None
-    protocol.data_received(GET)  # the next request stops the timer
-    assert protocol.timeout_keep_alive_task is None or protocol.timeout_keep_alive_task.cancelled()
+    timer = protocol.timeout_keep_alive_task
+    assert timer is not None
+    await asyncio.sleep(timeout / 2)
+    protocol.data_received(GET)  # a request within the timeout: it does not re-arm the timer...
     for _ in range(5):
         await asyncio.sleep(0)
-    await asyncio.sleep(0.1)
+    assert protocol.timeout_keep_alive_task is timer and not timer.cancelled()
+    last_response = protocol.idle_since
+    assert last_response is not None
+    for _ in range(100):  # ...but the close waits out the timeout after the last response
+        if transport.closed:
+            break
+        await asyncio.sleep(timeout / 4)
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 2 and transport.closed
+    assert closed_at[0] >= last_response + timeout
+
+
+@on_loop
+async def test_the_keep_alive_timer_leaves_a_connection_open_while_a_request_is_under_way():
+    proceed = asyncio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await proceed.wait()
+        await hello(scope, receive, send)
+
+    protocol, transport = connect(slow, timeout_keep_alive=0.05)
+    protocol.data_received(GET)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.2)  # the timer fires while /slow is under way
+    assert not transport.closed and protocol.timeout_keep_alive_task is None
+    proceed.set()
+    for _ in range(100):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.05)
     assert transport.written.count(b"HTTP/1.1 200 OK") == 2 and transport.closed
 
 
@@ -310,3 +348,79 @@ async def test_a_full_write_buffer_holds_the_response_until_it_drains():
     for _ in range(5):
         await asyncio.sleep(0)
     assert transport.written.startswith(b"HTTP/1.1 200 OK")
+
+
+class WriteLog(Transport):
+    """A Transport that keeps each write apart, to count the writes a response takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.writes.append(data)
+
+
+def connect_logging_writes(app: Any) -> tuple[FastHttpToolsProtocol, WriteLog]:
+    settings = uvicorn.Config(app, log_config=None, lifespan="off")
+    protocol = FastHttpToolsProtocol(settings, ServerState(), {})
+    transport = WriteLog()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+def streaming(first_chunk_after: float) -> Callable[..., Coroutine[Any, Any, None]]:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        await send(start)
+        if first_chunk_after:
+            await asyncio.sleep(first_chunk_after)
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await send({"type": "http.response.body", "body": b"second"})
+
+    return app
+
+
+@on_loop
+async def test_a_stream_whose_first_chunk_follows_at_once_starts_with_one_write():
+    protocol, transport = connect_logging_writes(streaming(0))
+    protocol.data_received(GET)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    head_and_first, second = transport.writes
+    assert head_and_first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked\r\n" in head_and_first
+    assert head_and_first.endswith(b"\r\n\r\n5\r\nfirst\r\n")
+    assert second == b"6\r\nsecond\r\n0\r\n\r\n"
+
+
+@on_loop
+async def test_a_slow_stream_sends_its_head_by_the_end_of_the_loop_turn():
+    protocol, transport = connect_logging_writes(streaming(0.5))
+    protocol.data_received(GET)
+    for _ in range(10):  # far less than the half second the first chunk takes
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 1 and transport.writes[0].endswith(b"transfer-encoding: chunked\r\n\r\n")
+    for _ in range(100):
+        if len(transport.writes) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert transport.writes[1:] == [b"5\r\nfirst\r\n", b"6\r\nsecond\r\n0\r\n\r\n"]
+
+
+@on_loop
+async def test_an_app_that_fails_after_starting_a_stream_has_its_head_sent_before_the_close():
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("boom")
+
+    protocol, transport = connect_logging_writes(failing)
+    logging.getLogger("uvicorn.error").disabled = True
+    try:
+        protocol.data_received(GET)
+        for _ in range(10):
+            await asyncio.sleep(0)
+    finally:
+        logging.getLogger("uvicorn.error").disabled = False
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and transport.closed
