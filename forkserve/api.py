@@ -16,7 +16,6 @@ from forkserve.config.file import discovered_source, file_source
 from forkserve.config.settings import Config
 from forkserve.config.sources import Source, env_source, resolve
 from forkserve.master.master import Master
-from forkserve.zygote.zygote import run as run_zygote
 
 # gunicorn's flags from the environment (gunicorn reads them below its command line).
 ENV_ARGS = "GUNICORN_CMD_ARGS"
@@ -106,6 +105,9 @@ class Server:
     def __init__(self, app: Any, *, handle_signals: bool = True, **settings: Any) -> None:
         self.config, self.origins = build_config(settings)
         # An app object is served by a zygote forked from this process: the master is handed its code.
+        # Imported here, not at the top: the command line's master (an import string) never runs it.
+        from forkserve.zygote.zygote import run as run_zygote
+
         self.master = Master(app, self.config, handle_signals=handle_signals, run_zygote=run_zygote)
 
     def run(self) -> int:

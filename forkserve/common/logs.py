@@ -296,8 +296,6 @@ class LogSetup:
     @classmethod
     def from_config(cls, config: Any, role: str) -> LogSetup:
         """The setup for a process of a server with these settings (a forkserve Config)."""
-        from forkserve.common import applogs
-
         access_on = config.access_log or config.access_logfile is not None
         setup = cls(
             config.log_level,
@@ -309,6 +307,9 @@ class LogSetup:
             use_colors=config.use_colors,
         )
         if config.log_config:
+            # Only then: it loads logging.config (2 MiB with pickle and socketserver) into the master.
+            from forkserve.common import applogs
+
             applogs.apply_log_config(config.log_config)
         return setup
 

@@ -6,7 +6,10 @@ tested range of releases works: older ones fail to boot or answer every request 
 pyproject.toml declares the same string (a unit test holds them equal), and the master turns any
 other installed version into one line and exit 2 instead of a broken server. The installed
 version is read from the package metadata: the master never imports uvicorn (its memory is
-copied into no worker, docs/benchmarks.md).
+copied into no worker, docs/benchmarks.md). It reads the ``METADATA`` file of the ``dist-info``
+beside the package Python would import, which is also the copy that will run; only when there is
+none (an egg, a zip) does it ask ``importlib.metadata``, whose import (with ``email``, ``zipfile``,
+``csv``) would cost every master 3.7 MiB (docs/design.md "Memory").
 
 The comparison is on release numbers only (``0.56.0rc1`` counts as 0.56.0), which is all a
 ``>=A,<B`` range of final releases needs, and keeps ``packaging`` out of the dependencies.
@@ -14,8 +17,9 @@ The comparison is on release numbers only (``0.56.0rc1`` counts as 0.56.0), whic
 
 from __future__ import annotations
 
+import importlib.util
 import re
-from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from forkserve.errors import ConfigError
 
@@ -57,7 +61,37 @@ def uvicorn_problem(installed: str | None) -> str | None:
     return f"uvicorn {installed} is not supported: {fix}"
 
 
+def metadata_version(text: str) -> str | None:
+    """The ``Version:`` of a METADATA (or PKG-INFO) file's header, None without one."""
+    for line in text.splitlines():
+        if not line.strip():
+            return None  # the header ends at the first blank line; the description follows
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "version":
+            return value.strip() or None
+    return None
+
+
+def _beside_package(name: str) -> str | None:
+    spec = importlib.util.find_spec(name)  # finds, never imports
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    site = Path(next(iter(spec.submodule_search_locations))).parent
+    infos = list(site.glob(f"{name}-*.dist-info"))
+    if len(infos) != 1:
+        return None  # none, or a stale one left beside the real one: importlib.metadata decides
+    try:
+        return metadata_version((infos[0] / "METADATA").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+
+
 def installed_uvicorn() -> str | None:
+    found = _beside_package("uvicorn")
+    if found is not None:
+        return found
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("uvicorn")
     except PackageNotFoundError:

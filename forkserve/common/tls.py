@@ -6,18 +6,21 @@ generation re-reads the certificate and a HUP after renewing it serves the new o
 builds the context itself rather than passing the file names to uvicorn: uvicorn always calls
 ``set_ciphers`` (with its own default list), and its ``ssl_version`` is a protocol constant, where
 a lowest accepted version is what an operator means.
+
+``ssl`` is imported only when --certfile is set: a master serving plain HTTP never needs it (with
+OpenSSL's own allocations, 1.7 MiB that no worker shares; docs/design.md "Memory").
 """
 
 from __future__ import annotations
 
 import os
-import ssl
+from typing import TYPE_CHECKING
 
 from forkserve.config.settings import Config
 from forkserve.errors import ConfigError
 
-_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
-_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+if TYPE_CHECKING:
+    import ssl
 
 
 def _readable(flag: str, path: str) -> None:
@@ -46,8 +49,12 @@ def server_context(config: Config) -> ssl.SSLContext | None:
     _readable("--certfile", config.certfile)
     if config.keyfile:
         _readable("--keyfile", config.keyfile)
+    import ssl
+
+    versions = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+    cert_reqs = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = _VERSIONS[config.ssl_version]
+    context.minimum_version = versions[config.ssl_version]
     try:
         context.load_cert_chain(config.certfile, config.keyfile, config.keyfile_password)
     except ssl.SSLError as exc:
@@ -64,7 +71,7 @@ def server_context(config: Config) -> ssl.SSLContext | None:
             raise ConfigError(f"--ca-certs {config.ca_certs}: {exc.reason or exc}") from None
     elif config.cert_reqs != "none":
         raise ConfigError(f"--cert-reqs {config.cert_reqs} needs --ca-certs to verify client certificates")
-    context.verify_mode = _CERT_REQS[config.cert_reqs]
+    context.verify_mode = cert_reqs[config.cert_reqs]
     # Offered by ALPN: a client that speaks HTTP/2 gets it only where the protocol class can.
     context.set_alpn_protocols(["h2", "http/1.1"] if config.http == "zttp" else ["http/1.1"])
     if config.ciphers:

@@ -20,16 +20,16 @@ from typing import Any
 from forkserve.config.sources import Source
 from forkserve.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 PYPROJECT = "pyproject.toml"
 PYPROJECT_TABLE = ("tool", "forkserve")
 
 
 def _load(path: Path, shown: str) -> dict[str, Any]:
+    # Imported when a file is read: the master keeps no TOML parser when none is (docs/design.md "Memory").
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

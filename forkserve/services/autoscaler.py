@@ -22,8 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from forkserve.common import faults
 from forkserve.common.scoreboard import Scoreboard, SlotState
 from forkserve.common.sizing import parse_proc_self_cgroup
@@ -86,6 +84,9 @@ def cgroup_memory(root: Path = Path("/")) -> tuple[int, int] | None:
 
 def measure_memory() -> tuple[float, float]:
     """(available, total) MB for new workers: the tighter of the machine and the container."""
+    # Imported by the autoscaler's first measurement: a fixed fleet's master never loads psutil.
+    import psutil
+
     machine = psutil.virtual_memory()
     available, total = machine.available, machine.total
     container = cgroup_memory()
@@ -96,6 +97,8 @@ def measure_memory() -> tuple[float, float]:
 
 
 def measure(listeners: Sequence[Listener], scoreboard: Scoreboard, *, want_memory: bool) -> Measurement:
+    import psutil
+
     queue = sum((accept_queue(listener.sock) or (0, 0))[0] for listener in listeners)
     workers = []
     for index in range(scoreboard.capacity):

@@ -18,6 +18,9 @@ fleet events that say the action completed (``reload_finished`` or ``reload_abor
 generation it started; exactly N workers ready; ``stopped``), so the
 command returns when the thing is done, or says why not.
 
+The service loop starts with the socket's first client, not with the master: until then a
+``Doorbell`` thread waits for one, and a master nobody steers never loads asyncio.
+
 Rejected: a signal-per-action interface (what HUP/TTIN already are) cannot answer; an HTTP port
 would need its own authentication where a unix socket has the kernel's.
 """
@@ -48,6 +51,7 @@ from forkserve.services.events import FleetEvent
 from forkserve.services.resilience import Pacer
 from forkserve.services.serviceloop import (
     Connection,
+    Doorbell,
     LineTooLong,
     Pool,
     ServiceLoop,
@@ -112,6 +116,7 @@ class ControlService:
         self.loop = loop or ServiceLoop()
         self.pool = Pool("control", POOL_SIZE)
         self._server: StreamServer | None = None
+        self._doorbell: Doorbell | None = None
         self._serving = False
         self._may_serve = False
         self._start_errors = Pacer("starting the control socket's thread")
@@ -146,8 +151,30 @@ class ControlService:
         logger.info("Control socket: %s (forkserve ctl status)", self.path)
 
     def _start_serving(self) -> None:
-        if self._server is None or self._serving:
+        # The service loop starts with the first client: until then a Doorbell waits for one.
+        if self._server is None or self._serving or self._doorbell is not None:
             return
+        bell = Doorbell(self._server.sock, self._client_waiting, "control")
+        try:
+            bell.start()
+        except (OSError, RuntimeError) as error:
+            # No pipe or thread to be had now (out of fds, memory or tasks): the next fleet event
+            # tries again.
+            self._start_errors.failed(error)
+            return
+        self._doorbell = bell
+
+    def _client_waiting(self) -> None:
+        # On the doorbell's thread: the loop is started from the master's, like everything else.
+        if self.master is not None:
+            self.master.call(self._serve_now)
+
+    def _serve_now(self) -> None:
+        bell, self._doorbell = self._doorbell, None
+        if bell is not None:
+            bell.close()
+        if self._server is None or self._serving:
+            return  # stopped meanwhile
         try:
             self.loop.acquire()
         except (OSError, RuntimeError) as error:
@@ -188,6 +215,9 @@ class ControlService:
         return controlpath.default_path(directory, os.getpid())
 
     def stop(self) -> None:
+        bell, self._doorbell = self._doorbell, None
+        if bell is not None:
+            bell.close()
         server, self._server = self._server, None
         if server is not None:
             if self._serving:

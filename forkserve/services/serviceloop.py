@@ -22,24 +22,33 @@ metrics files, waiting for a reload to finish) runs on a small fixed pool of dae
 Rejected: a thread per connection (unbounded); a fixed pool of threads each blocking on one client
 (a few slow clients take them all); asyncio's ``start_server``, whose accept loop re-logs every
 EMFILE through the loop's exception handler, once a second, and offers no place for a fault seam.
+
+asyncio is imported by the functions that run on the loop, not by this module: the control socket
+is on by default and rarely used, and a master that loaded asyncio (with ssl and
+concurrent.futures) for it would carry 6 MiB that no other process shares. A ``Doorbell`` watches
+such a socket until its first client and only then is the loop started (docs/design.md "Memory").
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import logging
+import os
 import queue
+import select
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from forkserve.common import faults
 from forkserve.services.resilience import Pacer
+
+if TYPE_CHECKING:
+    import asyncio
 
 logger = logging.getLogger("forkserve")
 
@@ -57,6 +66,8 @@ class ServiceLoop:
 
     def acquire(self) -> None:
         """Start the thread if it is not running; raises OSError or RuntimeError when it cannot."""
+        import asyncio
+
         with self._lock:
             if self._loop is not None:
                 self._users += 1
@@ -81,6 +92,8 @@ class ServiceLoop:
             self._users += 1
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
+        import asyncio
+
         assert self._loop is not None, "acquire() first"
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
@@ -94,6 +107,59 @@ class ServiceLoop:
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(5)
+
+
+class Doorbell:
+    """Calls RING once, from a thread of its own, when a client first waits on a listening socket.
+
+    Until then nothing of asyncio is loaded (the module's docstring says why): the thread sleeps in
+    poll(), and the client waits in the listen queue for the few milliseconds the loop takes to
+    start. ``close`` wakes and ends the thread if it has not rung.
+    """
+
+    def __init__(self, sock: socket.socket, ring: Callable[[], object], name: str) -> None:
+        self.sock = sock
+        self.ring = ring
+        self.name = name
+        self._wake: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start watching; raises OSError or RuntimeError when no pipe or thread is to be had."""
+        self._wake = os.pipe()
+        thread = threading.Thread(target=self._watch, name=f"forkserve-{self.name}-bell", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            self._close_pipe()
+            raise
+        self._thread = thread
+
+    def _watch(self) -> None:
+        assert self._wake is not None
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self._wake[0], select.POLLIN)
+        try:
+            ready = {fd for fd, _ in poller.poll()}
+        except OSError:
+            return
+        if self._wake[0] not in ready:
+            self.ring()
+
+    def close(self) -> None:
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wake[1], b"x")
+        if self._thread is not None:
+            self._thread.join(5)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        wake, self._wake = self._wake, None
+        for fd in wake or ():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class Pool:
@@ -130,6 +196,8 @@ class Pool:
         return future
 
     async def run(self, work: Callable[[], T]) -> T:
+        import asyncio
+
         return await asyncio.wrap_future(self.submit(work))
 
     def _run(self) -> None:
@@ -161,6 +229,8 @@ class Deadline(Exception):
 
 async def receive(sock: socket.socket, deadline: float, size: int = 8192) -> bytes:
     """Some bytes from SOCK (b"" when it closed); raises ``Deadline`` at DEADLINE (monotonic)."""
+    import asyncio
+
     left = deadline - time.monotonic()
     if left <= 0:
         raise Deadline
@@ -195,6 +265,8 @@ class LineTooLong(Exception):
 
 async def send(sock: socket.socket, data: bytes, timeout: float) -> None:
     """Send DATA, or give up on a client that does not read it within TIMEOUT seconds."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     try:
         await asyncio.wait_for(loop.sock_sendall(sock, data), timeout)
@@ -250,6 +322,8 @@ class StreamServer:
         self._accepting: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
+        import asyncio
+
         self.sock.setblocking(False)
         self._accepting = asyncio.current_task()
         loop = asyncio.get_running_loop()
@@ -268,6 +342,8 @@ class StreamServer:
             await self._admit(client)
 
     async def _admit(self, client: socket.socket) -> None:
+        import asyncio
+
         client.setblocking(False)
         if len(self.connections) >= self.limit:
             waiting = [c for c in self.connections if not c.busy]
@@ -297,6 +373,8 @@ class StreamServer:
             connection.task.cancel()
 
     async def _run(self, connection: Connection) -> None:
+        import asyncio
+
         try:
             await self.handle(connection)
         except asyncio.CancelledError:
@@ -313,6 +391,8 @@ class StreamServer:
     async def close(self, grace: float, *, every: bool = False) -> None:
         """Stop accepting; give requests being answered (EVERY: every connection) GRACE seconds,
         then close every connection."""
+        import asyncio
+
         if self._accepting is not None:
             self._accepting.cancel()
         self.sock.close()

@@ -36,7 +36,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -46,14 +46,14 @@ from forkserve.common.logs import LogSetup
 from forkserve.common.scoreboard import Scoreboard, SlotState, StopMode
 from forkserve.common.sockets import accept_queue
 from forkserve.config.settings import Config
-from forkserve.errors import EXIT_APP
+from forkserve.errors import EXIT_APP, ConfigError
 from forkserve.http import uvicorn_api, wsgi
 from forkserve.http.choice import http_protocol_class
 from forkserve.http.protocol import wrap_app
 from forkserve.http.proxied import proxy_protocol_gate
 from forkserve.http.secure_headers import server_override
 from forkserve.http.uvicorn_api import asyncio_run
-from forkserve.worker import wsdrain
+from forkserve.worker import inbox, wsdrain
 from forkserve.worker.info import worker_info
 from forkserve.worker.reqstats import RequestStats
 
@@ -112,6 +112,19 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn_api.Config:
     )
 
 
+def loop_factory(uv_config: uvicorn_api.Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """--loop's event loop factory, for the zygote to resolve before it forks.
+
+    Resolving it imports uvloop: done in the zygote, its modules are shared copy-on-write by every
+    worker rather than imported into each after the fork (1.4 MiB of private memory per worker
+    measured on the hello app, docs/design.md "Memory").
+    """
+    try:
+        return uv_config.get_loop_factory()
+    except ImportError as exc:
+        raise ConfigError(f"--loop {uv_config.loop}: {exc}; install it, or pass --loop auto") from None
+
+
 def access_log_on(config: Config) -> bool:
     """--access-log, or gunicorn's way: an --access-logfile given."""
     return config.access_log or config.access_logfile is not None
@@ -152,6 +165,8 @@ class WorkerContext:
     hooks: hooks.WorkerHooks = field(default_factory=hooks.WorkerHooks)
     # --balance round-robin/least-conn/ip-hash: connections come from here, not from listeners.
     handoff: socket.socket | None = None
+    # --loop's event loop factory (None: asyncio's default), resolved by the zygote (loop_factory).
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 
 
 class WorkerServer(uvicorn_api.Server):
@@ -193,7 +208,7 @@ class WorkerServer(uvicorn_api.Server):
             wrap_app(ctx.uv_config, lambda app: HealthCheck(app, path, self))
         # The --ws protocol class, once uvicorn's Config is loaded (None with --ws none).
         self.ws_class: type[Any] | None = getattr(ctx.uv_config, "ws_protocol_class", None)
-        self.inbox: handoff.Inbox | None = None
+        self.inbox: inbox.Inbox | None = None
         if ctx.handoff is not None:
             self.server_state.connections = handoff.CountedConnections(self.slot)
 
@@ -350,10 +365,10 @@ class WorkerServer(uvicorn_api.Server):
             self.hook_failed = self.should_exit = True
             return
         if self.ctx.handoff is not None:
-            self.inbox = handoff.Inbox(
+            self.inbox = inbox.Inbox(
                 self.ctx.handoff,
                 self.slot,
-                handoff.protocol_factory(self),
+                inbox.protocol_factory(self),
                 self.config.ssl,
                 self._handed_over,
                 per_wakeup=1 if self.ctx.config.balance == "least-conn" else 64,
@@ -504,7 +519,7 @@ def run(ctx: WorkerContext) -> int:
 
     server = WorkerServer(ctx)
     try:
-        asyncio_run(server.serve(sockets=ctx.listeners), loop_factory=ctx.uv_config.get_loop_factory())
+        asyncio_run(server.serve(sockets=ctx.listeners), loop_factory=ctx.loop_factory)
     except SystemExit as exc:
         # uvicorn exits 3 (STARTUP_FAILURE) when lifespan startup fails; it logged why already.
         return exc.code if isinstance(exc.code, int) else 1

@@ -29,7 +29,7 @@ import signal
 import socket
 from typing import Any
 
-from forkserve.common import applogs, faults, gunicorn_hooks, hooks, messages, privileges, promdir
+from forkserve.common import applogs, faults, gunicorn_hooks, hooks, memory, messages, privileges, promdir
 from forkserve.common.logs import LogSetup, line_buffered_stdio, short_traceback
 from forkserve.common.scoreboard import Scoreboard
 from forkserve.common.zygotespec import SPEC_VARIABLE, ZygoteSpec
@@ -75,6 +75,7 @@ class Zygote:
         self.listeners = [socket.socket(fileno=fd) for fd in spec.listener_fds]
         self.scoreboard = Scoreboard(spec.scoreboard_fd, spec.scoreboard_capacity)
         self.uv_config: Any = None
+        self.loop_factory: Any = None
         # The environment before --env-file's variables: a fork-mode worker of a later generation
         # starts from it, so a variable removed from the file is gone.
         self.base_environ: dict[str, str] = dict(os.environ)
@@ -111,6 +112,8 @@ class Zygote:
             )
             self.uv_config.load()
             self.uv_config.ssl = ssl_context
+            # Before the fork: uvloop's modules are then shared by every worker, not imported in each.
+            self.loop_factory = worker.loop_factory(self.uv_config)
             self.hooks = hooks.WorkerHooks.from_config(self.spec.config)
         except ForkserveError as exc:
             messages.send(
@@ -136,6 +139,9 @@ class Zygote:
             return False
         # Objects alive now are shared copy-on-write with every worker: keep the collector off them.
         gc.freeze()
+        # The heap's free pages, released before they are shared: a worker's first allocations
+        # there would copy them.
+        memory.trim()
         messages.send(self.channel, {"op": messages.Op.LOADED, "pid": os.getpid()})
         return True
 
@@ -261,6 +267,7 @@ class Zygote:
             logs=self.logs,
             config=self.spec.config,
             hooks=self.hooks,
+            loop_factory=self.loop_factory,
         )
         try:
             return worker.run(ctx)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 # The master's side: none of it may be loaded by `import forkserve`, a zygote or a worker.
 MASTER_SIDE = ("forkserve.master", "forkserve.services", "forkserve.api", "forkserve.cli", "psutil")
@@ -42,3 +43,71 @@ def test_an_execd_zygote_and_its_workers_load_no_master_side_module(serve) -> No
     assert "forkserve.worker.worker" in loaded["worker"]
     assert master_side(loaded["zygote"]) == [], server.tail()
     assert master_side(loaded["worker"]) == [], server.tail()
+
+
+# Records, per process, every module imported from start-up on: an audit hook installed by a
+# sitecustomize on PYTHONPATH, so the master runs unchanged and the test reads what it loaded.
+RECORDER = """
+import os, sys
+_directory = os.environ["IMPORTS_RECORDED_IN"]
+def _record(event, args):
+    if event == "import":
+        with open(os.path.join(_directory, str(os.getpid())), "a") as out:
+            out.write(args[0] + "\\n")
+sys.addaudithook(_record)
+"""
+
+# What a master with the defaults (plain HTTP, no config file, no autoscaling, no --log-config, the
+# control socket unused) must not load: each is memory no other process shares (docs/design.md
+# "Memory"). asyncio comes with the first `forkserve ctl` client; ssl with --certfile.
+UNUSED_BY_A_DEFAULT_MASTER = (
+    "asyncio", "ssl", "tomllib", "psutil", "importlib.metadata", "email", "logging.config",
+    "shutil", "tempfile", "uvicorn", "forkserve.zygote", "forkserve.worker", "forkserve.http",
+)  # fmt: skip
+
+
+def recorded(directory: Path, pid: int) -> list[str]:
+    path = directory / str(pid)
+    return path.read_text().split() if path.exists() else []
+
+
+def loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    return sorted({m for m in modules if any(m == n or m.startswith(n + ".") for n in names)})
+
+
+def recording(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(RECORDER)
+    directory = tmp_path / "imports"
+    directory.mkdir()
+    return directory, {"PYTHONPATH": str(hook), "IMPORTS_RECORDED_IN": str(directory)}
+
+
+def test_a_default_master_loads_only_what_it_uses(serve, tmp_path) -> None:
+    directory, env = recording(tmp_path)
+    sock = tmp_path / "ctl.sock"  # the default control socket, at a path the test knows
+    server = serve("-w", "1", "--control-socket", str(sock), wait=1, env=env)
+    master = recorded(directory, server.pid)
+    assert "forkserve.master.master" in master  # the hook sees the master's imports
+    assert loaded(master, UNUSED_BY_A_DEFAULT_MASTER) == [], server.tail()
+    # The control socket still answers: its first client starts the loop, and asyncio with it.
+    done = subprocess.run(
+        [sys.executable, "-m", "forkserve", "ctl", "--control-socket", str(sock), "status", "--json"],
+        capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode() + server.tail()
+    assert len(json.loads(done.stdout)["workers"]) == 1, done.stdout
+    assert "asyncio" in recorded(directory, server.pid)
+
+
+def test_workers_import_nothing_of_the_event_loop_after_the_fork(serve, tmp_path) -> None:
+    # The zygote resolves --loop before it forks: uvloop's modules are shared, not loaded per worker.
+    directory, env = recording(tmp_path)
+    server = serve("-w", "2", app="modules:app", wait=2, env=env)
+    body = server.get("/").json()
+    assert "uvloop" in body["worker"], "the worker runs on uvloop (a dependency on this platform)"
+    workers = server.workers()
+    assert len(workers) == 2, server.tail()
+    for pid in workers:
+        assert loaded(recorded(directory, pid), ("uvloop", "asyncio")) == [], server.tail()

@@ -58,3 +58,24 @@ def test_pyproject_declares_the_range_the_master_checks() -> None:
 def test_the_installed_uvicorn_is_supported() -> None:
     # The suite runs on an installed uvicorn: it must be one the master accepts.
     assert supported.uvicorn_problem(supported.installed_uvicorn()) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Metadata-Version: 2.4\nName: uvicorn\nVersion: 0.55.0\n", "0.55.0"),
+        ("Name: uvicorn\nversion:  0.54.1 \nSummary: x\n", "0.54.1"),
+        ("Name: uvicorn\n\nVersion: 9.9 (in the description, not the header)\n", None),
+        ("Name: uvicorn\nVersion:\n", None),
+        ("", None),
+    ],
+)
+def test_metadata_version(text: str, found: str | None) -> None:
+    assert supported.metadata_version(text) == found
+
+
+def test_the_installed_version_is_the_one_importlib_metadata_reports() -> None:
+    # The master reads the dist-info itself (importlib.metadata costs it 3.7 MiB): same answer.
+    from importlib.metadata import version
+
+    assert supported.installed_uvicorn() == version("uvicorn")
