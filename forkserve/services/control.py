@@ -164,26 +164,33 @@ class ControlService:
             return
         self._doorbell = bell
 
-    def _client_waiting(self) -> None:
+    def _client_waiting(self, client: socket.socket | None) -> None:
         # On the doorbell's thread: the loop is started from the master's, like everything else.
         if self.master is not None:
-            self.master.call(self._serve_now)
+            self.master.call(lambda: self._serve_now(client))
+        elif client is not None:
+            client.close()
 
-    def _serve_now(self) -> None:
+    def _serve_now(self, first: socket.socket | None = None) -> None:
         bell, self._doorbell = self._doorbell, None
         if bell is not None:
             bell.close()
         if self._server is None or self._serving:
-            return  # stopped meanwhile
+            if first is not None:
+                first.close()  # stopped meanwhile
+            return
         try:
             self.loop.acquire()
         except (OSError, RuntimeError) as error:
             # No thread to be had now (out of memory or tasks): the next fleet event tries again.
+            # The client that rang sees its connection close and can try again.
+            if first is not None:
+                first.close()
             self._start_errors.failed(error)
             return
         self._start_errors.worked()
         self._serving = True
-        self.loop.submit(self._server.serve())
+        self.loop.submit(self._server.serve(first))
 
     def _bind(self, path: Path) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -110,14 +110,23 @@ class ServiceLoop:
 
 
 class Doorbell:
-    """Calls RING once, from a thread of its own, when a client first waits on a listening socket.
+    """Calls RING(client) once, from a thread of its own, when a client first connects to a socket.
 
     Until then nothing of asyncio is loaded (the module's docstring says why): the thread sleeps in
-    poll(), and the client waits in the listen queue for the few milliseconds the loop takes to
-    start. ``close`` wakes and ends the thread if it has not rung.
+    poll(), and accepts the first connection itself. A connection that closes without sending a
+    byte is a probe, not a client: another master starting up checks this way whether the socket
+    is live (forkserve.services.controlpath), and it must not cost this master its lean start, so
+    it is dropped and the watch goes on. Any other connection (bytes sent, or nothing within
+    ``PROBE_WAIT``) is handed to RING, accepted, for the server to admit first; RING gets None when
+    the accept itself failed (out of fds), and the server's own accept loop meets the queue.
+    ``close`` wakes and ends the thread if it has not rung.
     """
 
-    def __init__(self, sock: socket.socket, ring: Callable[[], object], name: str) -> None:
+    PROBE_WAIT = 0.5
+
+    def __init__(
+        self, sock: socket.socket, ring: Callable[[socket.socket | None], object], name: str
+    ) -> None:
         self.sock = sock
         self.ring = ring
         self.name = name
@@ -126,6 +135,7 @@ class Doorbell:
 
     def start(self) -> None:
         """Start watching; raises OSError or RuntimeError when no pipe or thread is to be had."""
+        self.sock.setblocking(False)  # an accept must not wait for a client that went away
         self._wake = os.pipe()
         thread = threading.Thread(target=self._watch, name=f"forkserve-{self.name}-bell", daemon=True)
         try:
@@ -137,15 +147,50 @@ class Doorbell:
 
     def _watch(self) -> None:
         assert self._wake is not None
+        wake = self._wake[0]
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
-        poller.register(self._wake[0], select.POLLIN)
+        poller.register(wake, select.POLLIN)
+        while True:
+            try:
+                ready = {fd for fd, _ in poller.poll()}
+                if wake in ready:
+                    return
+                client = self._accept()
+            except OSError:
+                self.ring(None)
+                return
+            if client is None:
+                continue  # taken by someone else, or gone before the accept
+            verdict = self._probe_or_client(client, wake)
+            if verdict == "client":
+                self.ring(client)
+                return
+            client.close()
+            if verdict == "closing":
+                return
+
+    def _accept(self) -> socket.socket | None:
         try:
-            ready = {fd for fd, _ in poller.poll()}
+            client, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return None
+        return client
+
+    def _probe_or_client(self, client: socket.socket, wake: int) -> str:
+        """ "probe" (closed having sent nothing), "client", or "closing" (close() was called)."""
+        poller = select.poll()
+        poller.register(client, select.POLLIN)
+        poller.register(wake, select.POLLIN)
+        try:
+            ready = {fd for fd, _ in poller.poll(int(self.PROBE_WAIT * 1000))}
+            if wake in ready:
+                return "closing"
+            if not ready:
+                return "client"  # connected and quiet: a client that waits for us to speak
+            return "client" if client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) else "probe"
         except OSError:
-            return
-        if self._wake[0] not in ready:
-            self.ring()
+            return "probe"  # reset by the peer: nobody to serve
 
     def close(self) -> None:
         if self._wake is not None:
@@ -321,12 +366,15 @@ class StreamServer:
         self.refused = 0
         self._accepting: asyncio.Task[None] | None = None
 
-    async def serve(self) -> None:
+    async def serve(self, first: socket.socket | None = None) -> None:
+        """Accept and serve clients until closed; FIRST is one accepted already (a Doorbell's)."""
         import asyncio
 
         self.sock.setblocking(False)
         self._accepting = asyncio.current_task()
         loop = asyncio.get_running_loop()
+        if first is not None:
+            await self._admit(first)
         while True:
             try:
                 faults.check(self.fault_point)

@@ -9,6 +9,7 @@ here in real processes.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,15 @@ def test_a_default_master_loads_only_what_it_uses(serve, tmp_path) -> None:
     master = recorded(directory, server.pid)
     assert "forkserve.master.master" in master  # the hook sees the master's imports
     assert loaded(master, UNUSED_BY_A_DEFAULT_MASTER) == [], server.tail()
+    # Another master starting in the same directory probes each socket to find stale ones
+    # (connect, then close having sent nothing): that is not a client, and starts nothing.
+    for _ in range(3):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(10)
+            probe.connect(str(sock))
+            probe.shutdown(socket.SHUT_WR)
+            assert probe.recv(1) == b""  # the master has seen the probe and dropped it
+    assert "asyncio" not in recorded(directory, server.pid), server.tail()
     # The control socket still answers: its first client starts the loop, and asyncio with it.
     done = subprocess.run(
         [sys.executable, "-m", "forkserve", "ctl", "--control-socket", str(sock), "status", "--json"],

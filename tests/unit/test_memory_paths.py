@@ -22,31 +22,83 @@ def listening(path: Path) -> socket.socket:
     return sock
 
 
-def test_the_doorbell_rings_once_a_client_waits(tmp_path: Path) -> None:
+class Rings:
+    def __init__(self) -> None:
+        self.clients: list[socket.socket | None] = []
+        self.rung = threading.Event()
+
+    def __call__(self, client: socket.socket | None) -> None:
+        self.clients.append(client)
+        self.rung.set()
+
+
+def test_the_doorbell_rings_with_the_first_client_accepted(tmp_path: Path) -> None:
     path = tmp_path / "s.sock"
     with listening(path) as sock:
-        rung = threading.Event()
-        bell = Doorbell(sock, rung.set, "test")
+        rings = Rings()
+        bell = Doorbell(sock, rings, "test")
         bell.start()
-        assert not rung.is_set()
+        assert not rings.rung.is_set()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(path))
-            assert rung.wait(5), "no ring for a waiting client"
+            client.sendall(b"status\n")
+            assert rings.rung.wait(5), "no ring for a waiting client"
+            (accepted,) = rings.clients
+            assert accepted is not None
+            with accepted:
+                accepted.setblocking(True)
+                assert accepted.recv(16) == b"status\n"  # nothing the client sent was lost
+        bell.close()
+
+
+def test_a_probe_that_connects_and_closes_does_not_ring(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    with listening(path) as sock:
+        rings = Rings()
+        bell = Doorbell(sock, rings, "test")
+        bell.start()
+        for _ in range(3):  # what another master's stale-socket check does
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(str(path))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))
+            client.sendall(b"x")
+            assert rings.rung.wait(5)
+        assert len(rings.clients) == 1  # only the client rang, and the watch outlived the probes
+        for accepted in rings.clients:
+            if accepted is not None:
+                accepted.close()
+        bell.close()
+
+
+def test_a_client_that_waits_for_the_server_to_speak_rings_too(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    with listening(path) as sock:
+        rings = Rings()
+        bell = Doorbell(sock, rings, "test")
+        bell.PROBE_WAIT = 0.05
+        bell.start()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # and says nothing
+            assert rings.rung.wait(5)
+        for accepted in rings.clients:
+            if accepted is not None:
+                accepted.close()
         bell.close()
 
 
 def test_a_doorbell_closed_first_never_rings_and_ends_its_thread(tmp_path: Path) -> None:
     path = tmp_path / "s.sock"
     with listening(path) as sock:
-        rings: list[int] = []
-        bell = Doorbell(sock, lambda: rings.append(1), "test")
+        rings = Rings()
+        bell = Doorbell(sock, rings, "test")
         bell.start()
         thread = bell._thread
         bell.close()
         assert thread is not None and not thread.is_alive()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(path))  # waits in the listen queue: nobody is watching any more
-        assert rings == []
+        assert rings.clients == []
         bell.close()  # twice is harmless
 
 
