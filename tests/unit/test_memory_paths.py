@@ -87,6 +87,27 @@ def test_a_client_that_waits_for_the_server_to_speak_rings_too(tmp_path: Path) -
         bell.close()
 
 
+class FailingAccept(socket.socket):
+    def accept(self) -> tuple[socket.socket, Any]:
+        raise OSError(24, "Too many open files")
+
+
+def test_a_doorbell_that_cannot_accept_rings_without_a_client(tmp_path: Path) -> None:
+    # Out of fds: the server's own accept loop, which paces its retries, meets the queue instead.
+    path = tmp_path / "s.sock"
+    with FailingAccept(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(path))
+        sock.listen(4)
+        rings = Rings()
+        bell = Doorbell(sock, rings, "test")
+        bell.start()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))
+            assert rings.rung.wait(5)
+        assert rings.clients == [None]
+        bell.close()
+
+
 def test_a_doorbell_closed_first_never_rings_and_ends_its_thread(tmp_path: Path) -> None:
     path = tmp_path / "s.sock"
     with listening(path) as sock:
