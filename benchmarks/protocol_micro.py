@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import re
 import shutil
 import statistics
@@ -49,7 +50,14 @@ REQUESTS = {
     b"Upgrade-Insecure-Requests: 1\r\nSec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\n"
     b"Sec-Fetch-Site: none\r\nCache-Control: max-age=0\r\n\r\n",
 }
-APPS = {"hello": hello_app, "starlette": starlette_app, "hello-browser": hello_app}
+APPS: dict[str, Any] = {"hello": hello_app, "starlette": starlette_app, "hello-browser": hello_app}
+# The FastAPI route of `benchmarks.run --app fastapi`, when FastAPI is installed (the bench extra).
+if importlib.util.find_spec("fastapi") is not None:
+    from benchmarks.apps_fastapi import PATH as FASTAPI_PATH
+    from benchmarks.apps_fastapi import app as fastapi_app
+
+    REQUESTS["fastapi"] = b"GET %b HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n" % FASTAPI_PATH.encode()
+    APPS["fastapi"] = fastapi_app
 CLASSES: dict[str, Any] = {
     "uvicorn httptools": HttpToolsProtocol,
     "forkserve httptools (worker class)": http_protocol_class("httptools"),
@@ -151,13 +159,13 @@ def instructions_per_request(class_name: str, scenario: str) -> float:
     ) / (high - low)
 
 
-def print_instructions() -> None:
+def print_instructions(scenarios: list[str]) -> None:
     harness = instructions_per_request(NULL, "hello")
     print(f"Instructions per request, less the harness's own ({harness:,.0f}):")
     print()
     print("| request | class | instructions/request |")
     print("| --- | --- | ---: |")
-    for scenario in REQUESTS:
+    for scenario in scenarios:
         for name in CLASSES:
             print(f"| {scenario} | {name} | {instructions_per_request(name, scenario) - harness:,.0f} |")
 
@@ -170,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=30000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--instructions", action="store_true", help="count instructions under valgrind")
+    parser.add_argument("--requests-of", default=",".join(REQUESTS), help=f"of {', '.join(REQUESTS)}")
     parser.add_argument(
         "--serve-once", nargs=3, metavar=("CLASS", "REQUEST", "COUNT"), help=argparse.SUPPRESS
     )
@@ -182,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.instructions:
         if shutil.which("valgrind") is None:
             parser.error("--instructions needs valgrind: apt-get install valgrind")
-        print_instructions()
+        scenarios = [name for name in args.requests_of.split(",") if name]
+        unknown = sorted(set(scenarios) - set(REQUESTS))
+        if unknown:
+            parser.error(f"unknown request {', '.join(unknown)}; choose from {', '.join(REQUESTS)}")
+        print_instructions(scenarios)
         return 0
     print(f"| request | class | µs/request (median of {args.repeats}) | writes/request |")
     print("| --- | --- | ---: | ---: |")
