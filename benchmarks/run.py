@@ -467,9 +467,23 @@ def wrk_version() -> str:
     return first[0].split(" Copyright")[0].strip() if first else "wrk (unknown version)"
 
 
+def shown_python(python: str) -> str:
+    """An interpreter as the page names it: a command a reader can run, not this machine's path.
+
+    The runner's own interpreter is the reader's ``python``; another (``--python``) is shown as
+    typed when relative, else by its file name.
+    """
+    if os.path.realpath(python) == os.path.realpath(sys.executable) or python == sys.executable:
+        return "python"
+    if not os.path.isabs(python):
+        return python  # as the reader typed it: peers/bin/python
+    return f"{os.path.basename(python)} (--python)"
+
+
 def display_command(spec: ServerSpec, settings: Settings) -> str:
     # A fixed placeholder port keeps the command readable and the same across runs.
     argv = spec.build(interpreter_for(spec, settings), 0, settings.workers, settings.app.target)
+    argv[0] = shown_python(argv[0])
     return shlex.join(argv).replace(f"{HOST}:0", f"{HOST}:PORT").replace("--port 0", "--port PORT")
 
 
@@ -480,11 +494,11 @@ def build_meta(
     versions: dict[str, dict[str, str | None]],
 ) -> dict[str, Any]:
     return {
-        "command": f"{shlex.quote(sys.executable)} -m benchmarks.run {shlex.join(sys.argv[1:])}".strip(),
+        "command": f"python -m benchmarks.run {shlex.join(sys.argv[1:])}".strip(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(),
         "wrk_version": wrk_version(),
-        "versions": versions,
+        "versions": {shown_python(python): found for python, found in versions.items()},
         "servers": {s.name: {"command": display_command(s, settings), "note": s.note} for s in specs},
         "baseline": BASELINE,
         "app": {

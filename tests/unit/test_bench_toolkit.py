@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import sys
 
 import pytest
 
-from benchmarks import harness
+from benchmarks import harness, run
 from benchmarks.client import chunked_body, parse_head, request_bytes, wants_close
 from benchmarks.failures import Failure, RequestFailed, classify, label
 from benchmarks.stats import latency, median, percentile, ratio
@@ -183,3 +184,15 @@ def test_request_bytes_say_how_the_connection_is_used() -> None:
 )
 def test_each_round_rotates_the_run_order_by_one(items, round_no, order):
     assert harness.rotated(items, round_no) == order
+
+
+@pytest.mark.parametrize(
+    ("python", "shown"),
+    [
+        (sys.executable, "python"),
+        ("peers/bin/python", "peers/bin/python"),
+        ("/opt/elsewhere/bin/python3.12", "python3.12 (--python)"),
+    ],
+)
+def test_a_page_names_interpreters_as_a_reader_would_type_them(python, shown):
+    assert run.shown_python(python) == shown
