@@ -24,14 +24,14 @@ uvicorn does once per request:
   at once joins it (fast_cycle).
 * One keep-alive timer per idle period instead of one armed and cancelled per request
   (``_keep_alive_due``).
-* On Python 3.12+ a request's task starts eagerly: the app runs inside ``on_headers_complete``
-  until it first waits, and a request that never waits costs no trip through the loop.
 * ``receive()`` makes an ``asyncio.Event`` only when the app has to wait for body bytes; a task
   removes itself from the server's task set when it finishes instead of through a done-callback.
 
-Rejected: eager start by hand on 3.10/3.11 (the app's first step would see a different current
-task than the rest, which anyio's cancel scopes notice) and a task per connection (context
-variables would leak from one request to the next). docs/design.md has the measurements.
+Rejected: eager tasks (3.12's ``eager_start``: fewer instructions, but more CPU per request in a
+real worker), eager start by hand on 3.10/3.11 (the app's first step would see a different
+current task than the rest, which anyio's cancel scopes notice) and a task per connection
+(context variables would leak from one request to the next). docs/design.md has the
+measurements.
 
 Where a setting needs per-request work it is paid only when set: ``--limit-concurrency``,
 access logging, trusted proxies, ``root_path``. A further per-request limit (a header count, a
@@ -67,9 +67,6 @@ from forkserve.http.protocol import (
     upgraded_transport,
 )
 from forkserve.http.uvicorn_api import TRACE_LOG_LEVEL, Config, ServerState
-
-# asyncio.Task(..., eager_start=True): the task's first step runs in the caller (Python 3.12+).
-EAGER_TASKS = sys.version_info >= (3, 12)
 
 NO_WEBSOCKETS = (
     "No supported WebSocket library detected. Please use \"pip install 'uvicorn[standard]'\", "
@@ -157,10 +154,9 @@ class FastHttpToolsProtocol(asyncio.Protocol):
         # What serves a request that no limit refuses; ``app`` may be the drain's property.
         self.asgi_app: Any = plan.app
         self.loop = _loop or asyncio.get_event_loop()
-        # Eager tasks (Python 3.12+) need a real asyncio loop to swap the current task on, and a
-        # stream's head is held to the end of the loop's turn only on a loop that has one.
+        # A stream's head is held to the end of the loop's turn only on a loop that has turns
+        # (uvicorn's protocol tests drive the class with a stand-in that has no call_soon).
         self.real_loop = isinstance(self.loop, asyncio.AbstractEventLoop)
-        self.eager = EAGER_TASKS and self.real_loop
         self.logger = plan.logger
         self.access_logger: Any = plan.access_logger
         self.access_log = plan.access_log
@@ -457,18 +453,8 @@ class FastHttpToolsProtocol(asyncio.Protocol):
                 scope["client"] = (host, port)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        context = contextvars.Context() if self.config.reset_contextvars else None
-        if self.eager:
-            # Runs the app at once, inside this parser callback, until it first has to wait: a
-            # request that never waits is answered without a trip through the loop, and its task
-            # is never scheduled nor entered in asyncio's set of all tasks.
-            task = asyncio.Task(  # type: ignore[call-arg]  # eager_start is 3.12+; typeshed follows the target
-                cycle.run_asgi(app), loop=self.loop, context=context, eager_start=True
-            )
-            if task.done():
-                return
-        elif context is not None:
-            task = self.loop.create_task(cycle.run_asgi(app), context=context)
+        if self.config.reset_contextvars:
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
         # run_asgi's finally takes the task out of the set: cheaper than a done-callback, which is
