@@ -359,10 +359,7 @@ def run_once(config: Config, rep: int, settings: Settings) -> RunRecord:
     except (harness.ServerError, subprocess.SubprocessError, OSError, ValueError) as exc:
         record.error = f"{exc}\n{harness.tail(log_path)}"
     finally:
-        stopped, problems = harness.stop_and_check(proc, port, settings.stop_timeout)
-        record.killed = stopped.killed
-        if problems:
-            record.error = "; ".join(filter(None, [record.error, problems]))
+        harness.stop_into(record, proc, port, settings.stop_timeout)
     return record
 
 

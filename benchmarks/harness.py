@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import psutil
 
@@ -297,6 +297,19 @@ def stop_and_check(proc: subprocess.Popen[bytes], port: int, grace: float) -> tu
     if not port_closed(port):
         problems.append(f"port {port} still accepts connections after stop")
     return stopped, "; ".join(problems)
+
+
+class StopRecord(Protocol):
+    killed: bool
+    error: str | None
+
+
+def stop_into(record: StopRecord, proc: subprocess.Popen[bytes], port: int, grace: float) -> None:
+    """Stop the server; write on RECORD whether it needed SIGKILL and what it left behind."""
+    stopped, problems = stop_and_check(proc, port, grace)
+    record.killed = stopped.killed
+    if problems:
+        record.error = "; ".join(filter(None, [record.error, problems]))
 
 
 def port_closed(port: int) -> bool:

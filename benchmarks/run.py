@@ -343,10 +343,7 @@ def _measure(proc: subprocess.Popen[bytes], port: int, record: RunRecord, settin
 
 
 def _stop(proc: subprocess.Popen[bytes], port: int, record: RunRecord, settings: Settings) -> None:
-    stopped, problems = harness.stop_and_check(proc, port, settings.stop_timeout)
-    record.killed = stopped.killed
-    if problems:
-        record.error = "; ".join(filter(None, [record.error, problems]))
+    harness.stop_into(record, proc, port, settings.stop_timeout)
 
 
 def run_benchmark(

@@ -53,8 +53,5 @@ def measure(record: WrkRun, command: list[str], cwd: Path, env: dict[str, str], 
     except (harness.ServerError, subprocess.SubprocessError, OSError) as exc:
         record.error = f"{exc}\n{harness.tail(log_path)}"
     finally:
-        stopped, problems = harness.stop_and_check(proc, port, 10.0)
-        record.killed = stopped.killed
-        if problems:
-            record.error = "; ".join(filter(None, [record.error, problems]))
+        harness.stop_into(record, proc, port, 10.0)
     return record

@@ -308,10 +308,7 @@ def run_server(server: Server, round_no: int, settings: Settings) -> ServerRun:
     except (harness.ServerError, ClientError, subprocess.SubprocessError, OSError) as exc:
         record.error = f"{exc}\n{harness.tail(log_path)}"
     finally:
-        stopped, problems = harness.stop_and_check(proc, port, 10.0)
-        record.killed = stopped.killed
-        if problems:
-            record.error = "; ".join(filter(None, [record.error, problems]))
+        harness.stop_into(record, proc, port, 10.0)
     return record
 
 
