@@ -510,6 +510,17 @@ class FastHttpToolsProtocol(asyncio.Protocol):
             self.keep_alive_armed_for = idle
             self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
 
+    def arm_idle_close(self, delay: float) -> None:
+        """Close after DELAY seconds unless a request comes first (the drain's shutdown, its re-check).
+
+        Through ``_keep_alive_due``, like the per-idle-period timer: a request's bytes do not cancel
+        a timer here, they mark the connection busy, which that check reads.
+        """
+        if self.idle_since is None:
+            self.idle_since = time.monotonic()  # idle from now: it has not spoken, or only in part
+        self.keep_alive_armed_for = self.idle_since
+        self.timeout_keep_alive_task = self.loop.call_later(delay, self._keep_alive_due)
+
     def _keep_alive_due(self) -> None:
         """The keep-alive timer fired: close if idle for the whole timeout, else wait out the rest.
 
@@ -547,6 +558,7 @@ class DrainingFastProtocol(DrainingMixin, FastHttpToolsProtocol):
     data_received = FastHttpToolsProtocol.data_received
     header_overdue = FastHttpToolsProtocol.header_overdue
     on_response_complete = FastHttpToolsProtocol.on_response_complete
+    arm_idle_close = FastHttpToolsProtocol.arm_idle_close
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         FastHttpToolsProtocol.connection_made(self, transport)

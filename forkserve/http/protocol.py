@@ -420,9 +420,15 @@ class DrainingMixin:
         # Idle (or not yet sent a request): keep it open for a request that may be on its way;
         # the idle timer closes it if none comes.
         if self.timeout_keep_alive_task is None:
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
+            self.arm_idle_close(self.timeout_keep_alive)
+
+    def arm_idle_close(self, delay: float) -> None:
+        """Close this idle connection after DELAY seconds, unless a request comes first.
+
+        uvicorn's classes cancel the timer when a request's bytes arrive; the fast class, which
+        keeps one timer per idle period, has its own (``FastHttpToolsProtocol.arm_idle_close``).
+        """
+        self.timeout_keep_alive_task = self.loop.call_later(delay, self.timeout_keep_alive_handler)
 
     def data_received(self, data: bytes) -> None:
         if isinstance(self.transport, LingeringTransport) and self.transport.lingering:
@@ -465,9 +471,7 @@ class DrainingMixin:
             return
         if _pending_bytes(self.transport) > 0:
             # A request arrived as the timer fired: serve it (data_received runs next) instead.
-            self.timeout_keep_alive_task = self.loop.call_later(
-                DRAIN_IDLE_CHECK, self.timeout_keep_alive_handler
-            )
+            self.arm_idle_close(DRAIN_IDLE_CHECK)
             return
         super().timeout_keep_alive_handler()  # type: ignore[misc]
 

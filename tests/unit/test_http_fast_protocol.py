@@ -20,6 +20,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from forkserve.http import fast_plan
+from forkserve.http.choice import http_protocol_class
 from forkserve.http.fast import FastHttpToolsProtocol, websocket_requested
 from forkserve.http.fast_cycle import client_text, target_text
 from forkserve.http.flow import HIGH_WATER_LIMIT
@@ -424,3 +425,27 @@ async def test_an_app_that_fails_after_starting_a_stream_has_its_head_sent_befor
     finally:
         logging.getLogger("uvicorn.error").disabled = False
     assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and transport.closed
+
+
+@on_loop
+async def test_a_request_sent_late_into_a_drain_is_answered_whole_not_cut_by_the_idle_close():
+    # The drain arms the idle close on a quiet connection; a request that arrives before it fires
+    # and takes longer than what is left of it must still be answered in full.
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.3)
+        await hello(scope, receive, send)
+
+    settings = uvicorn.Config(slow, log_config=None, lifespan="off", timeout_keep_alive=0.2)
+    protocol = http_protocol_class("fast")(settings, ServerState(), {})
+    transport = Transport()
+    protocol.connection_made(transport)
+    protocol.shutdown()  # a quiet connection: closed after the keep-alive timeout unless...
+    await asyncio.sleep(0.1)
+    protocol.data_received(GET)  # ...a request comes first
+    for _ in range(100):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.05)
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n"), transport.written
+    assert transport.written.endswith(b"hello") and b"connection: close\r\n" in transport.written
+    assert transport.closed
