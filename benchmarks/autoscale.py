@@ -47,7 +47,7 @@ from benchmarks.apps_cpu import CPU_PATH
 from benchmarks.client import Budget, Client, closed_loop, open_loop, watchdog
 from benchmarks.client import Outcome as Answer
 from benchmarks.harness import HOST
-from benchmarks.report import NOTES_MARKER, kept_notes
+from benchmarks.report import NOTES_MARKER, rewrite_page
 from benchmarks.run import REPO_ROOT, RESULTS_DIR, machine_info, module_argv, package_versions, server_env
 from benchmarks.stats import median, percentile
 
@@ -1055,9 +1055,7 @@ def build_meta(args: argparse.Namespace, argv: Sequence[str], output: Path, imag
 
 def write_outputs(meta: dict[str, Any], records: list[RunRecord], output: Path, image: Path) -> None:
     plot(meta, records, image)
-    notes = kept_notes(output.read_text()) if output.exists() else "\n"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_page(meta, records, notes))
+    rewrite_page(output, lambda notes: render_page(meta, records, notes))
 
 
 def _interrupt(signum: int, frame: object) -> None:

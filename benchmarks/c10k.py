@@ -42,7 +42,7 @@ from typing import Any
 import psutil
 
 from benchmarks import harness, run, sampling
-from benchmarks.report import MIB, NOTES_MARKER, RunRecord, kept_notes
+from benchmarks.report import MIB, NOTES_MARKER, RunRecord, rewrite_page
 from benchmarks.stats import median, ratio
 
 BASELINE = "gunicorn-uvicorn"
@@ -622,9 +622,7 @@ def build_meta(
 
 
 def write_page(meta: dict[str, Any], cells: Sequence[Cell], output: Path) -> None:
-    notes = kept_notes(output.read_text()) if output.exists() else "\n"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_page(meta, cells, notes).rstrip("\n") + "\n")
+    rewrite_page(output, lambda notes: render_page(meta, cells, notes).rstrip("\n") + "\n")
 
 
 def write_raw(meta: dict[str, Any], cells: Sequence[Cell], path: Path) -> None:

@@ -41,7 +41,7 @@ from benchmarks import harness, sampling, stats
 from benchmarks.apps import BODY
 from benchmarks.client import WATCHDOG_INTERVAL, Budget, LoadPlan, Outcome, run_load
 from benchmarks.harness import HOST
-from benchmarks.report import NOTES_MARKER, kept_notes
+from benchmarks.report import NOTES_MARKER, rewrite_page
 from benchmarks.run import (
     REPO_ROOT,
     RESULTS_DIR,
@@ -818,9 +818,7 @@ def write_outputs(meta: dict[str, Any], records: list[RunRecord], output: Path, 
     if raw is not None:
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in records]}, indent=1))
-    notes = kept_notes(output.read_text()) if output.exists() else "\n"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_page(meta, records, notes))
+    rewrite_page(output, lambda notes: render_page(meta, records, notes))
 
 
 def _interrupt(signum: int, frame: object) -> None:

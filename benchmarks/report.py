@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchmarks.stats import median_or_nan
@@ -106,6 +108,13 @@ def render_markdown(
         NOTES_MARKER + notes,
     ]
     return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def rewrite_page(output: Path, render: Callable[[str], str]) -> None:
+    """Write the page RENDER makes from the hand-written notes of the page already at OUTPUT."""
+    notes = kept_notes(output.read_text()) if output.exists() else "\n"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render(notes))
 
 
 def kept_notes(page: str) -> str:

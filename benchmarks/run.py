@@ -29,7 +29,7 @@ import psutil
 
 from benchmarks import harness, sampling
 from benchmarks.harness import HOST
-from benchmarks.report import RunRecord, kept_notes, render_markdown, summarize
+from benchmarks.report import RunRecord, render_markdown, rewrite_page, summarize
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -516,9 +516,7 @@ def build_meta(
 
 def write_page(meta: dict[str, Any], records: list[RunRecord], output: Path) -> None:
     summaries = summarize(records, list(meta["servers"]), meta["baseline"])
-    notes = kept_notes(output.read_text()) if output.exists() else "\n"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_markdown(meta, records, summaries, notes))
+    rewrite_page(output, lambda notes: render_markdown(meta, records, summaries, notes))
 
 
 def write_raw(meta: dict[str, Any], records: list[RunRecord], path: Path) -> None:

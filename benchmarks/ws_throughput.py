@@ -40,7 +40,7 @@ import psutil
 
 from benchmarks import harness, run, sampling, ws_client
 from benchmarks.harness import HOST
-from benchmarks.report import NOTES_MARKER, kept_notes
+from benchmarks.report import NOTES_MARKER, rewrite_page
 from benchmarks.stats import latency, median, ratio
 
 APP = "benchmarks.apps_ws:echo"
@@ -723,9 +723,7 @@ def write(meta: dict[str, Any], records: list[ServerRun], raw: Path | None, outp
     if raw is not None:
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in records]}, indent=1))
-    notes = kept_notes(output.read_text()) if output.exists() else "\n"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render(meta, records, notes))
+    rewrite_page(output, lambda notes: render(meta, records, notes))
 
 
 def _interrupt(signum: int, frame: object) -> None:
