@@ -25,7 +25,11 @@ from benchmarks import harness, sampling
 from benchmarks.harness import HOST
 from benchmarks.run import REPO_ROOT, module_argv, server_env
 
-APPS = {"hello": ("benchmarks.apps:app", "/"), "starlette": ("benchmarks.apps_starlette:app", "/json")}
+APPS = {
+    "hello": ("benchmarks.apps:app", "/"),
+    "starlette": ("benchmarks.apps_starlette:app", "/json"),
+    "fastapi": ("benchmarks.apps_fastapi:app", "/items/42?q=widgets"),
+}
 
 IDLE = "idle: waiting in epoll (not CPU, left out)"
 # Native (C) frames that are a layer of their own wherever they are called from: the system calls
@@ -38,7 +42,7 @@ C_LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 # Everything else is charged to the innermost Python function, by its name or file.
 PY_LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("app", ("benchmarks/apps", "starlette/", "anyio/")),
+    ("app", ("benchmarks/apps", "starlette/", "anyio/", "fastapi/", "pydantic")),
     ("proxy-headers middleware (uvicorn)", ("proxy_headers.py",)),
     ("forkserve health check", ("HealthCheck",)),
     ("ASGI send: response head and body", (".send ", "._head ", "send_500_response")),

@@ -147,6 +147,13 @@ def hypercorn_command(python: str, port: int, workers: int, app: str = APP) -> l
     return module_argv(python, f"hypercorn -k uvloop -w {workers} -b {HOST}:{port} {app}")
 
 
+def ceiling_command(python: str, port: int, workers: int, app: str = APP) -> list[str]:
+    # Not a server: the floor of the transport (uvloop, httptools, one write per request) that every
+    # server here pays. It answers every path with the hello body, whatever --app says.
+    del app
+    return module_argv(python, f"benchmarks.ceiling -w {workers} -b {HOST}:{port}")
+
+
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
     for spec in (
@@ -186,10 +193,19 @@ SERVERS: dict[str, ServerSpec] = {
             "gunicorn",
             "gunicorn + UvicornWorker with `--preload`: the app imported once before the fork.",
         ),
+        ServerSpec(
+            "ceiling",
+            ceiling_command,
+            "httptools",
+            "Not a server: `benchmarks/ceiling.py`, uvloop + httptools answering every path with the hello "
+            "body, no ASGI and no app. Its CPU/request is the transport's floor.",
+            forkserve_python=True,
+        ),
     )
 }
-# What a run without --servers measures; gunicorn-preload is asked for by name (--app heavy).
-DEFAULT_SERVERS = tuple(name for name in SERVERS if name != "gunicorn-preload")
+# What a run without --servers measures; gunicorn-preload (--app heavy) and the ceiling (the
+# transport's floor, for benchmarks.app_floor) are asked for by name.
+DEFAULT_SERVERS = tuple(name for name in SERVERS if name not in ("gunicorn-preload", "ceiling"))
 
 # Reported alongside the servers: they decide how fast the uvicorn-based stacks are.
 SUPPORT_PACKAGES = ("uvloop", "httptools", "gunicorn-h1c")
