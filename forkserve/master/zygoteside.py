@@ -185,17 +185,18 @@ class ZygoteSide(MasterCore):
         now = time.monotonic()
         if op is messages.Op.LOADED:
             handle.asked_at = now
+            became_current = self.generations.loaded(handle)
             retry = self.zygote_retry
-            if retry is not None and retry.generation == handle.generation:
-                # Kept until now, not cleared at the start: a zygote that starts and then fails to
-                # load counts toward the same back-off.
+            # Kept until now, not cleared at the start: a zygote that starts and then fails to load
+            # counts toward the same back-off. A reload that loaded makes an older one's moot.
+            if retry is not None and (retry.generation == handle.generation or became_current):
                 self.zygote_retry = None
-                if retry.failures > 1:
+                if retry.generation == handle.generation and retry.failures > 1:
                     logger.info(
                         "the zygote of generation %d loaded after %d failed tries",
                         handle.generation, retry.failures,
                     )  # fmt: skip
-            if self.generations.loaded(handle):
+            if became_current:
                 logger.info("generation %d loaded (zygote pid %d)", handle.generation, handle.pid)
         elif op is messages.Op.FAILED:
             code = int(message.get("exit_code") or AppError.exit_code)
@@ -278,11 +279,12 @@ class ZygoteSide(MasterCore):
             handle.generation, frozenset(handle.generations), time.monotonic() + delay, failures
         )
         serving = sum(1 for record in self.workers.live() if record.state is State.READY)
+        who = "the serving worker goes on" if serving == 1 else f"the {serving} serving workers go on"
         log = logger.error if failures == 1 else logger.debug
         log(
-            "the zygote of generation %d could not be started again: %s; the %d serving worker%s go on, "
-            "and it is tried again, backed off (next in %.1f s)",
-            handle.generation, message, serving, "" if serving == 1 else "s", delay,
+            "the zygote of generation %d could not be started again: %s; %s, and it is tried again, "
+            "backed off (next in %.1f s)",
+            handle.generation, message, who, delay,
         )  # fmt: skip
         for line in detail.splitlines():
             logger.debug("  %s", line)
