@@ -183,10 +183,8 @@ class FleetChanges(MasterCore):
             )  # fmt: skip
             self.generations.retire_idle_zygote(zygote)
         elif move is ZygoteMove.START:
-            logger.info(
-                "starting a zygote for generation %d: a worker is wanted and the zygote retired while idle",
-                generation,
-            )
+            why = " and the zygote retired while idle" if self.generations.idle_retired == generation else ""
+            logger.info("starting a zygote for generation %d: a worker is wanted%s", generation, why)
             self._start_zygote(generation)
 
     def _check_reload_finished(self, now: float) -> None:

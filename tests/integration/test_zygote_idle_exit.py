@@ -158,3 +158,22 @@ def test_an_app_object_is_refused(tmp_path):
         assert error.exit_code == 2
     else:
         raise AssertionError("expected ConfigError")
+
+
+def test_without_the_setting_a_killed_zygote_whose_app_no_longer_imports_is_retried(serve, tmp_path):
+    # The same path as a crashed zygote's replacement: it used to read "reload aborted" and stop
+    # there, leaving no zygote to replace any worker.
+    write_app(tmp_path, "v1")
+    server = serve("--app-dir", str(tmp_path), "-w", "2", app="versioned:app", wait=2)
+    (zygote,) = zygotes(server)
+    write_app(tmp_path, "v2", broken=True)
+    os.kill(zygote, signal.SIGKILL)
+    server.wait_log(r"the zygote of generation 1 could not be started again: cannot load versioned:app")
+    assert "reload aborted" not in server.log()
+    assert server.get().text == "v1"
+    write_app(tmp_path, "v3")
+    wait_until(lambda: zygotes(server), 20, "a zygote that loaded", server.tail)
+    victim = min(server.wait_workers(2))
+    os.kill(victim, signal.SIGKILL)
+    replaced(server, victim, timeout=30)
+    bodies_seen(server, {"v1", "v3"})
