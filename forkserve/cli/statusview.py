@@ -74,7 +74,8 @@ def render(status: dict[str, Any], events: int = 5) -> list[str]:
     lines = [
         f"forkserve master pid {status['master_pid']}  app {status['app']}  generation {status['generation']}"
         f"  up {human_duration(status['uptime'])}  {state}",
-        f"workers: {totals['ready']} ready of {totals['workers']} live, {status['desired']} wanted",
+        f"workers: {totals['ready']} ready of {totals['workers']} live, {status['desired']} wanted"
+        + (f"  zygote {status['zygote']}" if status.get("zygote") else ""),
         "",
     ]
     rows = [worker_row(w) for w in status["workers"]]

@@ -152,6 +152,13 @@ class Config:
         30.0, "--graceful-timeout", parse=parse_seconds, metavar="SECONDS",
         help="On TERM/INT/HUP, how long a worker may take to finish in-flight requests before it is killed.",
     )  # fmt: skip
+    zygote_idle_exit: float | None = setting(
+        None, "--zygote-idle-exit", parse=parse_optional_seconds, metavar="SECONDS", default_text="off",
+        help="Memory over fork speed: once every worker serves and no worker was forked for this long, "
+        "the zygote exits, freeing the pages only it still holds (the app's objects the workers have "
+        "copied). A worker needed later (a crash, recycling, scaling) first starts a fresh zygote, "
+        "which imports the app from disk again. Needs an import string. See docs/usage.md.",
+    )  # fmt: skip
     keep_alive: int = setting(
         5, "--keep-alive", parse=parse_int(0), metavar="SECONDS",
         help="Close keep-alive connections idle for this long.",

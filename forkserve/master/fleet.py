@@ -15,9 +15,11 @@ from forkserve.common import hooks
 from forkserve.config.envfile import read_env_file
 from forkserve.errors import ConfigError
 from forkserve.master.core import MasterCore
+from forkserve.master.zygotes import ZygoteHandle
 from forkserve.policy.fleet import Retire, Spawn, WorkerView, plan
 from forkserve.policy.lifecycle import SERVING_OR_ABOUT_TO, State
 from forkserve.policy.masterstate import Reload, ReloadEnded
+from forkserve.policy.zygoteidle import ZygoteMove, ZygoteView, fleet_full, zygote_move
 from forkserve.services import events
 from forkserve.services.autoscaler import Autoscaler, Measurement, measure
 
@@ -111,9 +113,11 @@ class FleetChanges(MasterCore):
     def _reconcile(self, now: float) -> None:
         self._publish_fleet_size()
         zygote = self.generations.current_zygote()
+        idle_exit = self.config.zygote_idle_exit
         if zygote is None:
             self._retry_zygote(now)
-            return
+            if idle_exit is None:
+                return
         views = [WorkerView(r.worker_id, r.generation, r.state, r.slot, r.outgoing) for r in self.workers]
         nobody_serving = not any(view.state in SERVING_OR_ABOUT_TO for view in views)
         rescue = nobody_serving and self.backoff.may_rescue(now)
@@ -128,8 +132,11 @@ class FleetChanges(MasterCore):
             may_start=may_start,
             batch=self.config.reload_batch,
         )
+        spawn_wanted = any(isinstance(action, Spawn) for action in actions)
         for action in actions:
             if isinstance(action, Spawn):
+                if zygote is None:
+                    continue  # asked for again on the next pass, once a zygote has loaded
                 if not self.backoff.may_start(action.worker_id, now):
                     logger.warning(
                         "no worker is serving: starting worker %d now despite its back-off "
@@ -138,6 +145,7 @@ class FleetChanges(MasterCore):
                     self.backoff.rescued(now)
                 if self.workers.spawn(zygote, action.worker_id, self.generations.current, now) is None:
                     logger.error("no free scoreboard slot for worker %d", action.worker_id)
+                zygote.asked_at = now
             elif isinstance(action, Retire):
                 record = self.workers.get(action.slot)
                 if record is not None and record.state in SERVING_OR_ABOUT_TO:
@@ -147,8 +155,37 @@ class FleetChanges(MasterCore):
                     self.workers.stop(
                         record, signal.SIGTERM, self.config.graceful_timeout, now, action.reason
                     )
+        if idle_exit is not None:
+            self._zygote_idle_exit(zygote, views, spawn_wanted, idle_exit, now)
         self.generations.retire_idle({r.generation for r in self.workers.live()})
         self._check_reload_finished(now)
+
+    def _zygote_idle_exit(
+        self, zygote: ZygoteHandle | None, views: list[WorkerView], spawn_wanted: bool, idle_exit: float,
+        now: float,
+    ) -> None:  # fmt: skip
+        """--zygote-idle-exit: retire the idle zygote of a full fleet, or start one for a worker wanted."""
+        generation = self.generations.current
+        view = ZygoteView(
+            running=zygote is not None,
+            starting=self.generations.pending is not None or self.zygote_retry is not None,
+            fleet_full=fleet_full(views, desired=self.desired, generation=generation),
+            spawn_wanted=spawn_wanted,
+            idle_for=now - zygote.asked_at if zygote is not None else 0.0,
+            reloading=self.state.reloading is not None,
+        )
+        move = zygote_move(view, idle_exit=idle_exit)
+        if move is ZygoteMove.RETIRE and zygote is not None:
+            logger.info(
+                "retiring the zygote of generation %d (pid %d): all %d workers serve and it has forked "
+                "none for %g s (--zygote-idle-exit); the next worker wanted starts a fresh one",
+                generation, zygote.pid, self.desired, idle_exit,
+            )  # fmt: skip
+            self.generations.retire_idle_zygote(zygote)
+        elif move is ZygoteMove.START:
+            why = " and the zygote retired while idle" if self.generations.idle_retired == generation else ""
+            logger.info("starting a zygote for generation %d: a worker is wanted%s", generation, why)
+            self._start_zygote(generation)
 
     def _check_reload_finished(self, now: float) -> None:
         generation = self.state.reloading

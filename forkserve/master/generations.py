@@ -39,6 +39,8 @@ class Generations:
         self.newest = 0
         self.pending: ZygoteHandle | None = None
         self.ready: set[int] = set()
+        # The generation whose zygote exited on purpose (--zygote-idle-exit) and has not come back.
+        self.idle_retired: int | None = None
 
     def next_number(self) -> int:
         self.newest += 1
@@ -46,7 +48,10 @@ class Generations:
 
     def add_pending(self, handle: ZygoteHandle) -> None:
         if self.pending is not None:
-            logger.info("reload requested again: abandoning generation %d", self.pending.generation)
+            if self.pending.generation == self.current:
+                logger.info("generation %d replaces the zygote being started again", handle.generation)
+            else:
+                logger.info("reload requested again: abandoning generation %d", self.pending.generation)
             zygotes.retire(self.pending)
         self.zygotes.append(handle)
         self.pending = handle
@@ -63,6 +68,7 @@ class Generations:
             return False
         self.pending = None
         self.current = handle.generation
+        self.idle_retired = None
         return True
 
     def failed(self, handle: ZygoteHandle) -> None:
@@ -90,10 +96,17 @@ class Generations:
         return previous
 
     def current_zygote(self) -> ZygoteHandle | None:
+        """The zygote that forks the current generation's workers now, if one has loaded and stays."""
         for handle in reversed(self.zygotes):
-            if self.current in handle.generations and handle.loaded and not handle.exited:
+            leaving = handle.exited or handle.retiring
+            if self.current in handle.generations and handle.loaded and not leaving:
                 return handle
         return None
+
+    def retire_idle_zygote(self, handle: ZygoteHandle) -> None:
+        """--zygote-idle-exit: a planned exit; the next worker wanted starts a fresh zygote."""
+        self.idle_retired = handle.generation
+        zygotes.retire(handle)
 
     def classify_exit(self, handle: ZygoteHandle, *, stopping: bool) -> ZygoteExit:
         if handle.retiring or stopping:

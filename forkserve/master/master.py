@@ -55,6 +55,7 @@ from forkserve.policy.exits import signal_name
 from forkserve.policy.lifecycle import WorkerRecord
 from forkserve.policy.masterstate import MasterState, ShutdownMode, Stop, Stopped
 from forkserve.policy.timeouts import startup_limit
+from forkserve.policy.zygoteidle import zygote_state
 from forkserve.services import events
 from forkserve.services.autoscaler import Autoscaler, Scaling, scale_settings
 from forkserve.services.balancer import Balancer
@@ -146,6 +147,22 @@ class Master(FleetChanges, ZygoteSide, Reaping):
     @property
     def generation(self) -> int:
         return self.generations.current
+
+    @property
+    def zygote_state(self) -> str:
+        generations = self.generations
+        pending = generations.pending
+        # A pending zygote of a newer generation is a reload's: the current one may still serve.
+        loading = pending is not None and (
+            pending.generation == generations.current or not generations.ever_ready
+        )
+        return zygote_state(
+            running=generations.current_zygote() is not None,
+            loading=loading,
+            retrying=self.zygote_retry is not None,
+            retired=generations.idle_retired == generations.current,
+            stopping=self.state.stopping,
+        ).value
 
     def live_workers(self) -> list[WorkerRecord]:
         return self.workers.live()

@@ -43,6 +43,12 @@ def check_settings(config: Config, *, exec_mode: bool) -> dict[str, str]:
             "--reload needs the app as an import string (module:app): an app object cannot be "
             "re-imported; pass forkserve.run('module:app', reload=True)"
         )
+    if config.zygote_idle_exit is not None and not exec_mode:
+        raise ConfigError(
+            "--zygote-idle-exit needs the app as an import string (module:app): a zygote started "
+            "again must import the app, and an app object cannot cross an exec; pass "
+            "forkserve.run('module:app', zygote_idle_exit=...)"
+        )
     if config.chdir:
         # Once, here: zygotes and workers inherit the directory (and the relative --app-dir).
         prepare_chdir(config.chdir)

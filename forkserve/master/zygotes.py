@@ -28,6 +28,8 @@ class ZygoteHandle:
     # Retired zygotes have their channel closed by the master and exit on EOF.
     retiring: bool = False
     exited: bool = False
+    # When it loaded or was last asked for a worker (time.monotonic()): --zygote-idle-exit's clock.
+    asked_at: float = 0.0
     # Fork mode reuses one zygote for every generation (it cannot re-import an object).
     generations: set[int] = field(default_factory=set)
     # Fork mode: --env-file's variables as re-read on the last HUP, for the workers spawned since.

@@ -53,8 +53,6 @@ class ZygoteSide(MasterCore):
             self._zygote_start_failed(generation, error, adopt)
             return False
         handle.generations |= adopt
-        if self.zygote_retry is not None and self.zygote_retry.generation == generation:
-            self.zygote_retry = None
         self.generations.add_pending(handle)
         return True
 
@@ -140,7 +138,9 @@ class ZygoteSide(MasterCore):
         if retry is None or now < retry.at or self.generations.pending is not None:
             return
         if self._start_zygote(retry.generation, adopt=retry.adopt):
-            logger.info("started the zygote of generation %d again", retry.generation)
+            # The first retry is news; the later ones of a streak are not (the streak's end is).
+            log = logger.info if retry.failures == 1 else logger.debug
+            log("started the zygote of generation %d again", retry.generation)
 
     def _become_zygote(self, spec: ZygoteSpec, master_end: socket.socket) -> int:
         """In the forked child: drop everything that is the master's, then act as the zygote."""
@@ -184,7 +184,19 @@ class ZygoteSide(MasterCore):
             return
         now = time.monotonic()
         if op is messages.Op.LOADED:
-            if self.generations.loaded(handle):
+            handle.asked_at = now
+            became_current = self.generations.loaded(handle)
+            retry = self.zygote_retry
+            # Kept until now, not cleared at the start: a zygote that starts and then fails to load
+            # counts toward the same back-off. A reload that loaded makes an older one's moot.
+            if retry is not None and (retry.generation == handle.generation or became_current):
+                self.zygote_retry = None
+                if retry.generation == handle.generation and retry.failures > 1:
+                    logger.info(
+                        "the zygote of generation %d loaded after %d failed tries",
+                        handle.generation, retry.failures,
+                    )  # fmt: skip
+            if became_current:
                 logger.info("generation %d loaded (zygote pid %d)", handle.generation, handle.pid)
         elif op is messages.Op.FAILED:
             code = int(message.get("exit_code") or AppError.exit_code)
@@ -247,11 +259,35 @@ class ZygoteSide(MasterCore):
             self.error = error_class(message, detail=detail)
             self.begin_stop(ShutdownMode.IMMEDIATE)
             return
+        if handle.generation == self.generations.current and self.state.reloading != handle.generation:
+            self._zygote_restart_failed(handle, message, detail)
+            return
         logger.error("reload aborted: generation %d failed to load: %s", handle.generation, message)
         self._reload_ended(handle.generation, aborted=f"failed to load: {message}")
         for line in detail.splitlines():
             logger.error("  %s", line)
         logger.error("generation %d keeps serving; fix the app and send HUP again", self.generations.current)
+
+    def _zygote_restart_failed(self, handle: zygotes.ZygoteHandle, message: str, detail: str) -> None:
+        """The serving generation's zygote, started again (after a crash, or for a worker wanted once
+        it retired while idle), could not load the app: the workers that serve go on, and another
+        start is tried, backed off; one line says so, not one per try."""
+        retry = self.zygote_retry
+        failures = retry.failures + 1 if retry is not None and retry.generation == handle.generation else 1
+        delay = restart_delay(failures)
+        self.zygote_retry = ZygoteRetry(
+            handle.generation, frozenset(handle.generations), time.monotonic() + delay, failures
+        )
+        serving = sum(1 for record in self.workers.live() if record.state is State.READY)
+        who = "the serving worker goes on" if serving == 1 else f"the {serving} serving workers go on"
+        log = logger.error if failures == 1 else logger.debug
+        log(
+            "the zygote of generation %d could not be started again: %s; %s, and it is tried again, "
+            "backed off (next in %.1f s)",
+            handle.generation, message, who, delay,
+        )  # fmt: skip
+        for line in detail.splitlines():
+            logger.debug("  %s", line)
 
     def _reap_zygote(self, handle: zygotes.ZygoteHandle) -> None:
         self.selector.unregister(handle.pidfd)

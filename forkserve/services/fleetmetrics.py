@@ -15,6 +15,7 @@ from typing import Any
 
 from forkserve.common.promdir import DURATION, REQUESTS, STATUS_CLASSES
 from forkserve.policy.lifecycle import State
+from forkserve.policy.zygoteidle import ZygoteState
 from forkserve.services import events
 from forkserve.services.status import FleetStatus, WorkerStatus
 
@@ -111,6 +112,12 @@ def fleet_families(snapshot: FleetStatus) -> list[Family]:
     table: list[tuple[str, str, str, list[tuple[dict[str, str], float]]]] = [
         ("generation", "gauge", "Code generation new workers start from", one(snapshot.generation)),
         ("workers_desired", "gauge", "Workers the master aims to keep serving", one(snapshot.desired)),
+        (
+            "zygote",
+            "gauge",
+            "The current generation's zygote: 1 for the state it is in (retired: --zygote-idle-exit)",
+            labelled("state", {state.value: float(state.value == snapshot.zygote) for state in ZygoteState}),
+        ),
         ("workers", "gauge", "Worker processes by lifecycle state", labelled("state", worker_states)),
         ("in_flight", "gauge", "Requests being answered, all workers", one(sum(r.in_flight for r in rows))),
         (

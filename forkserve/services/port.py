@@ -39,6 +39,11 @@ class MasterPort(Protocol):
     @property
     def worker_limit(self) -> int: ...
 
+    @property
+    def zygote_state(self) -> str:
+        """The current generation's zygote: a ``policy.zygoteidle.ZygoteState`` value."""
+        ...
+
     def live_workers(self) -> list[WorkerRecord]:
         """Every worker not yet reaped (on the master's thread only: use it inside ``call``)."""
         ...

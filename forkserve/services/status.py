@@ -84,6 +84,8 @@ class FleetStatus:
     queues: tuple[QueueStatus, ...]
     events: tuple[dict[str, Any], ...]  # the latest NOTABLE events
     counts: tuple[tuple[str, str, int], ...]  # (event kind, reason, count) since the master started
+    # The current generation's zygote (policy.zygoteidle.ZygoteState); "" when only the scoreboard spoke.
+    zygote: str = ""
 
     @property
     def totals(self) -> dict[str, float]:
@@ -154,6 +156,7 @@ def snapshot(master: MasterPort, event_limit: int = 10, started_at: float | None
         queues=tuple(queues),
         events=tuple(notable),
         counts=tuple((kind, reason, n) for (kind, reason), n in master.events.counts.items()),
+        zygote=master.zygote_state,
     )
 
 
