@@ -19,11 +19,12 @@ import click
 
 from forkserve import __version__
 from forkserve.api import ENV_ARGS, build_config
+from forkserve.cli import runmaster
+from forkserve.cli.runmaster import fail
 from forkserve.common.logs import LogSetup
 from forkserve.config import gunicorn
 from forkserve.config.settings import SETTINGS, Config, Setting
 from forkserve.errors import ConfigError, ForkserveError
-from forkserve.master.master import Master
 
 
 def _option(spec: Setting) -> click.Option:
@@ -39,13 +40,6 @@ def _option(spec: Setting) -> click.Option:
         metavar=spec.metavar or None,
         help=spec.help,
     )
-
-
-def fail(error: ForkserveError) -> None:
-    click.echo(f"forkserve: error: {error}", err=True)
-    for line in error.detail.splitlines():
-        click.echo(f"  {line}", err=True)
-    sys.exit(error.exit_code)
 
 
 SECRET_SETTINGS = frozenset({"keyfile_password"})
@@ -146,23 +140,20 @@ def serve(
             err=True,
         )
         sys.exit(2)
-    try:
-        logs = LogSetup.from_config(config, "master")
-        for note in notes:
-            logging.getLogger("forkserve").info("%s", note)
-        if check_config:
+    if check_config:
+        try:
+            LogSetup.from_config(config, "master")
+            for note in notes:
+                logging.getLogger("forkserve").info("%s", note)
             from forkserve.cli.check import check
 
             check(app, config)
-            click.echo(f"forkserve: the configuration is valid and {app} imports")
-            sys.exit(0)
-        master = Master(app, config, logs=logs, owns_process=True, argv=sys.argv[1:])
-        from setproctitle import setproctitle
-
-        setproctitle(f"forkserve: master [{app}]")
-        sys.exit(master.run())
-    except ForkserveError as error:
-        fail(error)
+        except ForkserveError as error:
+            fail(error)
+        click.echo(f"forkserve: the configuration is valid and {app} imports")
+        sys.exit(0)
+    # The master runs in a fresh interpreter, without click and the parsing (cli/runmaster.py).
+    runmaster.serve(app, config, notes, sys.argv[1:])
 
 
 command = click.Command(

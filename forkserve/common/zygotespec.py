@@ -11,9 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkserve.common import hooks
+from forkserve.config.plain import from_plain, to_plain
 from forkserve.config.settings import Config
-from forkserve.config.sources import Source, resolve
 
 SPEC_VARIABLE = "FORKSERVE_ZYGOTE_SPEC"
 
@@ -41,14 +40,8 @@ class ZygoteSpec:
 
     def to_json(self) -> str:
         assert isinstance(self.app, str), "only an import string can cross exec"
-        settings = {name: getattr(self.config, name) for name in self.config.__dataclass_fields__}
-        settings["bind"] = [str(spec) for spec in self.config.bind]
         # The master's hooks run in the master only; the workers' must be found again after exec.
-        for name in hooks.MASTER_HOOKS:
-            settings[name] = None
-        for name in hooks.WORKER_HOOKS:
-            if settings[name] is not None:
-                settings[name] = hooks.reference(name, settings[name])
+        settings = to_plain(self.config, master_hooks=False)
         data = {
             "app": self.app,
             "app_name": self.app_name,
@@ -68,8 +61,4 @@ class ZygoteSpec:
     @classmethod
     def from_json(cls, text: str) -> ZygoteSpec:
         data = json.loads(text)
-        settings = data.pop("settings")
-        bind = settings.pop("bind")
-        settings["bind"] = bind
-        config, _ = resolve([Source("kwargs", settings)])
-        return cls(config=config, **data)
+        return cls(config=from_plain(data.pop("settings")), **data)

@@ -431,7 +431,8 @@ def _environ(value: Any, shown: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------
 # Reading the file. Run as gunicorn runs it: a fresh module named after the file, __file__ set,
-# executed once per process (the zygote re-reads it for the worker hooks after its exec).
+# executed once per interpreter: the command line's, then the master it re-executes into (for the
+# master's hooks) and each zygote (for the workers').
 
 _loaded: dict[str, dict[str, Any]] = {}
 

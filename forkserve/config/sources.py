@@ -7,7 +7,6 @@ by its origin (``FORKSERVE_WORKERS``, ``--workers``, ``forkserve.toml: workers =
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -55,6 +54,10 @@ def env_source(environ: Mapping[str, str]) -> Source:
 
 
 def _suggest(name: str, candidates: Iterable[str]) -> str:
+    # Imported here: only a misspelt name needs it, and the master that re-reads its settings
+    # (cli/runmaster.py) would hold it for good.
+    import difflib
+
     close = difflib.get_close_matches(name, list(candidates), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

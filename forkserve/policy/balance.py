@@ -31,7 +31,6 @@ which per-worker sockets the kernel may put new connections on.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -110,11 +109,14 @@ def take_back_from(candidates: Sequence[WorkerLoad]) -> list[int]:
 
 def rendezvous(candidates: Sequence[WorkerLoad], client: str) -> WorkerLoad:
     """Highest-random-weight hashing of CLIENT over worker ids; the newest generation breaks ties."""
-    return max(candidates, key=lambda w: (_score(w.worker_id, client), w.generation, w.slot))
+    # Imported here: hashlib loads OpenSSL, 0.5 MiB in a master that never hashes (docs/design.md
+    # "Memory"); only --balance ip-hash calls this.
+    from hashlib import blake2b
 
+    def score(worker_id: int) -> bytes:
+        return blake2b(f"{worker_id}|{client}".encode(), digest_size=8).digest()
 
-def _score(worker_id: int, client: str) -> bytes:
-    return hashlib.blake2b(f"{worker_id}|{client}".encode(), digest_size=8).digest()
+    return max(candidates, key=lambda w: (score(w.worker_id), w.generation, w.slot))
 
 
 def serving_ids(workers: Iterable[WorkerLoad], *, hung_after: float) -> list[int]:

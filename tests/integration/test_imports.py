@@ -47,16 +47,21 @@ def test_an_execd_zygote_and_its_workers_load_no_master_side_module(serve) -> No
 
 
 # Records, per process, every module imported from start-up on: an audit hook installed by a
-# sitecustomize on PYTHONPATH, so the master runs unchanged and the test reads what it loaded.
+# sitecustomize on PYTHONPATH, so the master runs unchanged and the test reads what it loaded. Each
+# interpreter a pid runs starts its list with a marker: the command line's master is exec'd by
+# the process that parsed its settings, under the same pid.
+IMAGE_STARTS = "--image--"
 RECORDER = """
 import os, sys
 _directory = os.environ["IMPORTS_RECORDED_IN"]
+with open(os.path.join(_directory, str(os.getpid())), "a") as out:
+    out.write("{IMAGE_STARTS}\\n")
 def _record(event, args):
     if event == "import":
         with open(os.path.join(_directory, str(os.getpid())), "a") as out:
             out.write(args[0] + "\\n")
 sys.addaudithook(_record)
-"""
+""".replace("{IMAGE_STARTS}", IMAGE_STARTS)
 
 # What a master with the defaults (plain HTTP, no config file, no autoscaling, no --log-config, the
 # control socket unused) must not load: each is memory no other process shares (docs/design.md
@@ -64,12 +69,34 @@ sys.addaudithook(_record)
 UNUSED_BY_A_DEFAULT_MASTER = (
     "asyncio", "ssl", "tomllib", "psutil", "importlib.metadata", "email", "logging.config",
     "shutil", "tempfile", "uvicorn", "forkserve.zygote", "forkserve.worker", "forkserve.http",
+    "hashlib", "_hashlib",
+)  # fmt: skip
+
+# What only reading the command line needs: the master runs in a fresh interpreter without it
+# (forkserve/cli/runmaster.py).
+PARSER_ONLY = (
+    "click", "forkserve.cli.main", "forkserve.api", "forkserve.config.file",
+    "forkserve.config.gunicorn", "tomllib", "difflib", "shlex",
 )  # fmt: skip
 
 
-def recorded(directory: Path, pid: int) -> list[str]:
+def images(directory: Path, pid: int) -> list[list[str]]:
+    """The modules each interpreter PID ran imported, in the order the interpreters ran."""
     path = directory / str(pid)
-    return path.read_text().split() if path.exists() else []
+    lines = path.read_text().split() if path.exists() else []
+    found: list[list[str]] = []
+    for line in lines:
+        if line == IMAGE_STARTS:
+            found.append([])
+        elif found:
+            found[-1].append(line)
+    return found
+
+
+def recorded(directory: Path, pid: int) -> list[str]:
+    """What the interpreter PID runs now has imported."""
+    found = images(directory, pid)
+    return found[-1] if found else []
 
 
 def loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
@@ -121,3 +148,15 @@ def test_workers_import_nothing_of_the_event_loop_after_the_fork(serve, tmp_path
     assert len(workers) == 2, server.tail()
     for pid in workers:
         assert loaded(recorded(directory, pid), ("uvloop", "asyncio")) == [], server.tail()
+
+
+def test_the_command_lines_master_runs_without_its_parser(serve, tmp_path) -> None:
+    directory, env = recording(tmp_path)
+    # Settings from ./pyproject.toml (the server runs in tmp_path): read by the parser, with tomllib.
+    (tmp_path / "pyproject.toml").write_text("[tool.forkserve]\nworkers = 2\n")
+    server = serve(wait=2, env=env)
+    assert server.get("/").status_code == 200
+    parser, master = images(directory, server.pid)  # one pid, two interpreters: the exec
+    assert {"click", "tomllib", "forkserve.cli.main"} <= set(parser), server.tail()
+    assert "forkserve.master.master" in master
+    assert loaded(master, PARSER_ONLY) == [], server.tail()
