@@ -34,6 +34,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TextIO
 
+from forkserve.errors import ConfigError
+
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 
@@ -222,10 +224,17 @@ class ColorFormatter(Formatter):
         return super().format(record)
 
 
-def _handler(destination: str | None, stream: TextIO) -> logging.Handler:
+def _handler(destination: str | None, stream: TextIO, flag: str) -> logging.Handler:
     """A file (appended, reopenable), or STREAM for None or '-'."""
     if destination and destination != "-":
-        return ReopenableFileHandler(destination, mode="a", encoding="utf-8")
+        try:
+            return ReopenableFileHandler(destination, mode="a", encoding="utf-8")
+        except OSError as error:
+            # A mistyped or unwritable path is the user's to fix before anything starts.
+            raise ConfigError(
+                f"{flag} {destination}: cannot open it for appending ({error.strerror or error}); "
+                "create its directory, give the server's user write access, or pass - for stderr"
+            ) from None
     return logging.StreamHandler(stream)
 
 
@@ -246,7 +255,7 @@ class LogSetup:
     ) -> None:
         self.level = LEVELS[level]
         self.log_format = log_format
-        self.handler = _handler(log_file, stream or sys.stderr)
+        self.handler = _handler(log_file, stream or sys.stderr, "--error-logfile")
         if use_colors is None:
             out = getattr(self.handler, "stream", None)
             use_colors = bool(getattr(out, "isatty", lambda: False)()) and log_format == "text"
@@ -281,7 +290,7 @@ class LogSetup:
         self.access_handler: logging.Handler | None = None
         if access_file is not None:
             # Apart from the error log: uvicorn.access stops propagating to "uvicorn".
-            self.access_handler = _handler(access_file, sys.stdout)
+            self.access_handler = _handler(access_file, sys.stdout, "--access-logfile")
             self.access_handler.setFormatter(
                 logging.Formatter("%(message)s") if access_raw and log_format == "text" else self.formatter
             )

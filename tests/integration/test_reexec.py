@@ -66,6 +66,9 @@ def test_an_exec_that_fails_leaves_the_master_in_the_first_process_after_one_war
         # Found by the master, after it: the same one line and exit code as before there was an exec.
         (["--chdir", "/no/such/dir"], 2, "--chdir '/no/such/dir': No such file or directory"),
         (["--certfile", "/no/such/cert.pem"], 2, "--certfile"),
+        # A log file that cannot be opened: the fix, not logging's traceback.
+        (["--error-logfile", "/no/such/dir/error.log"], 2, "--error-logfile /no/such/dir/error.log: cannot"),
+        (["--access-logfile", "/no/such/dir/access.log"], 2, "--access-logfile /no/such/dir/access.log"),
     ],
 )
 def test_errors_on_either_side_of_the_exec_are_one_line_and_their_exit_code(serve, args, code, message):
