@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from forkserve.common import handoff, hooks, messages
+from forkserve.common import forksignals, handoff, hooks, messages
 from forkserve.common.logs import LogSetup
 from forkserve.common.scoreboard import Scoreboard, SlotState, StopMode
 from forkserve.common.sockets import accept_queue
@@ -222,6 +222,7 @@ class WorkerServer(uvicorn_api.Server):
         }
         for number, handler in handlers.items():
             signal.signal(number, handler)
+        forksignals.release()
         yield
 
     def _graceful(self, number: int, frame: FrameType | None) -> None:
@@ -509,6 +510,9 @@ def run(ctx: WorkerContext) -> int:
     signal.signal(signal.SIGUSR2, _dump_task_stacks(dump_file, slot, ctx.hooks.worker_abort))
     # Threads first, from C, at once (works while the loop is blocked); then the handler above.
     faulthandler.register(signal.SIGUSR2, file=dump_file, all_threads=True, chain=True)
+    # Held since the fork (forksignals): a stop sent while booting now ends the worker by the
+    # default action; USR1 waits for its handler in capture_signals.
+    forksignals.release(forksignals.STOPS | {signal.SIGUSR2})
     slot.pid = os.getpid()
     slot.worker_id = ctx.worker_id
     slot.generation = ctx.generation

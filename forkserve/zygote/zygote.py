@@ -29,7 +29,17 @@ import signal
 import socket
 from typing import Any
 
-from forkserve.common import applogs, faults, gunicorn_hooks, hooks, memory, messages, privileges, promdir
+from forkserve.common import (
+    applogs,
+    faults,
+    forksignals,
+    gunicorn_hooks,
+    hooks,
+    memory,
+    messages,
+    privileges,
+    promdir,
+)
 from forkserve.common.logs import LogSetup, line_buffered_stdio, short_traceback
 from forkserve.common.scoreboard import Scoreboard
 from forkserve.common.zygotespec import SPEC_VARIABLE, ZygoteSpec
@@ -184,7 +194,8 @@ class Zygote:
             self._report_failure(slot, worker_id, error)
             return
         try:
-            intermediate = os.fork()
+            # The master's TERM to a worker still booting waits, blocked, until the worker can act.
+            intermediate = forksignals.fork()
         except OSError as error:
             # A process limit, or memory: the master hears of it and decides (back-off, then a
             # verdict). This process must live on; dying here would only be restarted, re-importing
