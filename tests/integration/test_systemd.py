@@ -65,6 +65,13 @@ class NotifySocket:
 
         wait_until(arrived, timeout, f"notifications {expected}", lambda: f"got {self.received}")
 
+    def wait_status(self, status: str, timeout: float = 20.0) -> None:
+        def arrived() -> bool:
+            self.poll()
+            return any(fields.get("STATUS") == status for fields in self.received)
+
+        wait_until(arrived, timeout, f"STATUS={status}", lambda: f"got {self.received}")
+
     def pings(self) -> int:
         return sum(1 for fields in self.received if fields.get("WATCHDOG") == "1")
 
@@ -84,7 +91,9 @@ def test_notifications_in_order_across_reload_and_stop(serve, notify_socket):
     notify, address = notify_socket
     server = serve("-w", "2", env={"NOTIFY_SOCKET": address, "SYSTEMD_EXEC_PID": ""})
     notify.wait_states(["READY"])
-    server.wait_workers(2)
+    # READY comes with the first worker serving; the reload waits for the second, whose STATUS the
+    # test reads below (a HUP while it still booted would skip that line).
+    notify.wait_status("2 workers serving, generation 1")
     server.signal(signal.SIGHUP)
     notify.wait_states(["READY", "RELOADING", "READY"])
     server.signal(signal.SIGTERM)
