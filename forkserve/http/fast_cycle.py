@@ -7,10 +7,12 @@ and written together with the first body chunk (docs/design.md has the measureme
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from forkserve.http.fast_plan import (
     CONTINUE,
+    HOLD_AFTER,
     JOIN_LIMIT,
     STATUS_LINE,
     VALID_NAMES,
@@ -58,6 +60,7 @@ class FastCycle:
     pending_head: bytes | None = None
     task: Any = None
     finished = False
+    app_started = 0.0
 
     def __init__(
         self, protocol: FastHttpToolsProtocol, scope: dict[str, Any], keep_alive: bool, expect_100: bool
@@ -77,6 +80,7 @@ class FastCycle:
 
     async def run_asgi(self, app: Any) -> None:
         logger = self.protocol.logger
+        self.app_started = perf_counter()
         try:
             result = await app(self.scope, self.receive, self.send)
         except BaseException as exc:
@@ -182,11 +186,19 @@ class FastCycle:
             pending = self.pending_head
             if pending is not None:
                 self.pending_head = None
-                if len(data) <= JOIN_LIMIT:
-                    self.transport.write(pending + data)
-                else:
+                if len(data) > JOIN_LIMIT:
                     self.transport.write(pending)
                     self.transport.write(data)
+                elif (
+                    not more_body
+                    and self.keep_alive
+                    and self.protocol.real_loop
+                    and perf_counter() - self.app_started >= HOLD_AFTER
+                ):
+                    # A slow app's whole response: written with the turn's others (LingeringTransport.hold).
+                    self.transport.hold(pending + data)
+                else:
+                    self.transport.write(pending + data)
             elif data:
                 self.transport.write(data)
             if not more_body:

@@ -42,6 +42,10 @@ METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATC
 # A body this small goes out joined to the head, in one write; a larger one is not copied just to
 # save a write call.
 JOIN_LIMIT = 16 * 1024
+# An app that took this long (seconds) to answer has its whole response held to the end of the
+# loop's turn and written with the turn's others; a faster one's is written at once, where holding
+# would only add a turn (docs/design.md, "Held responses").
+HOLD_AFTER = 20e-6
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Response header names and (short) values already checked against uvicorn's expressions: an app
 # sends the same few again and again, and a set lookup is cheaper than a regex search. The limits

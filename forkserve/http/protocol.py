@@ -226,6 +226,8 @@ class LingeringTransport:
     WebSocket protocol it upgrades to gets ``inner`` (``upgraded_transport``).
     """
 
+    held: bytes | None = None  # a whole response, written at the end of this turn (hold())
+
     def __init__(self, transport: Any, loop: Any) -> None:
         self._transport = self.inner = transport
         self._loop = loop
@@ -239,7 +241,49 @@ class LingeringTransport:
     def is_closing(self) -> bool:
         return self.lingering or bool(self._transport.is_closing())
 
+    def hold(self, data: bytes) -> None:
+        """Write DATA, a whole response, with the others held in this turn of the loop, together.
+
+        A worker answering a slow app (FastAPI: ~60 µs a request) wrote each response as its app
+        finished, so each write woke the client anew; held, the turn's responses go out back to back
+        in the next turn, before any new request runs (docs/design.md, "Held responses"). Anything
+        else this connection writes or closes in between releases it first, so bytes never reorder.
+        """
+        self.held = data
+        self.write = self._write_after_held
+        batch = _HELD.get(self._loop)
+        if batch is None:
+            batch = _HELD[self._loop] = []
+            self._loop.call_soon(release_held, self._loop)
+        batch.append(self)
+
+    def release(self) -> None:
+        data = self.held
+        if data is None:
+            return
+        self.held = None
+        if self.lingering:
+            return  # the wrapper's close() released it first; nothing is written after that
+        self.write = self._transport.write
+        if not self._transport.is_closing():  # the peer went: the response has no one to read it
+            self._transport.write(data)
+
+    def _write_after_held(self, data: bytes) -> None:
+        self.release()
+        self.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        if self.lingering:
+            return  # dropped, as write() is once the connection lingers
+        self.release()
+        self._transport.writelines(chunks)
+
+    def write_eof(self) -> None:
+        self.release()
+        self._transport.write_eof()
+
     def close(self) -> None:
+        self.release()
         if self.lingering or self._transport.is_closing():
             return
         can_write_eof = getattr(self._transport, "can_write_eof", None)
@@ -249,13 +293,23 @@ class LingeringTransport:
         self.lingering = True
         # Like a closing asyncio transport: later writes (an app still answering a request on a
         # connection the parser gave up on) are dropped, not an error that logs a traceback.
-        self.write = self.writelines = _discard
+        self.write = _discard
         self._transport.write_eof()
         self._transport.resume_reading()
         self._loop.call_later(LINGER, self._transport.close)
 
     def abort_linger(self) -> None:
         self._transport.close()
+
+
+# Per loop, the connections holding a response for the end of this turn (a worker has one loop;
+# tests may run several).
+_HELD: dict[Any, list[LingeringTransport]] = {}
+
+
+def release_held(loop: Any) -> None:
+    for transport in _HELD.pop(loop, ()):
+        transport.release()
 
 
 def upgraded_transport(transport: Any) -> Any:
@@ -267,7 +321,10 @@ def upgraded_transport(transport: Any) -> Any:
     close: its closing handshake has the client stop sending before the server closes, which is
     also what uvicorn's own HTTP protocols hand over.
     """
-    return transport.inner if isinstance(transport, LingeringTransport) else transport
+    if isinstance(transport, LingeringTransport):
+        transport.release()  # the response before the upgrade goes out before the 101
+        return transport.inner
+    return transport
 
 
 class AccessLine:

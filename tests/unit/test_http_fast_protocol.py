@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from forkserve.http import fast_plan
+from forkserve.http import fast_cycle, fast_plan
 from forkserve.http.choice import http_protocol_class
 from forkserve.http.fast import FastHttpToolsProtocol, websocket_requested
 from forkserve.http.fast_cycle import client_text, target_text
@@ -449,3 +449,123 @@ async def test_a_request_sent_late_into_a_drain_is_answered_whole_not_cut_by_the
     assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n"), transport.written
     assert transport.written.endswith(b"hello") and b"connection: close\r\n" in transport.written
     assert transport.closed
+
+
+# Held responses (LingeringTransport.hold): a slow app's whole response waits for the end of the
+# loop's turn, then goes out with the turn's others; nothing the connection writes or closes in
+# between may overtake it.
+
+
+@pytest.fixture(autouse=True)
+def hold_after(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Which apps count as slow, made certain: a first call may take longer than the real threshold.
+
+    The tests of held responses (their app is ``slow_hello`` or ``echo_path``) hold every response;
+    the rest of this file holds none, as it expects each write at once.
+    """
+    holding = "held" in request.node.name or "slow" in request.node.name
+    monkeypatch.setattr(fast_cycle, "HOLD_AFTER", 0.0 if holding else 3600.0)
+
+
+slow_hello = hello
+
+
+RESPONSE_END = b"\r\n\r\nhello"
+
+
+async def one_turn() -> None:
+    await asyncio.sleep(0)
+
+
+@on_loop
+async def test_a_fast_apps_response_is_written_at_once():
+    protocol, transport = connect(hello)  # HOLD_AFTER is an hour here
+    protocol.data_received(GET)
+    await one_turn()
+    assert transport.written.endswith(RESPONSE_END)
+
+
+@on_loop
+async def test_slow_apps_responses_are_held_to_the_end_of_the_turn_then_written_together():
+    pairs = [connect(slow_hello) for _ in range(3)]
+    for protocol, _ in pairs:
+        protocol.data_received(GET)
+    await one_turn()  # every app ran and answered
+    assert [transport.written for _, transport in pairs] == [b"", b"", b""]
+    assert all(protocol.cycle.response_complete for protocol, _ in pairs)
+    await one_turn()
+    assert all(transport.written.endswith(RESPONSE_END) for _, transport in pairs)
+    assert all(transport.written.count(b"HTTP/1.1 200") == 1 for _, transport in pairs)
+
+
+@on_loop
+async def test_a_refusal_after_a_held_response_goes_out_after_it():
+    protocol, transport = connect(slow_hello)
+    protocol.data_received(GET)
+    await one_turn()
+    assert transport.written == b""
+    protocol.data_received(b"GARBAGE / HTTP/1.1\r\n\r\n")  # refused at once, in this read
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"hello" in transport.written and transport.written.index(b"hello") < transport.written.index(
+        b"400"
+    )
+    assert transport.closed
+
+
+@on_loop
+async def test_a_close_after_a_held_response_writes_it_first():
+    protocol, transport = connect(slow_hello)
+    protocol.data_received(GET)
+    await one_turn()
+    assert transport.written == b""
+    protocol.shutdown()  # idle now: closed at once, through the wrapper
+    assert transport.written.endswith(RESPONSE_END) and transport.closed
+    await one_turn()
+    assert transport.written.count(b"HTTP/1.1 200") == 1  # the end of the turn writes nothing again
+
+
+@on_loop
+async def test_a_held_response_whose_peer_went_is_dropped_quietly():
+    protocol, transport = connect(slow_hello)
+    protocol.data_received(GET)
+    await one_turn()
+    transport.closed = True  # the peer reset the connection meanwhile
+    await one_turn()
+    assert transport.written == b""
+
+
+@on_loop
+async def test_a_held_response_goes_out_before_the_websocket_upgrade_that_follows_it():
+    WebSocketStandIn.made.clear()
+    protocol, transport = connect(slow_hello, ws=WebSocketStandIn)
+    protocol.data_received(GET)
+    await one_turn()
+    protocol.data_received(UPGRADE)
+    (ws,) = WebSocketStandIn.made
+    assert transport.written.endswith(RESPONSE_END) and ws.transport is transport
+    await one_turn()
+    assert transport.written.count(b"HTTP/1.1 200") == 1
+
+
+@on_loop
+async def test_pipelined_requests_held_one_by_one_are_answered_in_order():
+    async def echo_path(scope: Any, receive: Any, send: Any) -> None:
+        body = scope["path"].encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    protocol, transport = connect(echo_path)
+    paths = [f"/{n}" for n in range(6)]
+    protocol.data_received(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths))
+    for _ in range(40):
+        if transport.written.count(b"HTTP/1.1 200") == len(paths) and transport.written.endswith(b"/5"):
+            break
+        await one_turn()
+    bodies = [chunk.split(b"\r\n\r\n", 1)[1] for chunk in transport.written.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    assert bodies == [p.encode() for p in paths]
