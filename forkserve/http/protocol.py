@@ -249,6 +249,8 @@ class LingeringTransport:
         in the next turn, before any new request runs (docs/design.md, "Held responses"). Anything
         else this connection writes or closes in between releases it first, so bytes never reorder.
         """
+        if self.held is not None:
+            self.release()  # one held at a time: an earlier one goes out first, never overwritten
         self.held = data
         self.write = self._write_after_held
         batch = _HELD.get(self._loop)

@@ -24,7 +24,7 @@ from forkserve.http.choice import http_protocol_class
 from forkserve.http.fast import FastHttpToolsProtocol, websocket_requested
 from forkserve.http.fast_cycle import client_text, target_text
 from forkserve.http.flow import HIGH_WATER_LIMIT
-from forkserve.http.protocol import request_line_length
+from forkserve.http.protocol import LingeringTransport, release_held, request_line_length
 
 
 @pytest.mark.parametrize(
@@ -569,3 +569,16 @@ async def test_pipelined_requests_held_one_by_one_are_answered_in_order():
         await one_turn()
     bodies = [chunk.split(b"\r\n\r\n", 1)[1] for chunk in transport.written.split(b"HTTP/1.1 200 OK\r\n")[1:]]
     assert bodies == [p.encode() for p in paths]
+
+
+def test_a_second_hold_in_one_turn_writes_the_first_before_holding_the_second():
+    transport = Transport()
+    wrapper = LingeringTransport(transport, asyncio.new_event_loop())
+    try:
+        wrapper.hold(b"first")
+        wrapper.hold(b"second")
+        assert transport.written == b"first"
+        release_held(wrapper._loop)
+        assert transport.written == b"firstsecond"
+    finally:
+        wrapper._loop.close()
